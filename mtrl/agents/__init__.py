@@ -1,0 +1,1 @@
+"""Agents: multi-task SAC and its actor/critic bodies."""

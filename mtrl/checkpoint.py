@@ -1,0 +1,128 @@
+"""Checkpoints that are safe to share and safe to kill.
+
+A file is ``MAGIC | format version | sha256 of the body | body`` where the body is a ``torch.save`` of
+tensors and plain data. Loading checks the header and the checksum first and then unpickles with
+``weights_only=True``, so a file never runs code: anything beyond tensors and plain containers is
+refused. Writes go to a temporary file that is fsynced and renamed over the target, so a kill at any
+moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MAGIC = b"MTRLCKPT"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct(">8sI32s")  # magic, format version, sha256 of the body
+_STEP_FILE = re.compile(r"step_(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be trusted or used; the message is one line naming the file."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    body = buffer.getvalue()
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(body).digest())
+    atomic_write_bytes(Path(path), header + body)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = latest_checkpoint(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({error.strerror})") from None
+    if len(data) < _HEADER.size or not data.startswith(MAGIC):
+        raise CheckpointError(f"{path}: not an mtrl checkpoint (bad header or truncated)")
+    _, version, digest = _HEADER.unpack_from(data)
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} is not supported (this mtrl reads {FORMAT_VERSION})"
+        )
+    body = data[_HEADER.size :]
+    if hashlib.sha256(body).digest() != digest:
+        raise CheckpointError(f"{path}: checksum mismatch (the file is truncated or corrupt)")
+    try:
+        payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
+    except Exception as error:  # the unpickler's refusals come in several types
+        raise CheckpointError(f"{path}: refused to load ({_refusal_reason(error)})") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: checkpoint body is not a mapping")
+    return payload
+
+
+def _refusal_reason(error: Exception) -> str:
+    """The one informative line of torch's long weights-only refusal."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if "Unsupported global" in line or "WeightsUnpickler error" in line:
+            return line.split(" was not an allowed global")[0][:200]
+    return (lines[-1] if lines else type(error).__name__)[:200]
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def step_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The periodic checkpoints of a run, oldest first."""
+    directory = checkpoint_dir(run_dir)
+    found = [p for p in directory.glob("step_*.pt") if _STEP_FILE.search(p.name)]
+    return sorted(found, key=lambda p: int(_STEP_FILE.search(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path:
+    found = step_checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(f"{run_dir}: no checkpoint found under {checkpoint_dir(run_dir)}")
+    return found[-1]
+
+
+class CheckpointKeeper:
+    """Keeps the last K periodic checkpoints and the best one by mean success rate."""
+
+    def __init__(self, run_dir: str | Path, keep: int) -> None:
+        self.directory = checkpoint_dir(run_dir)
+        self.keep = keep
+        self.best_success = float("-inf")
+
+    def save(self, step: int, payload: dict[str, Any], mean_success: float | None) -> Path:
+        path = self.directory / f"step_{step:010d}.pt"
+        save_checkpoint(path, payload)
+        if mean_success is not None and mean_success > self.best_success:
+            self.best_success = mean_success
+            save_checkpoint(self.directory / "best.pt", payload)
+        for old in step_checkpoints(self.directory.parent)[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return path

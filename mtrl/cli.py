@@ -1,0 +1,97 @@
+"""``mtrl train | eval``: parse, validate, call. Bad input is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mtrl.config import apply_overrides, build_config, validate
+    from mtrl.evaluation import format_table
+    from mtrl.trainer import Trainer, default_run_dir, load_run_config
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = load_run_config(run_dir)
+        if args.config:
+            print("mtrl: --config is ignored with --resume (the run's config.yaml is used)",
+                  file=sys.stderr)
+        if args.overrides:
+            config = apply_overrides(config, args.overrides)
+        config = validate(config)
+    else:
+        config = build_config(args.config, args.overrides)
+        run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
+    trainer = Trainer(config, run_dir, resume=bool(args.resume))
+    try:
+        results = trainer.train()
+    finally:
+        trainer.close()
+    print(format_table(results))
+    print(f"\nrun directory: {run_dir}")
+    print(f"tensorboard:   tensorboard --logdir {run_dir / 'tensorboard'}")
+    print(f"checkpoint:    {trainer.keeper.directory}")
+    print(f"final eval:    {run_dir / 'eval' / 'final.json'}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    if args.video and "MUJOCO_GL" not in os.environ:
+        os.environ["MUJOCO_GL"] = "egl"  # must be set before mujoco is imported
+    from mtrl.policy_eval import evaluate_checkpoint
+
+    evaluate_checkpoint(
+        args.checkpoint, tasks=args.task, episodes=args.episodes, video=args.video,
+        out=args.out, seed=args.seed, device=args.device,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtrl", description="Multi-task RL on Meta-World v3.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a multi-task agent")
+    train.add_argument("--config", help="a YAML preset (configs/*.yaml)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument("--debug", action="store_true", help="show tracebacks")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. agent.critic=multihead")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a saved policy")
+    evaluate.add_argument("checkpoint", help="a checkpoint file or a run directory (latest checkpoint)")
+    evaluate.add_argument("--task", action="append", help="a task to evaluate (repeatable)")
+    evaluate.add_argument("--episodes", type=int, default=None, help="episodes per task")
+    evaluate.add_argument("--video", help="write the first episode of each task to PATH (.mp4/.gif)")
+    evaluate.add_argument("--out", help="JSON file for the results (default: next to the checkpoint)")
+    evaluate.add_argument("--seed", type=int, default=None, help="evaluation seed")
+    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    evaluate.add_argument("--debug", action="store_true", help="show tracebacks")
+    evaluate.set_defaults(handler=_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mtrl.errors import USER_ERRORS
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        print(f"mtrl: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("mtrl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

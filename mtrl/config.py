@@ -1,0 +1,345 @@
+"""Typed, frozen run configuration: defaults here, YAML presets that set only what differs, and
+``key=value`` overrides typed after the command.
+
+Frozen dataclasses (as the Meta-World+ baselines use) make a run's configuration one value that can be
+saved, compared and restored; every field's comment is its documentation. Errors are ``ConfigError``:
+one line, naming the key and the valid choices, so the CLI can print it without a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad key or value in a preset, a YAML file or an override."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    # Task set: "MT10", "MT50", "MT1:reach-v3", "reach-v3,push-v3", "synthetic" or "synthetic:<T>".
+    name: str = "MT10"
+    # Meta-World reward function: "v2" (default of Meta-World v3) or "v1" (what older papers used).
+    reward_version: str = "v2"
+    # Episode length; 0 means the suite's own (500 for Meta-World, 50 for synthetic).
+    max_episode_steps: int = 0
+    # "sync" (default, measured fastest on few cores) or "async" (one process per task; ~12 GB for MT50).
+    vector: str = "sync"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    # Actor body: a key of mtrl.agents.networks.NETWORKS ("shared": one MLP on state + one-hot).
+    actor: str = "shared"
+    # Critic body: "shared" or "multihead" (one output head per task).
+    critic: str = "shared"
+    # Hidden layer widths of actor and critic (the mtrl/CARE MT-SAC setup: 3 x 400).
+    hidden_sizes: tuple[int, ...] = (400, 400, 400)
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    # Learning rate of the per-task log temperatures.
+    alpha_lr: float = 3e-4
+    # Initial temperature of every task.
+    init_temperature: float = 1.0
+    # Per-task entropy target; 0 means the usual -|A|.
+    target_entropy: float = 0.0
+    gamma: float = 0.99
+    # Polyak averaging rate of the target critics.
+    tau: float = 5e-3
+    # Transitions sampled per task per update (the batch is [T, B]).
+    batch_size_per_task: int = 128
+    # Gradient method for the critic's shared parameters (a key of mtrl.gradients.GRADIENT_METHODS).
+    critic_grad: str = "mean"
+    # Gradient method for the actor's shared parameters.
+    actor_grad: str = "mean"
+    # Bounds of the actor's log standard deviation.
+    log_std_min: float = -10.0
+    log_std_max: float = 2.0
+    # Clip each combined gradient to this global norm; 0 disables clipping.
+    grad_clip_norm: float = 0.0
+
+
+@dataclass(frozen=True)
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    seed: int = 0
+    # Vector-env steps: each steps every task once, so a run collects total_steps x T transitions.
+    total_steps: int = 1_000_000
+    # Steps of uniformly random actions before the policy acts and updates begin.
+    warmup_steps: int = 1_500
+    # Gradient updates per vector-env step (the update-to-data ratio per task).
+    updates_per_step: float = 1.0
+    # Replay capacity per task (transitions); MT50 x 100k is ~3.7 GB of float32.
+    replay_capacity_per_task: int = 100_000
+    # Evaluate every N steps (0: only at the end), with this many deterministic episodes per task.
+    eval_every: int = 50_000
+    eval_episodes: int = 5
+    # Episodes per task of the final evaluation (Meta-World v3's protocol uses 50).
+    final_eval_episodes: int = 50
+    # Write a checkpoint every N steps (0: only at the end); keep the last K plus the best.
+    checkpoint_every: int = 50_000
+    keep_checkpoints: int = 3
+    # Also checkpoint the replay buffer, so a resume is exact (large: capacity x T transitions).
+    checkpoint_replay: bool = False
+    # Scalars are logged every N steps.
+    log_every: int = 1_000
+    # Where the run directory goes; empty means runs/<env>-<seed>-<time>.
+    run_dir: str = ""
+    # "auto" (CUDA when present), "cpu" or "cuda".
+    device: str = "auto"
+    # torch intra-op threads; 0 leaves torch's default. 1 is stable while envs share the cores.
+    torch_threads: int = 1
+    # Deterministic torch kernels (for exact resume checks; slower on GPU).
+    deterministic: bool = False
+    # Show a console progress bar.
+    progress: bool = True
+
+
+# Values a field may take, where it is a closed set; registries are checked where they live.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "env.reward_version": ("v1", "v2"),
+    "env.vector": ("sync", "async"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+# Fields that must be > 0 (the rest of the numeric fields must be >= 0).
+POSITIVE = {
+    "total_steps", "replay_capacity_per_task", "eval_episodes", "final_eval_episodes",
+    "keep_checkpoints", "log_every", "agent.actor_lr", "agent.critic_lr", "agent.alpha_lr",
+    "agent.init_temperature", "agent.batch_size_per_task", "agent.tau", "updates_per_step",
+}
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
+    return f"; did you mean: {', '.join(close)}?" if close else f"; valid: {', '.join(options)}"
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Turns a YAML or command-line value into the field's type, or says in one line why not."""
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value.replace("_", ""))
+            except ValueError:
+                number = float("nan")
+            if number == number and number.is_integer() and abs(number) < 2**62:
+                return int(number)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            number = float(value.replace("_", "") if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if origin is tuple:
+        (item_type, _) = typing.get_args(annotation)
+        if isinstance(value, str):
+            value = [v for v in value.strip("[]() ").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(key, v.strip() if isinstance(v, str) else v, item_type) for v in value)
+    raise ConfigError(f"{key}: unsupported field type {annotation}")
+
+
+def _leaf_paths(cls: type, prefix: str = "") -> list[str]:
+    paths = []
+    for name, annotation in _field_types(cls).items():
+        if dataclasses.is_dataclass(annotation):
+            paths.extend(_leaf_paths(annotation, f"{prefix}{name}."))
+        else:
+            paths.append(f"{prefix}{name}")
+    return paths
+
+
+def _apply(cls: type, current: Any, updates: dict[str, Any], prefix: str = "") -> Any:
+    """Returns a copy of the dataclass ``current`` with nested ``updates`` applied and typed."""
+    types_ = _field_types(cls)
+    changes = {}
+    for name, value in updates.items():
+        key = f"{prefix}{name}"
+        if not isinstance(name, str) or name not in types_:
+            valid = [f"{prefix}{n}" for n in types_]
+            raise ConfigError(f"unknown config key '{key}'{_suggest(key, valid)}")
+        annotation = types_[name]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping of its fields, got {value!r}")
+            changes[name] = _apply(annotation, getattr(current, name), value, f"{key}.")
+        else:
+            changes[name] = _coerce(key, value, annotation)
+    return dataclasses.replace(current, **changes)
+
+
+def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        parts = key.split(".")
+        node = nested
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"config key '{key}' conflicts with '{part}'")
+            node = child
+        node[parts[-1]] = value
+    return nested
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["seed=3", "agent.critic=multihead"]`` -> nested dict; values are parsed as YAML scalars."""
+    dotted: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        dotted[key] = raw if value is None else value
+    return _nest(dotted)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def validate(config: Config) -> Config:
+    """Value checks that types alone cannot express; registries are consulted lazily."""
+    from mtrl.agents.networks import NETWORKS
+    from mtrl.envs import resolve_task_names
+    from mtrl.envs.base import EnvError
+    from mtrl.gradients import GRADIENT_METHODS
+
+    flat = to_dict(config)
+    for key, choices in CHOICES.items():
+        value = _get(flat, key)
+        if value not in choices:
+            raise ConfigError(f"{key}: '{value}' is not one of {', '.join(choices)}")
+    for key in _leaf_paths(Config):
+        value = _get(flat, key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key in POSITIVE and value <= 0:
+                raise ConfigError(f"{key}: must be > 0, got {value}")
+            if key not in POSITIVE and value < 0 and key not in _SIGNED:
+                raise ConfigError(f"{key}: must be >= 0, got {value}")
+    for key, registry in (
+        ("agent.actor", NETWORKS), ("agent.critic", NETWORKS),
+        ("agent.actor_grad", GRADIENT_METHODS), ("agent.critic_grad", GRADIENT_METHODS),
+    ):
+        value = _get(flat, key)
+        if value not in registry:
+            raise ConfigError(f"{key}: unknown '{value}'{_suggest(value, sorted(registry))}")
+    agent = config.agent
+    if not agent.hidden_sizes or any(width <= 0 for width in agent.hidden_sizes):
+        raise ConfigError("agent.hidden_sizes: need one or more positive widths")
+    if not 0 < agent.gamma < 1:
+        raise ConfigError(f"agent.gamma: must be in (0, 1), got {agent.gamma}")
+    if not agent.tau <= 1:
+        raise ConfigError(f"agent.tau: must be in (0, 1], got {agent.tau}")
+    if agent.log_std_min >= agent.log_std_max:
+        raise ConfigError("agent.log_std_min must be below agent.log_std_max")
+    try:
+        resolve_task_names(config.env.name)
+    except EnvError as error:
+        raise ConfigError(f"env.name: {error}") from None
+    return config
+
+
+# Numeric fields that may be negative.
+_SIGNED = {"agent.target_entropy", "agent.log_std_min", "agent.log_std_max", "seed"}
+
+
+def _get(flat: dict[str, Any], dotted: str) -> Any:
+    node: Any = flat
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Plain data (tuples as lists) for YAML, JSON and checkpoints."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    return _apply(Config, Config(), data)
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    return _apply(Config, config, parse_overrides(overrides))
+
+
+def build_config(
+    preset: str | Path | None = None, overrides: list[str] | None = None, check: bool = True
+) -> Config:
+    """Defaults <- YAML preset <- ``key=value`` overrides, then validated."""
+    config = Config()
+    if preset is not None:
+        config = _apply(Config, config, load_yaml(preset))
+    if overrides:
+        config = apply_overrides(config, overrides)
+    return validate(config) if check else config
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def load_config(path: str | Path) -> Config:
+    return validate(from_dict(load_yaml(path)))

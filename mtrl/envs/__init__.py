@@ -1,0 +1,82 @@
+"""The env registry: one name string -> a ``MultiTaskVecEnv`` over T tasks.
+
+Names: ``"synthetic"`` (4 point-mass tasks) or ``"synthetic:<T>"``, and every Meta-World spec
+(``"MT10"``, ``"MT25"``, ``"MT50"``, ``"MT1:<task>"``, ``"reach-v3,push-v3"``). Meta-World is imported
+only when a Meta-World name is used, so ``import mtrl.envs`` and the synthetic env never load mujoco.
+"""
+
+from __future__ import annotations
+
+from mtrl.envs.base import EnvError, MultiTaskVecEnv, VecStep
+from mtrl.envs.synthetic import DEFAULT_MAX_EPISODE_STEPS as SYNTHETIC_MAX_EPISODE_STEPS
+from mtrl.envs.synthetic import SyntheticVecEnv
+
+__all__ = [
+    "EnvError",
+    "MultiTaskVecEnv",
+    "SyntheticVecEnv",
+    "VecStep",
+    "is_metaworld",
+    "make_env",
+    "resolve_task_names",
+]
+
+SYNTHETIC = "synthetic"
+SYNTHETIC_DEFAULT_TASKS = 4
+METAWORLD_MAX_EPISODE_STEPS = 500  # = metaworld.DEFAULT_MAX_EPISODE_STEPS, without importing mujoco
+
+
+def is_metaworld(name: str) -> bool:
+    """Whether a name belongs to the Meta-World suite (everything that is not synthetic)."""
+    return name.strip().split(":")[0].lower() != SYNTHETIC
+
+
+def resolve_task_names(name: str) -> list[str]:
+    """Task names in env order, without building anything (config validation, logging keys)."""
+    if not is_metaworld(name):
+        return [f"point-{i}" for i in range(_synthetic_num_tasks(name))]
+    from mtrl.envs.metaworld import resolve_metaworld_tasks
+
+    return resolve_metaworld_tasks(name)
+
+
+def make_env(
+    name: str,
+    seed: int,
+    *,
+    reward_version: str = "v2",
+    max_episode_steps: int | None = None,
+    vector: str = "sync",
+    render: bool = False,
+) -> MultiTaskVecEnv:
+    """Builds the named task set; ``max_episode_steps=None`` means the suite's own default.
+
+    The synthetic env has one reward and is vectorised in numpy, so it ignores ``reward_version``,
+    ``vector`` and ``render`` (it can always render).
+    """
+    if vector not in ("sync", "async"):
+        raise EnvError(f"vector must be 'sync' or 'async', got {vector!r}")
+    if not is_metaworld(name):
+        steps = SYNTHETIC_MAX_EPISODE_STEPS if max_episode_steps is None else max_episode_steps
+        return SyntheticVecEnv(_synthetic_num_tasks(name), seed=seed, max_episode_steps=steps)
+    from mtrl.envs.metaworld import make_metaworld_env
+
+    return make_metaworld_env(
+        name,
+        seed,
+        reward_version=reward_version,
+        max_episode_steps=METAWORLD_MAX_EPISODE_STEPS
+        if max_episode_steps is None
+        else max_episode_steps,
+        vector=vector,
+        render=render,
+    )
+
+
+def _synthetic_num_tasks(name: str) -> int:
+    _, colon, count = name.strip().partition(":")
+    if not colon:
+        return SYNTHETIC_DEFAULT_TASKS
+    if not count.strip().isdigit() or int(count) < 1:
+        raise EnvError(f"bad synthetic env {name!r}; use 'synthetic' or 'synthetic:<T>' with T >= 1")
+    return int(count)

@@ -1,0 +1,104 @@
+"""Deterministic per-task evaluation, batched across tasks.
+
+Meta-World v3's protocol: an episode counts as a success if the task reports success at any step, and
+evaluation ends an episode at its first success. All tasks step together; a task that has finished
+its quota keeps stepping (the vector env steps every task) but is no longer counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from mtrl.envs.base import MultiTaskVecEnv
+
+Policy = Callable[[np.ndarray], np.ndarray]  # obs [T, obs_dim] -> actions [T, A]
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    success_rate: float
+    mean_return: float
+    mean_length: float
+    episodes: int
+
+
+def evaluate(
+    policy: Policy,
+    env: MultiTaskVecEnv,
+    episodes: int,
+    record: dict[int, list[np.ndarray]] | None = None,
+) -> dict[str, TaskResult]:
+    """Runs ``episodes`` episodes per task; ``record`` maps task indices to lists that receive the
+    RGB frames of that task's first episode (the env must be built for rendering)."""
+    num_tasks = env.num_tasks
+    successes = np.zeros((num_tasks, episodes), dtype=bool)
+    returns = np.zeros((num_tasks, episodes))
+    lengths = np.zeros((num_tasks, episodes))
+    finished = np.zeros(num_tasks, dtype=int)  # completed episodes per task
+    running_return = np.zeros(num_tasks)
+    running_length = np.zeros(num_tasks, dtype=int)
+    running_success = np.zeros(num_tasks, dtype=bool)
+    record = record or {}
+
+    env.set_terminate_on_success(True)
+    try:
+        obs = env.reset()
+        _record_frames(env, record, finished)
+        while finished.min() < episodes:
+            step = env.step(policy(obs))
+            obs = step.obs
+            running_return += step.reward
+            running_length += 1
+            running_success |= step.success
+            done = step.terminated | step.truncated
+            counted = done & (finished < episodes)  # [T]
+            rows = np.flatnonzero(counted)
+            slots = finished[rows]
+            successes[rows, slots] = running_success[rows]
+            returns[rows, slots] = running_return[rows]
+            lengths[rows, slots] = running_length[rows]
+            finished[rows] += 1
+            running_return[done], running_length[done], running_success[done] = 0.0, 0, False
+            _record_frames(env, record, finished)
+    finally:
+        env.set_terminate_on_success(False)
+    return {
+        name: TaskResult(
+            success_rate=float(successes[i].mean()),
+            mean_return=float(returns[i].mean()),
+            mean_length=float(lengths[i].mean()),
+            episodes=episodes,
+        )
+        for i, name in enumerate(env.task_names)
+    }
+
+
+def _record_frames(
+    env: MultiTaskVecEnv, record: dict[int, list[np.ndarray]], finished: np.ndarray
+) -> None:
+    for task_index, frames in record.items():
+        if finished[task_index] == 0:
+            frames.append(env.render(task_index))
+
+
+def mean_success(results: dict[str, TaskResult]) -> float:
+    return float(np.mean([r.success_rate for r in results.values()]))
+
+
+def format_table(results: dict[str, TaskResult]) -> str:
+    """The per-task table printed at the end of training and by ``mtrl eval``."""
+    width = max([len("task")] + [len(name) for name in results])
+    lines = [
+        f"{'task':<{width}}  {'success':>7}  {'return':>9}  {'length':>7}  {'episodes':>8}",
+        f"{'-' * width}  {'-' * 7}  {'-' * 9}  {'-' * 7}  {'-' * 8}",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"{name:<{width}}  {r.success_rate:>7.2f}  {r.mean_return:>9.1f}  "
+            f"{r.mean_length:>7.1f}  {r.episodes:>8d}"
+        )
+    lines.append(f"{'mean':<{width}}  {mean_success(results):>7.2f}")
+    return "\n".join(lines)

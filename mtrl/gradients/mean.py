@@ -1,0 +1,16 @@
+"""Plain multi-task SAC: the gradient of the mean of the task losses."""
+
+from __future__ import annotations
+
+import torch
+
+from mtrl.gradients.base import GradientMethod
+
+
+class Mean(GradientMethod):
+    """g = (1/T) sum_i g_i. Equal to one backward pass of the mean loss, which is what the agent runs."""
+
+    needs_task_grads = False
+
+    def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
+        return task_grads.mean(dim=0)  # [P]

@@ -1,0 +1,122 @@
+"""``mtrl eval``: a saved policy on any subset of the tasks it was trained on.
+
+The policy was trained with a T-dim one-hot; a Meta-World subset is built as its own small task set
+and each observation gets its one-hot swapped for the task's index in the trained set, so evaluating
+one task of MT50 builds one environment, not fifty. Synthetic tasks are defined by their index among
+all tasks, so there the full set is stepped and the subset reported.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from mtrl.agents.sac import MultiTaskSAC
+from mtrl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from mtrl.config import ConfigError, from_dict
+from mtrl.envs import is_metaworld, make_env
+from mtrl.evaluation import TaskResult, evaluate, format_table
+from mtrl.trainer import EVAL_SEED_OFFSET, resolve_device
+
+
+def _select_tasks(trained: list[str], requested: list[str] | None) -> list[str]:
+    if not requested:
+        return trained
+    unknown = [task for task in requested if task not in trained]
+    if unknown:
+        raise ConfigError(
+            f"the policy was not trained on {', '.join(unknown)}; its tasks: {', '.join(trained)}"
+        )
+    return list(dict.fromkeys(requested))
+
+
+def _one_hot_remap(state_dim: int, indices: list[int], num_trained: int):
+    """obs with a k-dim one-hot -> obs with the trained T-dim one-hot of each row's task."""
+    one_hot = np.zeros((len(indices), num_trained), dtype=np.float32)
+    one_hot[np.arange(len(indices)), indices] = 1.0
+
+    def remap(obs: np.ndarray) -> np.ndarray:
+        return np.concatenate([obs[:, :state_dim], one_hot], axis=1)
+
+    return remap
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    tasks: list[str] | None = None,
+    episodes: int | None = None,
+    video: str | None = None,
+    out: str | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+) -> dict[str, TaskResult]:
+    path = Path(checkpoint)
+    path = latest_checkpoint(path) if path.is_dir() else path
+    payload = load_checkpoint(path)
+    try:
+        config = from_dict(payload["config"])
+        trained = [str(name) for name in payload["task_names"]]
+        obs_dim, action_dim = int(payload["obs_dim"]), int(payload["action_dim"])
+    except (KeyError, TypeError, ConfigError) as error:
+        raise CheckpointError(f"{path}: not a training checkpoint ({error})") from None
+    if episodes is not None and episodes <= 0:
+        raise ConfigError(f"--episodes must be > 0, got {episodes}")
+    episodes = episodes or config.final_eval_episodes
+    selected = _select_tasks(trained, tasks)
+    indices = [trained.index(task) for task in selected]
+
+    agent = MultiTaskSAC(obs_dim, action_dim, len(trained), config.agent, resolve_device(device))
+    try:
+        agent.load_state_dict(payload["agent"])
+    except (KeyError, RuntimeError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0][:200]
+        raise CheckpointError(f"{path}: agent state does not fit ({first_line})") from None
+
+    eval_seed = (config.seed + EVAL_SEED_OFFSET) if seed is None else seed
+    env_options = {
+        "reward_version": config.env.reward_version,
+        "max_episode_steps": config.env.max_episode_steps or None,
+        "render": bool(video),
+    }
+    subset = is_metaworld(config.env.name) and selected != trained
+    if subset:
+        env = make_env(",".join(selected), eval_seed, **env_options)
+        remap = _one_hot_remap(obs_dim - len(trained), indices, len(trained))
+
+        def policy(obs: np.ndarray) -> np.ndarray:
+            return agent.act(remap(obs), deterministic=True)
+
+        record_rows = list(range(len(selected)))
+    else:
+        env = make_env(config.env.name, eval_seed, **env_options)
+
+        def policy(obs: np.ndarray) -> np.ndarray:
+            return agent.act(obs, deterministic=True)
+
+        record_rows = indices
+    frames: dict[int, list[np.ndarray]] = {row: [] for row in record_rows} if video else {}
+    try:
+        all_results = evaluate(policy, env, episodes, record=frames)
+    finally:
+        env.close()
+    results = {task: all_results[task] for task in selected}
+
+    print(f"checkpoint: {path} (step {payload.get('step')})")
+    print(format_table(results))
+    out_path = Path(out) if out else path.parent.parent / "eval" / f"eval_{path.stem}.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(
+        {"checkpoint": str(path), "episodes": episodes,
+         "tasks": {task: asdict(result) for task, result in results.items()}}, indent=2,
+    ))
+    print(f"results: {out_path}")
+    if video:
+        from mtrl.video import write_videos
+
+        videos = {task: frames[row] for task, row in zip(selected, record_rows)}
+        for written in write_videos(video, videos):
+            print(f"video: {written}")
+    return results

@@ -1,0 +1,337 @@
+"""The training loop: collect -> replay -> update -> log -> evaluate -> checkpoint.
+
+A run directory holds ``config.yaml`` (resolved), ``run.json`` (tasks, parameter counts, status),
+``metrics.jsonl``, ``tensorboard/``, ``checkpoints/`` and ``eval/``. Everything that decides what
+happens next (networks, optimisers, temperatures, counters, every RNG, optionally the replay and the
+env) goes into each checkpoint, so ``--resume`` continues the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtrl.agents.sac import MultiTaskSAC
+from mtrl.checkpoint import CheckpointKeeper, latest_checkpoint, load_checkpoint
+from mtrl.config import Config, from_dict, save_config, to_dict
+from mtrl.envs import make_env
+from mtrl.envs.base import MultiTaskVecEnv
+from mtrl.evaluation import TaskResult, evaluate, format_table, mean_success
+from mtrl.logging import METRICS_FILE, RunLogger
+from mtrl.replay import TaskReplay
+
+EVAL_SEED_OFFSET = 1_000_003  # evaluation envs draw goals from a stream training never sees
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or continue; the CLI prints it on one line."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunError("device=cuda but no CUDA device is available (use device=auto or cpu)")
+    return torch.device(name)
+
+
+def default_run_dir(config: Config) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = config.env.name.replace(":", "-").replace(",", "+")[:60]
+    return Path("runs") / f"{name}-seed{config.seed}-{stamp}"
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    """Fails fast (before hours of training) on a directory that cannot hold the run."""
+    if not resume and (run_dir / "checkpoints").is_dir() and any(run_dir.glob("checkpoints/*.pt")):
+        raise RunError(f"{run_dir} already holds a run; pass --resume {run_dir} or another run_dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"\0" * 1024)
+        probe.unlink()
+    except OSError as error:
+        raise RunError(f"run directory {run_dir} is not writable ({error.strerror})") from None
+
+
+class Trainer:
+    def __init__(self, config: Config, run_dir: Path, resume: bool = False) -> None:
+        self.config, self.run_dir = config, run_dir
+        prepare_run_dir(run_dir, resume)
+        self.device = resolve_device(config.device)
+        if config.torch_threads > 0:
+            torch.set_num_threads(config.torch_threads)
+        torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)  # warm-up actions
+
+        env_options = {
+            "reward_version": config.env.reward_version,
+            "max_episode_steps": config.env.max_episode_steps or None,
+            "vector": config.env.vector,
+        }
+        self.env: MultiTaskVecEnv = make_env(config.env.name, config.seed, **env_options)
+        self._eval_env: MultiTaskVecEnv | None = None
+        self._env_options = env_options
+        self.task_names = list(self.env.task_names)
+        num_tasks = self.env.num_tasks
+        self.agent = MultiTaskSAC(
+            self.env.obs_dim, self.env.action_dim, num_tasks, config.agent, self.device,
+            seed=config.seed,
+        )
+        self.replay = TaskReplay(
+            num_tasks, self.env.obs_dim, self.env.action_dim, config.replay_capacity_per_task,
+            seed=config.seed,
+        )
+        self.keeper = CheckpointKeeper(run_dir, config.keep_checkpoints)
+        self.step = 0
+        self.updates = 0
+        self.update_credit = 0.0
+        self.obs = self.env.reset()  # [T, obs_dim]
+        self.episode_return = np.zeros(num_tasks)
+        self.episode_success = np.zeros(num_tasks, dtype=bool)
+        self.last_return = np.full(num_tasks, np.nan)
+        self.last_success = np.full(num_tasks, np.nan)
+        self.last_eval: dict[str, TaskResult] | None = None
+        if resume:
+            self._restore(load_checkpoint(latest_checkpoint(run_dir)))
+        else:
+            save_config(config, run_dir / "config.yaml")
+        self._write_run_info("running")
+
+    # ------------------------------------------------------------------------------------ loop
+    def train(self) -> dict[str, TaskResult]:
+        config = self.config
+        logger = RunLogger(self.run_dir, config.total_steps, self.step, config.progress)
+        timers = {"env": 0.0, "update": 0.0}
+        window_start, window_steps, window_updates = time.perf_counter(), 0, 0
+        metrics: dict[str, torch.Tensor] = {}
+        try:
+            while self.step < config.total_steps:
+                tick = time.perf_counter()
+                self._collect()
+                tock = time.perf_counter()
+                timers["env"] += tock - tick
+                metrics = self._update() or metrics
+                timers["update"] += time.perf_counter() - tock
+                self.step += 1
+                window_steps += 1
+                logger.advance(1)
+
+                if self.step % config.log_every == 0 or self.step == config.total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    scalars = self._train_scalars(metrics, elapsed, window_steps, timers)
+                    scalars["charts/updates_per_s"] = (self.updates - window_updates) / elapsed
+                    logger.log(self.step, scalars)
+                    logger.advance(0, self._postfix(scalars))
+                    window_start, window_steps, window_updates = time.perf_counter(), 0, self.updates
+                    timers = {"env": 0.0, "update": 0.0}
+                if config.eval_every and self.step % config.eval_every == 0:
+                    self._evaluate(logger, config.eval_episodes)
+                if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                    self._checkpoint()
+            if not (config.checkpoint_every and self.step % config.checkpoint_every == 0):
+                self._checkpoint()
+            logger.message(f"final evaluation: {config.final_eval_episodes} episodes per task")
+            results = self._evaluate(logger, config.final_eval_episodes, final=True)
+        finally:
+            logger.close()
+        self._write_run_info("finished")
+        return results
+
+    def _collect(self) -> None:
+        if self.step < self.config.warmup_steps:
+            action = self.rng.uniform(-1.0, 1.0, (self.env.num_tasks, self.env.action_dim))
+        else:
+            action = self.agent.act(self.obs)
+        step = self.env.step(action)
+        self.replay.add(self.obs, action, step.reward, step.next_obs, step.terminated)
+        self.episode_return += step.reward
+        self.episode_success |= step.success
+        done = step.terminated | step.truncated
+        if done.any():
+            self.last_return[done] = self.episode_return[done]
+            self.last_success[done] = self.episode_success[done]
+            self.episode_return[done], self.episode_success[done] = 0.0, False
+        self.obs = step.obs
+
+    def _update(self) -> dict[str, torch.Tensor] | None:
+        batch_size = self.config.agent.batch_size_per_task
+        if self.step < self.config.warmup_steps or len(self.replay) < batch_size:
+            return None
+        self.update_credit += self.config.updates_per_step
+        metrics = None
+        while self.update_credit >= 1.0:
+            self.update_credit -= 1.0
+            metrics = self.agent.update(self.replay.sample(batch_size, self.device))
+            self.updates += 1
+        return metrics
+
+    # -------------------------------------------------------------------------------- logging
+    def _train_scalars(
+        self, metrics: dict[str, torch.Tensor], elapsed: float, steps: int, timers: dict
+    ) -> dict[str, float]:
+        num_tasks = self.env.num_tasks
+        scalars: dict[str, float] = {
+            "charts/env_steps": float(self.step * num_tasks),
+            "charts/updates": float(self.updates),
+            "charts/env_steps_per_s": steps * num_tasks / max(elapsed, 1e-9),
+            "charts/time_env_fraction": timers["env"] / max(elapsed, 1e-9),
+            "charts/time_update_fraction": timers["update"] / max(elapsed, 1e-9),
+        }
+        if not np.all(np.isnan(self.last_success)):
+            scalars["charts/train_success_rate"] = float(np.nanmean(self.last_success))
+            scalars["charts/train_return"] = float(np.nanmean(self.last_return))
+        for key, value in metrics.items():
+            if value.dim() == 0:
+                scalars[key] = float(value)
+        if "charts/alpha_per_task" in metrics:
+            for name, alpha in zip(self.task_names, metrics["charts/alpha_per_task"].tolist()):
+                scalars[f"tasks/{name}/alpha"] = alpha
+        return scalars
+
+    def _postfix(self, scalars: dict[str, float]) -> dict[str, str]:
+        postfix = {"env_steps/s": f"{scalars['charts/env_steps_per_s']:.0f}"}
+        if self.last_eval is not None:
+            postfix["eval_success"] = f"{mean_success(self.last_eval):.2f}"
+        elif "charts/train_success_rate" in scalars:
+            postfix["train_success"] = f"{scalars['charts/train_success_rate']:.2f}"
+        return postfix
+
+    # ----------------------------------------------------------------------------- evaluation
+    def eval_env(self) -> MultiTaskVecEnv:
+        if self._eval_env is None:
+            self._eval_env = make_env(
+                self.config.env.name, self.config.seed + EVAL_SEED_OFFSET, **self._env_options
+            )
+        return self._eval_env
+
+    def _evaluate(
+        self, logger: RunLogger, episodes: int, final: bool = False
+    ) -> dict[str, TaskResult]:
+        results = evaluate(
+            lambda obs: self.agent.act(obs, deterministic=True), self.eval_env(), episodes
+        )
+        self.last_eval = results
+        scalars = {"eval/mean_success_rate": mean_success(results)}
+        scalars["eval/mean_return"] = float(np.mean([r.mean_return for r in results.values()]))
+        for name, result in results.items():
+            scalars[f"tasks/{name}/success_rate"] = result.success_rate
+            scalars[f"tasks/{name}/return"] = result.mean_return
+        logger.log(self.step, scalars, kind="final_eval" if final else "eval")
+        if final:
+            eval_dir = self.run_dir / "eval"
+            eval_dir.mkdir(exist_ok=True)
+            table = {name: asdict(result) for name, result in results.items()}
+            (eval_dir / "final.json").write_text(
+                json.dumps({"step": self.step, "tasks": table}, indent=2)
+            )
+        return results
+
+    # --------------------------------------------------------------------------- checkpoints
+    def _checkpoint(self) -> Path:
+        payload: dict[str, Any] = {
+            "config": to_dict(self.config),
+            "task_names": self.task_names,
+            "obs_dim": self.env.obs_dim,
+            "action_dim": self.env.action_dim,
+            "step": self.step,
+            "updates": self.updates,
+            "update_credit": self.update_credit,
+            "agent": self.agent.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": self.rng.bit_generator.state,
+                "replay": self.replay.generator.get_state(),
+            },
+            "best_success": self.keeper.best_success,
+            "episodes": {  # numpy arrays would need unpickling code: stored as tensors
+                "return": torch.as_tensor(self.episode_return),
+                "success": torch.as_tensor(self.episode_success),
+                "last_return": torch.as_tensor(self.last_return),
+                "last_success": torch.as_tensor(self.last_success),
+            },
+        }
+        if self.config.checkpoint_replay:
+            payload["replay"] = self.replay.state_dict()
+        env_state = getattr(self.env, "state_dict", None)
+        if env_state is not None:
+            payload["env"] = {"state": env_state(), "obs": torch.as_tensor(self.obs)}
+        score = mean_success(self.last_eval) if self.last_eval is not None else None
+        return self.keeper.save(self.step, payload, score)
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        if payload["task_names"] != self.task_names:
+            raise RunError("checkpoint tasks differ from the config's tasks; cannot resume")
+        self.agent.load_state_dict(payload["agent"])
+        self.step, self.updates = int(payload["step"]), int(payload["updates"])
+        self.update_credit = float(payload["update_credit"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        self.rng.bit_generator.state = payload["rng"]["numpy"]
+        if "replay" in payload:
+            self.replay.load_state_dict(payload["replay"])
+        else:
+            self.replay.generator.set_state(payload["rng"]["replay"])
+        self.keeper.best_success = float(payload["best_success"])
+        load_env_state = getattr(self.env, "load_state_dict", None)
+        if "env" in payload and load_env_state is not None:
+            load_env_state(payload["env"]["state"])
+            self.obs = payload["env"]["obs"].numpy().astype(np.float32)
+            episodes = payload["episodes"]
+            self.episode_return = episodes["return"].numpy().astype(np.float64)
+            self.episode_success = episodes["success"].numpy().astype(bool)
+        self.last_return = payload["episodes"]["last_return"].numpy().astype(np.float64)
+        self.last_success = payload["episodes"]["last_success"].numpy().astype(np.float64)
+        _drop_metrics_after(self.run_dir, self.step)
+
+    def _write_run_info(self, status: str) -> None:
+        info = {
+            "status": status,
+            "step": self.step,
+            "task_names": self.task_names,
+            "parameter_counts": self.agent.parameter_counts(),
+            "device": str(self.device),
+        }
+        (self.run_dir / "run.json").write_text(json.dumps(info, indent=2))
+
+    def close(self) -> None:
+        self.env.close()
+        if self._eval_env is not None:
+            self._eval_env.close()
+
+
+def _drop_metrics_after(run_dir: Path, step: int) -> None:
+    """On resume, records past the checkpoint are re-made by the resumed run; the superseded ones
+    move to ``metrics.superseded.jsonl`` rather than being deleted."""
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return
+    keep, superseded = [], []
+    for line in path.read_text().splitlines():
+        try:
+            record_step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+        (keep if record_step <= step else superseded).append(line)
+    if superseded:
+        with open(run_dir / "metrics.superseded.jsonl", "a") as handle:
+            handle.write("\n".join(superseded) + "\n")
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def load_run_config(run_dir: Path) -> Config:
+    from mtrl.config import load_yaml
+
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        raise RunError(f"{run_dir} has no config.yaml; is it an mtrl run directory?")
+    return from_dict(load_yaml(path))

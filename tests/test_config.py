@@ -1,0 +1,150 @@
+"""Config: presets, overrides, validation errors that are one line and name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mtrl.config import (
+    Config,
+    ConfigError,
+    build_config,
+    from_dict,
+    load_config,
+    parse_overrides,
+    save_config,
+    to_dict,
+)
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_defaults_are_the_published_mt_sac_setup():
+    config = build_config()
+    assert config.env.name == "MT10"
+    assert config.agent.hidden_sizes == (400, 400, 400)
+    assert config.agent.batch_size_per_task == 128
+    assert config.agent.actor_lr == config.agent.critic_lr == 3e-4
+    assert config.agent.tau == 5e-3 and config.agent.gamma == 0.99
+
+
+def test_preset_then_overrides_in_the_documented_shape():
+    config = build_config(
+        CONFIGS / "synthetic.yaml",
+        ["total_steps=20000", "seed=3", "run_dir=runs/demo", "agent.critic=multihead"],
+    )
+    assert config.total_steps == 20000 and config.seed == 3
+    assert config.run_dir == "runs/demo"
+    assert config.agent.critic == "multihead"
+    assert config.env.name == "synthetic"  # from the preset
+    assert config.agent.hidden_sizes == (64, 64)  # from the preset
+
+
+def test_override_value_types():
+    config = build_config(None, [
+        "agent.hidden_sizes=[32,16]", "agent.actor_lr=1e-3", "progress=false",
+        "total_steps=1_000", "env.name=synthetic:3",
+    ])
+    assert config.agent.hidden_sizes == (32, 16)
+    assert config.agent.actor_lr == pytest.approx(1e-3)
+    assert config.progress is False
+    assert config.total_steps == 1000
+    assert config.env.name == "synthetic:3"
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("agent.critc=multihead", "did you mean: agent.critic"),
+        ("totl_steps=5", "did you mean: total_steps"),
+        ("agent.critic=multihed", "did you mean: multihead"),
+        ("agent.critic_grad=pcgrd", "agent.critic_grad"),
+        ("total_steps=abc", "total_steps: expected an integer"),
+        ("total_steps=0", "total_steps: must be > 0"),
+        ("agent.gamma=1.5", "agent.gamma"),
+        ("agent.actor_lr=nan", "finite"),
+        ("device=tpu", "device: 'tpu' is not one of auto, cpu, cuda"),
+        ("env.reward_version=v3", "env.reward_version"),
+        ("env.name=MT1:reach-v2", "reach-v3"),
+        ("progress=maybe", "expected true or false"),
+        ("seed", "key=value"),
+        ("agent=3", "expected a mapping"),
+    ],
+)
+def test_bad_overrides_give_one_line_errors(override, fragment):
+    with pytest.raises(ConfigError) as error:
+        build_config(CONFIGS / "synthetic.yaml", [override])
+    message = str(error.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_bad_yaml_files(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="not found"):
+        build_config(missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("agent: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        build_config(broken)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        build_config(listed)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("agent:\n  hiden_sizes: [3]\n")
+    with pytest.raises(ConfigError, match="did you mean: agent.hidden_sizes"):
+        build_config(unknown)
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    config = build_config(CONFIGS / "synthetic.yaml", ["seed=7", "agent.critic=multihead"])
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+    assert from_dict(to_dict(config)) == config
+
+
+def test_config_is_frozen():
+    config = Config()
+    with pytest.raises(AttributeError):
+        config.seed = 3  # type: ignore[misc]
+
+
+def test_every_preset_loads():
+    presets = sorted(CONFIGS.rglob("*.yaml"))
+    assert presets
+    for preset in presets:
+        if "sweeps" in preset.parts:
+            continue
+        build_config(preset)
+
+
+_keys = st.sampled_from(
+    ["seed", "total_steps", "agent.actor", "agent.hidden_sizes", "agent.gamma", "env.name",
+     "device", "progress", "agent.tau", "warmup_steps", "nonsense", "agent.nonsense", ""]
+)
+_values = st.one_of(
+    st.text(max_size=12), st.integers(-10**12, 10**12).map(str),
+    st.floats(allow_nan=True).map(str), st.sampled_from(["[1,2]", "[]", "{}", "null", "~", "[a"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_keys, _values), max_size=4))
+def test_arbitrary_overrides_parse_or_fail_with_config_error(pairs):
+    overrides = [f"{key}={value}" for key, value in pairs]
+    try:
+        config = build_config(CONFIGS / "synthetic.yaml", overrides)
+    except ConfigError as error:
+        assert "\n" not in str(error)
+    else:
+        assert isinstance(config, Config)
+
+
+def test_parse_overrides_nests_keys():
+    assert parse_overrides(["agent.critic=multihead", "seed=2"]) == {
+        "agent": {"critic": "multihead"}, "seed": 2,
+    }
