@@ -11,19 +11,18 @@ EXIT_BAD_INPUT = 2
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mtrl.config import apply_overrides, build_config, validate
+    from mtrl.config import build_config
     from mtrl.evaluation import format_table
-    from mtrl.trainer import Trainer, default_run_dir, load_run_config
+    from mtrl.trainer import Trainer, default_run_dir, resume_config
 
     if args.resume:
         run_dir = Path(args.resume)
-        config = load_run_config(run_dir)
         if args.config:
-            print("mtrl: --config is ignored with --resume (the run's config.yaml is used)",
-                  file=sys.stderr)
-        if args.overrides:
-            config = apply_overrides(config, args.overrides)
-        config = validate(config)
+            print(
+                "mtrl: --config is ignored with --resume (the run's config.yaml is used)",
+                file=sys.stderr,
+            )
+        config = resume_config(run_dir, args.overrides)
     else:
         config = build_config(args.config, args.overrides)
         run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
@@ -46,8 +45,13 @@ def _eval(args: argparse.Namespace) -> int:
     from mtrl.policy_eval import evaluate_checkpoint
 
     evaluate_checkpoint(
-        args.checkpoint, tasks=args.task, episodes=args.episodes, video=args.video,
-        out=args.out, seed=args.seed, device=args.device,
+        args.checkpoint,
+        tasks=args.task,
+        episodes=args.episodes,
+        video=args.video,
+        out=args.out,
+        seed=args.seed,
+        device=args.device,
     )
     return 0
 
@@ -59,17 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a multi-task agent")
     train.add_argument("--config", help="a YAML preset (configs/*.yaml)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint"
+    )
     train.add_argument("--debug", action="store_true", help="show tracebacks")
-    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. agent.critic=multihead")
+    train.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. agent.critic=multihead"
+    )
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a saved policy")
-    evaluate.add_argument("checkpoint", help="a checkpoint file or a run directory (latest checkpoint)")
+    evaluate.add_argument(
+        "checkpoint", help="a checkpoint file or a run directory (latest checkpoint)"
+    )
     evaluate.add_argument("--task", action="append", help="a task to evaluate (repeatable)")
     evaluate.add_argument("--episodes", type=int, default=None, help="episodes per task")
-    evaluate.add_argument("--video", help="write the first episode of each task to PATH (.mp4/.gif)")
-    evaluate.add_argument("--out", help="JSON file for the results (default: next to the checkpoint)")
+    evaluate.add_argument(
+        "--video", help="write the first episode of each task to PATH (.mp4/.gif)"
+    )
+    evaluate.add_argument(
+        "--out", help="JSON file for the results (default: next to the checkpoint)"
+    )
     evaluate.add_argument("--seed", type=int, default=None, help="evaluation seed")
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     evaluate.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -86,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         if args.debug:
             raise
-        print(f"mtrl: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split())  # one line, whatever the error text holds
+        print(f"mtrl: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("mtrl: interrupted", file=sys.stderr)

@@ -19,7 +19,13 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A bad key or value in a preset, a YAML file or an override."""
+    """A bad key or value in a preset, a YAML file or an override.
+
+    Always one line: user text echoed into the message (a key, a value) has its line breaks escaped.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 @dataclass(frozen=True)
@@ -112,9 +118,19 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 # Fields that must be > 0 (the rest of the numeric fields must be >= 0).
 POSITIVE = {
-    "total_steps", "replay_capacity_per_task", "eval_episodes", "final_eval_episodes",
-    "keep_checkpoints", "log_every", "agent.actor_lr", "agent.critic_lr", "agent.alpha_lr",
-    "agent.init_temperature", "agent.batch_size_per_task", "agent.tau", "updates_per_step",
+    "total_steps",
+    "replay_capacity_per_task",
+    "eval_episodes",
+    "final_eval_episodes",
+    "keep_checkpoints",
+    "log_every",
+    "agent.actor_lr",
+    "agent.critic_lr",
+    "agent.alpha_lr",
+    "agent.init_temperature",
+    "agent.batch_size_per_task",
+    "agent.tau",
+    "updates_per_step",
 }
 
 
@@ -271,8 +287,10 @@ def validate(config: Config) -> Config:
             if key not in POSITIVE and value < 0 and key not in _SIGNED:
                 raise ConfigError(f"{key}: must be >= 0, got {value}")
     for key, registry in (
-        ("agent.actor", NETWORKS), ("agent.critic", NETWORKS),
-        ("agent.actor_grad", GRADIENT_METHODS), ("agent.critic_grad", GRADIENT_METHODS),
+        ("agent.actor", NETWORKS),
+        ("agent.critic", NETWORKS),
+        ("agent.actor_grad", GRADIENT_METHODS),
+        ("agent.critic_grad", GRADIENT_METHODS),
     ):
         value = _get(flat, key)
         if value not in registry:

@@ -28,8 +28,13 @@ class RunLogger:
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step)
         self.metrics = open(run_dir / METRICS_FILE, "a", buffering=1)  # line-buffered
         self.bar = tqdm(
-            total=total_steps, initial=start_step, disable=not progress, unit="step",
-            dynamic_ncols=True, file=sys.stderr, smoothing=0.05,
+            total=total_steps,
+            initial=start_step,
+            disable=not progress,
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            smoothing=0.05,
         )
 
     def log(self, step: int, scalars: dict[str, float], kind: str = "train") -> None:

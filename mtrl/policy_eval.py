@@ -108,15 +108,21 @@ def evaluate_checkpoint(
     print(format_table(results))
     out_path = Path(out) if out else path.parent.parent / "eval" / f"eval_{path.stem}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(
-        {"checkpoint": str(path), "episodes": episodes,
-         "tasks": {task: asdict(result) for task, result in results.items()}}, indent=2,
-    ))
+    out_path.write_text(
+        json.dumps(
+            {
+                "checkpoint": str(path),
+                "episodes": episodes,
+                "tasks": {task: asdict(result) for task, result in results.items()},
+            },
+            indent=2,
+        )
+    )
     print(f"results: {out_path}")
     if video:
         from mtrl.video import write_videos
 
-        videos = {task: frames[row] for task, row in zip(selected, record_rows)}
+        videos = {task: frames[row] for task, row in zip(selected, record_rows, strict=True)}
         for written in write_videos(video, videos):
             print(f"video: {written}")
     return results

@@ -47,7 +47,7 @@ class TaskReplay:
         terminated: np.ndarray,  # [T]
     ) -> None:
         values = (obs, action, reward, next_obs, terminated)
-        for name, value in zip(_FIELDS, values):
+        for name, value in zip(_FIELDS, values, strict=True):
             self.storage[name][:, self.cursor] = torch.as_tensor(value, dtype=torch.float32)
         self.cursor = (self.cursor + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)

@@ -23,7 +23,7 @@ from mtrl.checkpoint import CheckpointKeeper, latest_checkpoint, load_checkpoint
 from mtrl.config import Config, from_dict, save_config, to_dict
 from mtrl.envs import make_env
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.evaluation import TaskResult, evaluate, format_table, mean_success
+from mtrl.evaluation import TaskResult, evaluate, mean_success
 from mtrl.logging import METRICS_FILE, RunLogger
 from mtrl.replay import TaskReplay
 
@@ -80,16 +80,22 @@ class Trainer:
             "vector": config.env.vector,
         }
         self.env: MultiTaskVecEnv = make_env(config.env.name, config.seed, **env_options)
-        self._eval_env: MultiTaskVecEnv | None = None
         self._env_options = env_options
         self.task_names = list(self.env.task_names)
         num_tasks = self.env.num_tasks
         self.agent = MultiTaskSAC(
-            self.env.obs_dim, self.env.action_dim, num_tasks, config.agent, self.device,
+            self.env.obs_dim,
+            self.env.action_dim,
+            num_tasks,
+            config.agent,
+            self.device,
             seed=config.seed,
         )
         self.replay = TaskReplay(
-            num_tasks, self.env.obs_dim, self.env.action_dim, config.replay_capacity_per_task,
+            num_tasks,
+            self.env.obs_dim,
+            self.env.action_dim,
+            config.replay_capacity_per_task,
             seed=config.seed,
         )
         self.keeper = CheckpointKeeper(run_dir, config.keep_checkpoints)
@@ -104,8 +110,7 @@ class Trainer:
         self.last_eval: dict[str, TaskResult] | None = None
         if resume:
             self._restore(load_checkpoint(latest_checkpoint(run_dir)))
-        else:
-            save_config(config, run_dir / "config.yaml")
+        save_config(config, run_dir / "config.yaml")
         self._write_run_info("running")
 
     # ------------------------------------------------------------------------------------ loop
@@ -133,7 +138,11 @@ class Trainer:
                     scalars["charts/updates_per_s"] = (self.updates - window_updates) / elapsed
                     logger.log(self.step, scalars)
                     logger.advance(0, self._postfix(scalars))
-                    window_start, window_steps, window_updates = time.perf_counter(), 0, self.updates
+                    window_start, window_steps, window_updates = (
+                        time.perf_counter(),
+                        0,
+                        self.updates,
+                    )
                     timers = {"env": 0.0, "update": 0.0}
                 if config.eval_every and self.step % config.eval_every == 0:
                     self._evaluate(logger, config.eval_episodes)
@@ -195,7 +204,9 @@ class Trainer:
             if value.dim() == 0:
                 scalars[key] = float(value)
         if "charts/alpha_per_task" in metrics:
-            for name, alpha in zip(self.task_names, metrics["charts/alpha_per_task"].tolist()):
+            for name, alpha in zip(
+                self.task_names, metrics["charts/alpha_per_task"].tolist(), strict=True
+            ):
                 scalars[f"tasks/{name}/alpha"] = alpha
         return scalars
 
@@ -208,19 +219,22 @@ class Trainer:
         return postfix
 
     # ----------------------------------------------------------------------------- evaluation
-    def eval_env(self) -> MultiTaskVecEnv:
-        if self._eval_env is None:
-            self._eval_env = make_env(
-                self.config.env.name, self.config.seed + EVAL_SEED_OFFSET, **self._env_options
-            )
-        return self._eval_env
+    def _make_eval_env(self) -> MultiTaskVecEnv:
+        """A fresh env per evaluation: every evaluation sees the same start states (common random
+        numbers across evaluations) and a resumed run evaluates exactly as an uninterrupted one.
+        Meta-World evaluates on the training goals (its MT protocol), hence ``goal_seed``."""
+        return make_env(
+            self.config.env.name,
+            self.config.seed + EVAL_SEED_OFFSET,
+            goal_seed=self.config.seed,
+            **self._env_options,
+        )
 
     def _evaluate(
         self, logger: RunLogger, episodes: int, final: bool = False
     ) -> dict[str, TaskResult]:
-        results = evaluate(
-            lambda obs: self.agent.act(obs, deterministic=True), self.eval_env(), episodes
-        )
+        with self._make_eval_env() as env:
+            results = evaluate(lambda obs: self.agent.act(obs, deterministic=True), env, episodes)
         self.last_eval = results
         scalars = {"eval/mean_success_rate": mean_success(results)}
         scalars["eval/mean_return"] = float(np.mean([r.mean_return for r in results.values()]))
@@ -305,8 +319,6 @@ class Trainer:
 
     def close(self) -> None:
         self.env.close()
-        if self._eval_env is not None:
-            self._eval_env.close()
 
 
 def _drop_metrics_after(run_dir: Path, step: int) -> None:
@@ -335,3 +347,47 @@ def load_run_config(run_dir: Path) -> Config:
     if not path.exists():
         raise RunError(f"{run_dir} has no config.yaml; is it an mtrl run directory?")
     return from_dict(load_yaml(path))
+
+
+# What a resumed run may change: its length and its bookkeeping, never what the checkpoint holds.
+RESUMABLE_KEYS = (
+    "total_steps",
+    "eval_every",
+    "eval_episodes",
+    "final_eval_episodes",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "checkpoint_replay",
+    "log_every",
+    "device",
+    "torch_threads",
+    "progress",
+)
+
+
+def resume_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
+    """The run's saved config with the overrides a resume may make (its length, its logging)."""
+    from mtrl.config import apply_overrides, parse_overrides, validate
+
+    config = load_run_config(run_dir)
+    if overrides:
+        frozen = sorted(
+            key for key in _flat_keys(parse_overrides(overrides)) if key not in RESUMABLE_KEYS
+        )
+        if frozen:
+            raise RunError(
+                f"cannot change {', '.join(frozen)} when resuming (the checkpoint fixes it); "
+                f"a resume may change: {', '.join(RESUMABLE_KEYS)}"
+            )
+        config = apply_overrides(config, overrides)
+    return validate(config)
+
+
+def _flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            keys.extend(_flat_keys(value, f"{prefix}{key}."))
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys

@@ -44,10 +44,16 @@ def test_preset_then_overrides_in_the_documented_shape():
 
 
 def test_override_value_types():
-    config = build_config(None, [
-        "agent.hidden_sizes=[32,16]", "agent.actor_lr=1e-3", "progress=false",
-        "total_steps=1_000", "env.name=synthetic:3",
-    ])
+    config = build_config(
+        None,
+        [
+            "agent.hidden_sizes=[32,16]",
+            "agent.actor_lr=1e-3",
+            "progress=false",
+            "total_steps=1_000",
+            "env.name=synthetic:3",
+        ],
+    )
     assert config.agent.hidden_sizes == (32, 16)
     assert config.agent.actor_lr == pytest.approx(1e-3)
     assert config.progress is False
@@ -123,12 +129,27 @@ def test_every_preset_loads():
 
 
 _keys = st.sampled_from(
-    ["seed", "total_steps", "agent.actor", "agent.hidden_sizes", "agent.gamma", "env.name",
-     "device", "progress", "agent.tau", "warmup_steps", "nonsense", "agent.nonsense", ""]
+    [
+        "seed",
+        "total_steps",
+        "agent.actor",
+        "agent.hidden_sizes",
+        "agent.gamma",
+        "env.name",
+        "device",
+        "progress",
+        "agent.tau",
+        "warmup_steps",
+        "nonsense",
+        "agent.nonsense",
+        "",
+    ]
 )
 _values = st.one_of(
-    st.text(max_size=12), st.integers(-10**12, 10**12).map(str),
-    st.floats(allow_nan=True).map(str), st.sampled_from(["[1,2]", "[]", "{}", "null", "~", "[a"]),
+    st.text(max_size=12),
+    st.integers(-(10**12), 10**12).map(str),
+    st.floats(allow_nan=True).map(str),
+    st.sampled_from(["[1,2]", "[]", "{}", "null", "~", "[a"]),
 )
 
 
@@ -146,5 +167,6 @@ def test_arbitrary_overrides_parse_or_fail_with_config_error(pairs):
 
 def test_parse_overrides_nests_keys():
     assert parse_overrides(["agent.critic=multihead", "seed=2"]) == {
-        "agent": {"critic": "multihead"}, "seed": 2,
+        "agent": {"critic": "multihead"},
+        "seed": 2,
     }

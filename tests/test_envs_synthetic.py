@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rollouts import rollout
 
 from mtrl.envs import EnvError, SyntheticVecEnv, is_metaworld, make_env, resolve_task_names
 
@@ -18,16 +19,6 @@ def toward_goal(env: SyntheticVecEnv, obs: np.ndarray) -> np.ndarray:
     """A scripted policy: full speed toward the goal, slowing down on the last step."""
     delta = env.goals - obs[:, :2]  # [T, 2]
     return np.clip(delta / env.step_size, -1.0, 1.0)
-
-
-def rollout(env: SyntheticVecEnv, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    obs = [env.reset()]
-    rewards = []
-    for action in actions:
-        step = env.step(action)
-        obs.append(step.obs)
-        rewards.append(step.reward)
-    return np.stack(obs), np.stack(rewards)
 
 
 def test_shapes_dtypes_and_one_hot() -> None:
@@ -76,7 +67,7 @@ def test_scripted_policy_succeeds_with_dense_reward() -> None:
         successes |= step.success
         obs = step.obs
     assert successes.all()
-    assert np.all(step.reward > -env.success_radius)
+    assert np.all(step.reward >= env.success_bonus - env.success_radius)
     assert not step.terminated.any()  # no termination unless terminate-on-success is on
 
 
@@ -132,7 +123,7 @@ def test_actions_are_clipped() -> None:
     seed=st.integers(0, 2**31),
     scale=st.floats(0.0, 10.0),
 )
-def test_reward_is_negative_distance_and_state_stays_in_arena(
+def test_reward_is_bonus_minus_distance_and_state_stays_in_arena(
     num_tasks: int, seed: int, scale: float
 ) -> None:
     env = SyntheticVecEnv(num_tasks=num_tasks, seed=seed, max_episode_steps=30)
@@ -141,7 +132,9 @@ def test_reward_is_negative_distance_and_state_stays_in_arena(
     for _ in range(40):
         step = env.step(scale * rng.standard_normal((num_tasks, 2)))
         distance = np.linalg.norm(step.next_obs[:, :2] - env.goals, axis=1)
-        np.testing.assert_allclose(step.reward, -distance, atol=1e-5)
+        np.testing.assert_allclose(
+            step.reward, step.success * env.success_bonus - distance, atol=1e-5
+        )
         assert np.all(np.abs(step.next_obs[:, :2]) <= env.arena)
         np.testing.assert_array_equal(step.success, distance <= env.success_radius + 1e-6)
 

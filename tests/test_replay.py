@@ -12,8 +12,9 @@ def _fill(replay: TaskReplay, steps: int, num_tasks: int, obs_dim: int) -> None:
     for step in range(steps):
         # Encode (task, step) in the observation so every sampled row can be traced back.
         obs = np.stack([np.full(obs_dim, 1000 * task + step) for task in range(num_tasks)])
-        replay.add(obs, np.zeros((num_tasks, 2)), np.arange(num_tasks) + step, obs + 1,
-                   np.zeros(num_tasks))
+        replay.add(
+            obs, np.zeros((num_tasks, 2)), np.arange(num_tasks) + step, obs + 1, np.zeros(num_tasks)
+        )
 
 
 def test_batch_is_stratified_and_rows_belong_to_their_task():

@@ -43,7 +43,11 @@ class SharedBody(nn.Module):
     """Hard sharing (MT-SAC): one MLP on state + one-hot."""
 
     def __init__(
-        self, obs_dim: int, out_dim: int, num_tasks: int, hidden_sizes: tuple[int, ...],
+        self,
+        obs_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: tuple[int, ...],
         ensemble: int = 1,
     ) -> None:
         super().__init__()
@@ -62,7 +66,11 @@ class MultiHeadBody(nn.Module):
     """Shared trunk, one output head per task (MH-SAC); row r uses the head of its own task."""
 
     def __init__(
-        self, obs_dim: int, out_dim: int, num_tasks: int, hidden_sizes: tuple[int, ...],
+        self,
+        obs_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: tuple[int, ...],
         ensemble: int = 1,
     ) -> None:
         super().__init__()
@@ -89,7 +97,11 @@ NETWORKS: dict[str, NetworkFactory] = {
 
 
 def make_network(
-    name: str, obs_dim: int, out_dim: int, num_tasks: int, hidden_sizes: tuple[int, ...],
+    name: str,
+    obs_dim: int,
+    out_dim: int,
+    num_tasks: int,
+    hidden_sizes: tuple[int, ...],
     ensemble: int = 1,
 ) -> nn.Module:
     return NETWORKS[name](obs_dim, out_dim, num_tasks, tuple(hidden_sizes), ensemble=ensemble)

@@ -37,9 +37,7 @@ class Batch:
 class Actor(nn.Module):
     """Tanh-squashed Gaussian policy; its body is any network of the registry."""
 
-    def __init__(
-        self, obs_dim: int, action_dim: int, num_tasks: int, config: AgentConfig
-    ) -> None:
+    def __init__(self, obs_dim: int, action_dim: int, num_tasks: int, config: AgentConfig) -> None:
         super().__init__()
         self.body = make_network(
             config.actor, obs_dim, 2 * action_dim, num_tasks, config.hidden_sizes
@@ -86,7 +84,9 @@ class MultiTaskSAC:
         ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.full(
-            (num_tasks,), math.log(config.init_temperature), device=self.device,
+            (num_tasks,),
+            math.log(config.init_temperature),
+            device=self.device,
             requires_grad=True,
         )
         self.target_entropy = config.target_entropy or -float(action_dim)
@@ -110,18 +110,12 @@ class MultiTaskSAC:
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One SAC update on a [T, B] batch; returns detached metrics (tensors, no host sync)."""
         num_tasks, batch_size = batch.reward.shape
-        obs, next_obs = batch.obs.flatten(0, 1), batch.next_obs.flatten(0, 1)  # [TB, obs]
+        obs = batch.obs.flatten(0, 1)  # [TB, obs]
         action = batch.action.flatten(0, 1)  # [TB, A]
         alpha = self.log_alpha.detach().exp()  # [T]
         alpha_rows = alpha.repeat_interleave(batch_size)  # [TB]
 
-        # TD targets: time-limit truncation bootstraps, only true termination stops the target.
-        with torch.no_grad():
-            next_action, next_log_prob = self.actor.sample(next_obs)
-            next_q = self.critic_target(torch.cat([next_action, next_obs], -1)).amin(0)  # [TB, 1]
-            soft_next_value = next_q.squeeze(-1) - alpha_rows * next_log_prob  # [TB]
-            not_done = 1.0 - batch.terminated.flatten()
-            target = batch.reward.flatten() + self.config.gamma * not_done * soft_next_value
+        target = self.td_target(batch)  # [TB]
 
         # Critic: both members regress on the same target.
         q = self.critic(torch.cat([action, obs], -1)).squeeze(-1)  # [2, TB]
@@ -145,7 +139,8 @@ class MultiTaskSAC:
 
         with torch.no_grad():
             torch._foreach_lerp_(
-                list(self.critic_target.parameters()), list(self.critic.parameters()),
+                list(self.critic_target.parameters()),
+                list(self.critic.parameters()),
                 self.config.tau,
             )
         return {
@@ -159,6 +154,18 @@ class MultiTaskSAC:
             "charts/alpha_per_task": alpha,
         }
 
+    @torch.no_grad()
+    def td_target(self, batch: Batch) -> torch.Tensor:
+        """Soft TD targets [TB]: time-limit truncation bootstraps, only termination stops them."""
+        batch_size = batch.reward.shape[1]
+        next_obs = batch.next_obs.flatten(0, 1)  # [TB, obs]
+        alpha_rows = self.log_alpha.exp().repeat_interleave(batch_size)  # [TB]
+        next_action, next_log_prob = self.actor.sample(next_obs)
+        next_q = self.critic_target(torch.cat([next_action, next_obs], -1)).amin(0)  # [TB, 1]
+        soft_next_value = next_q.squeeze(-1) - alpha_rows * next_log_prob  # [TB]
+        not_done = 1.0 - batch.terminated.flatten()
+        return batch.reward.flatten() + self.config.gamma * not_done * soft_next_value
+
     def _step(
         self,
         module: nn.Module,
@@ -171,7 +178,7 @@ class MultiTaskSAC:
         weights = method.loss_weights(task_losses.detach())  # [T]
         loss = (weights * task_losses).mean()
         grads = torch.autograd.grad(loss, params)
-        for param, grad in zip(params, grads):
+        for param, grad in zip(params, grads, strict=True):
             param.grad = grad
         if self.config.grad_clip_norm > 0:
             nn.utils.clip_grad_norm_(params, self.config.grad_clip_norm)

@@ -1,8 +1,9 @@
 """The env registry: one name string -> a ``MultiTaskVecEnv`` over T tasks.
 
 Names: ``"synthetic"`` (4 point-mass tasks) or ``"synthetic:<T>"``, and every Meta-World spec
-(``"MT10"``, ``"MT25"``, ``"MT50"``, ``"MT1:<task>"``, ``"reach-v3,push-v3"``). Meta-World is imported
-only when a Meta-World name is used, so ``import mtrl.envs`` and the synthetic env never load mujoco.
+(``"MT10"``, ``"MT25"``, ``"MT50"``, ``"MT1:<task>"``, ``"reach-v3,push-v3"``). Meta-World is
+imported only when a Meta-World name is used, so ``import mtrl.envs`` and the synthetic env never
+load mujoco.
 """
 
 from __future__ import annotations
@@ -48,11 +49,14 @@ def make_env(
     max_episode_steps: int | None = None,
     vector: str = "sync",
     render: bool = False,
+    goal_seed: int | None = None,
 ) -> MultiTaskVecEnv:
     """Builds the named task set; ``max_episode_steps=None`` means the suite's own default.
 
-    The synthetic env has one reward and is vectorised in numpy, so it ignores ``reward_version``,
-    ``vector`` and ``render`` (it can always render).
+    ``goal_seed`` (Meta-World; default ``seed``) fixes the 50 goals per task apart from ``seed``, so
+    an evaluation env can run the training goals on its own random stream. The synthetic env has
+    fixed goals and one reward and is vectorised in numpy, so it ignores ``goal_seed``,
+    ``reward_version``, ``vector`` and ``render`` (it can always render).
     """
     if vector not in ("sync", "async"):
         raise EnvError(f"vector must be 'sync' or 'async', got {vector!r}")
@@ -70,6 +74,7 @@ def make_env(
         else max_episode_steps,
         vector=vector,
         render=render,
+        goal_seed=goal_seed,
     )
 
 
@@ -78,5 +83,7 @@ def _synthetic_num_tasks(name: str) -> int:
     if not colon:
         return SYNTHETIC_DEFAULT_TASKS
     if not count.strip().isdigit() or int(count) < 1:
-        raise EnvError(f"bad synthetic env {name!r}; use 'synthetic' or 'synthetic:<T>' with T >= 1")
+        raise EnvError(
+            f"bad synthetic env {name!r}; use 'synthetic' or 'synthetic:<T>' with T >= 1"
+        )
     return int(count)

@@ -1,10 +1,10 @@
 """A tiny numpy multi-task env whose tasks conflict: learning tests run in seconds, not hours.
 
-A point mass starts near the origin and must reach its task's goal on a circle of radius ~1; task i's
-goal lies at angle 2*pi*i/T, so for T = 4 tasks 0 and 2 pull in opposite directions from the same
-state. The observation holds the position and the one-hot but not the goal, so a shared policy can
-only solve all tasks by reading the one-hot, and the per-task gradients genuinely disagree, which is
-what the gradient methods (PCGrad, ...) exist to handle.
+A point mass starts near the origin and must reach its task's goal on a circle of radius ~1; task
+i's goal lies at angle 2*pi*i/T, so for T = 4 tasks 0 and 2 pull in opposite directions from the
+same state. The observation holds the position and the one-hot but not the goal, so a shared policy
+can only solve all tasks by reading the one-hot, and the per-task gradients genuinely disagree,
+which is what the gradient methods (PCGrad, ...) exist to handle.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ DEFAULT_MAX_EPISODE_STEPS = 50
 class SyntheticVecEnv:
     """T point-mass tasks stepped together with array operations (no loop over tasks).
 
-    Rewards are ``-distance to goal`` (O(1) per step, 0 at the goal) so SAC's default scales work;
-    success is being within ``success_radius`` of the goal; episodes truncate at
-    ``max_episode_steps`` and terminate only with terminate-on-success.
+    Rewards are ``-distance to goal`` plus ``success_bonus`` within ``success_radius`` of the goal
+    (O(1) per step, so SAC's default scales work). The bonus is there because ``-distance`` alone
+    barely separates 0.09 from 0.11: trained policies settled just outside the radius. Episodes
+    truncate at ``max_episode_steps`` and terminate only with terminate-on-success.
     """
 
     action_dim = 2
@@ -35,6 +36,7 @@ class SyntheticVecEnv:
         step_size: float = 0.1,
         goal_radius: float = 1.0,
         success_radius: float = 0.1,
+        success_bonus: float = 1.0,
         start_noise: float = 0.05,
         arena: float = 1.5,
         render_size: int = 64,
@@ -48,6 +50,7 @@ class SyntheticVecEnv:
         self.max_episode_steps = max_episode_steps
         self.step_size = step_size
         self.success_radius = success_radius
+        self.success_bonus = success_bonus
         self.start_noise = start_noise
         self.arena = arena  # positions are clipped to [-arena, arena]^2 so states stay bounded
         self.render_size = render_size
@@ -89,7 +92,7 @@ class SyntheticVecEnv:
         return VecStep(
             obs=self._observe(self._pos),
             next_obs=next_obs,
-            reward=(-distance).astype(np.float32),
+            reward=(self.success_bonus * success - distance).astype(np.float32),
             terminated=terminated,
             truncated=truncated,
             success=success,
@@ -97,6 +100,29 @@ class SyntheticVecEnv:
 
     def set_terminate_on_success(self, flag: bool) -> None:
         self._terminate_on_success = bool(flag)
+
+    def state_dict(self) -> dict:
+        """Positions, episode clocks and the start-position stream: enough to resume exactly.
+
+        Tensors and plain data only, so that a checkpoint holding it loads with weights_only.
+        """
+        import torch
+
+        return {
+            "pos": torch.as_tensor(self._pos.copy()),
+            "elapsed": torch.as_tensor(self._elapsed.copy()),
+            "rng": self._rng.bit_generator.state,
+            "terminate_on_success": self._terminate_on_success,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        pos = np.asarray(state["pos"], dtype=np.float64)
+        if pos.shape != self._pos.shape:
+            raise EnvError(f"env state holds {pos.shape[0]} tasks, this env has {self.num_tasks}")
+        self._pos = pos.copy()
+        self._elapsed = np.asarray(state["elapsed"], dtype=np.int64).copy()
+        self._rng.bit_generator.state = state["rng"]
+        self._terminate_on_success = bool(state["terminate_on_success"])
 
     def render(self, task_index: int) -> np.ndarray:
         """A top-down frame: grey arena, green success disc around the goal, red point."""

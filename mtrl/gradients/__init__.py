@@ -21,7 +21,11 @@ GRADIENT_METHODS: dict[str, type[GradientMethod]] = {
 def make(name: str, num_tasks: int, seed: int = 0, **options: Any) -> GradientMethod:
     if name not in GRADIENT_METHODS:
         close = difflib.get_close_matches(name, list(GRADIENT_METHODS), n=3)
-        hint = f"did you mean: {', '.join(close)}?" if close else f"valid: {', '.join(GRADIENT_METHODS)}"
+        hint = (
+            f"did you mean: {', '.join(close)}?"
+            if close
+            else f"valid: {', '.join(GRADIENT_METHODS)}"
+        )
         raise ValueError(f"unknown gradient method '{name}'; {hint}")
     return GRADIENT_METHODS[name](num_tasks=num_tasks, seed=seed, **options)
 

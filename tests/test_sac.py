@@ -1,0 +1,116 @@
+"""Multi-task SAC: targets, per-task temperatures, head isolation, state round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mtrl.agents.networks import NETWORKS, make_network
+from mtrl.agents.sac import Batch, MultiTaskSAC
+from mtrl.config import AgentConfig
+
+T, B, STATE, A = 3, 8, 5, 2
+OBS = STATE + T
+
+
+def _batch(terminated: float = 0.0, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    one_hot = torch.eye(T).unsqueeze(1).expand(T, B, T)
+    obs = torch.cat([torch.randn(T, B, STATE, generator=g), one_hot], -1)
+    next_obs = torch.cat([torch.randn(T, B, STATE, generator=g), one_hot], -1)
+    return Batch(
+        obs=obs,
+        action=torch.rand(T, B, A, generator=g) * 2 - 1,
+        reward=torch.randn(T, B, generator=g),
+        next_obs=next_obs,
+        terminated=torch.full((T, B), terminated),
+    )
+
+
+def _agent(**kwargs) -> MultiTaskSAC:
+    torch.manual_seed(0)
+    return MultiTaskSAC(OBS, A, T, AgentConfig(hidden_sizes=(16, 16), **kwargs))
+
+
+def test_termination_cuts_the_target_and_truncation_bootstraps():
+    agent = _agent()
+    torch.manual_seed(1)
+    terminal = agent.td_target(_batch(terminated=1.0))
+    torch.manual_seed(1)
+    bootstrapped = agent.td_target(_batch(terminated=0.0))
+    reward = _batch().reward.flatten()
+    assert torch.allclose(terminal, reward)
+    assert not torch.allclose(bootstrapped, reward)
+
+
+def test_actions_are_bounded_and_deterministic_mode_is_repeatable():
+    agent = _agent()
+    obs = _batch().obs[:, 0].numpy()  # [T, obs]
+    actions = agent.act(obs * 100)
+    assert actions.shape == (T, A) and np.all(np.abs(actions) <= 1.0)
+    assert np.array_equal(agent.act(obs, deterministic=True), agent.act(obs, deterministic=True))
+
+
+def test_log_probability_matches_the_squashed_gaussian_density():
+    agent = _agent()
+    obs = _batch().obs.flatten(0, 1)
+    torch.manual_seed(3)
+    action, log_prob = agent.actor.sample(obs)
+    mean, log_std = agent.actor(obs)
+    pre_tanh = torch.atanh(action.clamp(-1 + 1e-6, 1 - 1e-6))
+    gaussian = torch.distributions.Normal(mean, log_std.exp()).log_prob(pre_tanh).sum(-1)
+    expected = gaussian - torch.log(1 - action.pow(2) + 1e-12).sum(-1)
+    assert torch.allclose(log_prob, expected, atol=1e-3)
+
+
+def test_each_task_has_its_own_temperature():
+    agent = _agent(alpha_lr=0.1)
+    assert agent.log_alpha.shape == (T,)
+    for seed in range(5):
+        agent.update(_batch(seed=seed))
+    alphas = agent.log_alpha.detach()
+    assert torch.isfinite(alphas).all()
+    assert not torch.allclose(alphas, alphas[0].expand(T))  # they move independently
+
+
+def test_update_changes_networks_and_polyak_moves_targets_slowly():
+    agent = _agent(tau=0.01)
+    before = [p.clone() for p in agent.critic.parameters()]
+    target_before = [p.clone() for p in agent.critic_target.parameters()]
+    metrics = agent.update(_batch())
+    for name in ("losses/critic", "losses/actor", "losses/alpha"):
+        assert torch.isfinite(metrics[name])
+    moved = [(a - b).abs().max() for a, b in zip(agent.critic.parameters(), before, strict=True)]
+    target_moved = [
+        (a - b).abs().max()
+        for a, b in zip(agent.critic_target.parameters(), target_before, strict=True)
+    ]
+    assert max(moved) > 0
+    assert 0 < max(target_moved) < max(moved)
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_network_output_shape(name):
+    network = make_network(name, OBS, 4, T, (16, 16), ensemble=2)
+    assert network(_batch().obs.flatten(0, 1)).shape == (2, T * B, 4)
+
+
+def test_multihead_task_loss_leaves_other_heads_untouched():
+    network = make_network("multihead", OBS, 1, T, (16,), ensemble=1)
+    obs = _batch().obs[1]  # task 1's rows only
+    network(obs).sum().backward()
+    head_grad = network.heads.weight.grad.view(1, 16, T, 1)  # [E, hidden, T, out]
+    assert head_grad[:, :, 1].abs().sum() > 0
+    assert head_grad[:, :, 0].abs().sum() == 0 and head_grad[:, :, 2].abs().sum() == 0
+
+
+def test_state_dict_round_trip_restores_the_policy():
+    agent = _agent()
+    for seed in range(3):
+        agent.update(_batch(seed=seed))
+    other = _agent()
+    other.load_state_dict(agent.state_dict())
+    obs = _batch().obs[:, 0].numpy()
+    assert np.array_equal(agent.act(obs, deterministic=True), other.act(obs, deterministic=True))
+    assert torch.equal(agent.log_alpha, other.log_alpha)
