@@ -11,6 +11,7 @@ EXIT_BAD_INPUT = 2
 
 
 def _train(args: argparse.Namespace) -> int:
+    from mtrl.checkpoint import latest_checkpoint
     from mtrl.config import build_config
     from mtrl.evaluation import format_table
     from mtrl.trainer import Trainer, default_run_dir, resume_config
@@ -34,7 +35,8 @@ def _train(args: argparse.Namespace) -> int:
     print(format_table(results))
     print(f"\nrun directory: {run_dir}")
     print(f"tensorboard:   tensorboard --logdir {run_dir / 'tensorboard'}")
-    print(f"checkpoint:    {trainer.keeper.directory}")
+    print(f"checkpoint:    {latest_checkpoint(run_dir)}")
+    print(f"best:          {trainer.keeper.directory / 'best.pt'} (by mean success rate)")
     print(f"final eval:    {run_dir / 'eval' / 'final.json'}")
     return 0
 

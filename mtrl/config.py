@@ -101,8 +101,9 @@ class Config:
     run_dir: str = ""
     # "auto" (CUDA when present), "cpu" or "cuda".
     device: str = "auto"
-    # torch intra-op threads; 0 leaves torch's default. 1 is stable while envs share the cores.
-    torch_threads: int = 1
+    # torch intra-op threads; 0 leaves torch's default (one per core). The loop steps the envs and
+    # then updates, so the update may use every core; runs sharing a machine should set 1.
+    torch_threads: int = 0
     # Deterministic torch kernels (for exact resume checks; slower on GPU).
     deterministic: bool = False
     # Show a console progress bar.

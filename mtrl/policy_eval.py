@@ -1,9 +1,9 @@
 """``mtrl eval``: a saved policy on any subset of the tasks it was trained on.
 
-The policy was trained with a T-dim one-hot; a Meta-World subset is built as its own small task set
-and each observation gets its one-hot swapped for the task's index in the trained set, so evaluating
-one task of MT50 builds one environment, not fifty. Synthetic tasks are defined by their index among
-all tasks, so there the full set is stepped and the subset reported.
+A Meta-World subset is built as just those tasks, each exactly as in training (its goals, and its
+one-hot over all trained tasks), so evaluating one task of MT50 builds one environment, not fifty.
+Synthetic tasks are defined by their index among all tasks, so there the full set is stepped and
+the subset reported.
 """
 
 from __future__ import annotations
@@ -31,17 +31,6 @@ def _select_tasks(trained: list[str], requested: list[str] | None) -> list[str]:
             f"the policy was not trained on {', '.join(unknown)}; its tasks: {', '.join(trained)}"
         )
     return list(dict.fromkeys(requested))
-
-
-def _one_hot_remap(state_dim: int, indices: list[int], num_trained: int):
-    """obs with a k-dim one-hot -> obs with the trained T-dim one-hot of each row's task."""
-    one_hot = np.zeros((len(indices), num_trained), dtype=np.float32)
-    one_hot[np.arange(len(indices)), indices] = 1.0
-
-    def remap(obs: np.ndarray) -> np.ndarray:
-        return np.concatenate([obs[:, :state_dim], one_hot], axis=1)
-
-    return remap
 
 
 def evaluate_checkpoint(
@@ -81,22 +70,18 @@ def evaluate_checkpoint(
         "max_episode_steps": config.env.max_episode_steps or None,
         "render": bool(video),
     }
-    subset = is_metaworld(config.env.name) and selected != trained
-    if subset:
-        env = make_env(",".join(selected), eval_seed, **env_options)
-        remap = _one_hot_remap(obs_dim - len(trained), indices, len(trained))
-
-        def policy(obs: np.ndarray) -> np.ndarray:
-            return agent.act(remap(obs), deterministic=True)
-
+    if is_metaworld(config.env.name):  # just the selected tasks, on their training goals
+        env = make_env(
+            config.env.name, eval_seed, goal_seed=config.seed, tasks=selected, **env_options
+        )
         record_rows = list(range(len(selected)))
-    else:
+    else:  # synthetic tasks are defined by their index among all: step them all, report some
         env = make_env(config.env.name, eval_seed, **env_options)
-
-        def policy(obs: np.ndarray) -> np.ndarray:
-            return agent.act(obs, deterministic=True)
-
         record_rows = indices
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return agent.act(obs, deterministic=True)
+
     frames: dict[int, list[np.ndarray]] = {row: [] for row in record_rows} if video else {}
     try:
         all_results = evaluate(policy, env, episodes, record=frames)

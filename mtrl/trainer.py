@@ -152,6 +152,7 @@ class Trainer:
                 self._checkpoint()
             logger.message(f"final evaluation: {config.final_eval_episodes} episodes per task")
             results = self._evaluate(logger, config.final_eval_episodes, final=True)
+            self._checkpoint()  # again, so that best.pt is judged by the final evaluation too
         finally:
             logger.close()
         self._write_run_info("finished")

@@ -50,6 +50,7 @@ def make_env(
     vector: str = "sync",
     render: bool = False,
     goal_seed: int | None = None,
+    tasks: list[str] | None = None,
 ) -> MultiTaskVecEnv:
     """Builds the named task set; ``max_episode_steps=None`` means the suite's own default.
 
@@ -75,6 +76,7 @@ def make_env(
         vector=vector,
         render=render,
         goal_seed=goal_seed,
+        tasks=tasks,
     )
 
 

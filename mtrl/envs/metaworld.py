@@ -170,6 +170,7 @@ class MetaWorldVecEnv:
         max_episode_steps: int,
         vector: str = "sync",
         render: bool = False,
+        one_hot_dim: int | None = None,
     ) -> None:
         vector_cls = gym.vector.AsyncVectorEnv if vector == "async" else gym.vector.SyncVectorEnv
         self._vec = vector_cls(  # copy=False: reset() and step() copy into fresh float32 arrays
@@ -179,7 +180,7 @@ class MetaWorldVecEnv:
         self._close_at_exit = False
         self._render = render
         self.task_names = list(task_names)
-        self.obs_dim = STATE_DIM + len(task_names)
+        self.obs_dim = STATE_DIM + (len(task_names) if one_hot_dim is None else one_hot_dim)
         self.action_dim = ACTION_DIM
         self.max_episode_steps = max_episode_steps
 
@@ -255,6 +256,7 @@ def make_metaworld_env(
     render_size: tuple[int, int] = (480, 480),
     camera: str | int | None = None,
     goal_seed: int | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> MetaWorldVecEnv:
     """Builds the task set; options are checked before the (slow) goal generation.
 
@@ -263,30 +265,45 @@ def make_metaworld_env(
     protocol evaluates on the training goals, so an evaluation env keeps the training run's
     ``goal_seed`` and takes its own ``seed`` (and reuses the cached goals, skipping ~12 s on MT10).
     ``render_size`` is (width, height); ``camera`` a Meta-World camera name ("corner", ...) or id.
+    ``tasks`` builds only those tasks of the spec, each exactly as in the full set (its goals, its
+    seed, its one-hot over all of the spec's tasks), so a policy trained on MT50 is evaluated on one
+    task without building fifty.
     """
-    task_names = resolve_metaworld_tasks(spec)
+    all_names = resolve_metaworld_tasks(spec)
+    selected = list(all_names) if tasks is None else list(dict.fromkeys(tasks))
+    missing = [name for name in selected if name not in all_names]
+    if missing:
+        raise EnvError(f"{', '.join(missing)} not in {spec}; its tasks: {', '.join(all_names)}")
     _check_options(reward_version, max_episode_steps, vector)
     if render and "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
         os.environ["MUJOCO_GL"] = "egl"  # headless: glfw needs a display, EGL does not
-    env_fns = [
-        functools.partial(
-            make_task_env,
-            env_dict.ALL_V3_ENVIRONMENTS[name],
-            goals,
-            task_index=i,
-            num_tasks=len(task_names),
-            seed=seed + i,
-            reward_version=reward_version,
-            max_episode_steps=max_episode_steps,
-            render=render,
-            render_size=render_size,
-            camera=camera,
+    goal_tasks = dict(load_goal_tasks(spec, seed if goal_seed is None else goal_seed))
+    env_fns = []
+    for name in selected:
+        index = all_names.index(name)
+        env_fns.append(
+            functools.partial(
+                make_task_env,
+                env_dict.ALL_V3_ENVIRONMENTS[name],
+                goal_tasks[name],
+                task_index=index,
+                num_tasks=len(all_names),
+                seed=seed + index,
+                reward_version=reward_version,
+                max_episode_steps=max_episode_steps,
+                render=render,
+                render_size=render_size,
+                camera=camera,
+            )
         )
-        for i, (name, goals) in enumerate(
-            load_goal_tasks(spec, seed if goal_seed is None else goal_seed)
-        )
-    ]
-    return MetaWorldVecEnv(env_fns, task_names, max_episode_steps, vector=vector, render=render)
+    return MetaWorldVecEnv(
+        env_fns,
+        selected,
+        max_episode_steps,
+        vector=vector,
+        render=render,
+        one_hot_dim=len(all_names),
+    )
 
 
 def _check_options(reward_version: str, max_episode_steps: int, vector: str) -> None:

@@ -1,0 +1,146 @@
+"""Checkpoints never run code, refuse damage with one line naming the file, and survive kills."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtrl.checkpoint import (
+    _HEADER,
+    FORMAT_VERSION,
+    MAGIC,
+    CheckpointError,
+    CheckpointKeeper,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+
+def _payload() -> dict:
+    return {
+        "weights": torch.arange(12.0).reshape(3, 4),
+        "step": 7,
+        "names": ["a", "b"],
+        "rng": {"state": 2**100 + 5, "pos": 3},
+    }
+
+
+def _with_valid_header(body: bytes) -> bytes:
+    """An attacker can compute the checksum too: the header alone must not be the defence."""
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(body).digest()) + body
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_round_trip_keeps_tensors_and_plain_data(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, _payload())
+    loaded = load_checkpoint(path)
+    assert torch.equal(loaded["weights"], _payload()["weights"])
+    assert loaded["step"] == 7 and loaded["names"] == ["a", "b"]
+    assert loaded["rng"]["state"] == 2**100 + 5
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path, protocol):
+    marker = tmp_path / "pwned"
+    buffer = io.BytesIO()
+    torch.save({"step": 1, "evil": _RunsCode(marker)}, buffer, pickle_protocol=protocol)
+    path = tmp_path / "evil.pt"
+    path.write_bytes(_with_valid_header(buffer.getvalue()))
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message and "refused" in message
+    assert not marker.exists()
+
+
+def test_a_raw_pickle_and_a_plain_torch_file_are_not_checkpoints(tmp_path):
+    marker = tmp_path / "pwned"
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps(_RunsCode(marker)))
+    plain = tmp_path / "plain.pt"
+    torch.save(_payload(), plain)
+    for path in (raw, plain):
+        with pytest.raises(CheckpointError, match="not an mtrl checkpoint"):
+            load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("keep_fraction", [0.0, 0.01, 0.5, 0.999])
+def test_truncated_checkpoints_are_refused(tmp_path, keep_fraction):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, _payload())
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep_fraction)])
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("position", [0, 10, 50, -1, -100])
+def test_a_flipped_bit_anywhere_is_refused(tmp_path, position):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, _payload())
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_newer_format_version_is_refused_by_name(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, _payload())
+    data = bytearray(path.read_bytes())
+    data[: _HEADER.size] = _HEADER.pack(MAGIC, FORMAT_VERSION + 1, bytes(data[12:44]))
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"format {FORMAT_VERSION + 1} is not supported"):
+        load_checkpoint(path)
+
+
+def test_missing_file_and_empty_run_dir(tmp_path):
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint found"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, _payload())
+
+    def crash(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"step": 8})
+    assert load_checkpoint(path)["step"] == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary file left behind
+
+
+def test_keeper_keeps_the_last_k_and_the_best(tmp_path):
+    keeper = CheckpointKeeper(tmp_path, keep=2)
+    for step, success in [(10, 0.2), (20, 0.9), (30, 0.5), (40, None)]:
+        keeper.save(step, {"step": step}, success)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["best.pt", "step_0000000030.pt", "step_0000000040.pt"]
+    assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["step"] == 20
+    assert latest_checkpoint(tmp_path).name == "step_0000000040.pt"
+    assert load_checkpoint(tmp_path)["step"] == 40  # a run directory means its latest checkpoint

@@ -1,0 +1,171 @@
+"""The `mtrl` command as users run it: real Meta-World runs end to end, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mtrl.checkpoint import load_checkpoint, step_checkpoints
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = [
+    "agent.hidden_sizes=[32,32]",
+    "agent.batch_size_per_task=16",
+    "warmup_steps=50",
+    "eval_episodes=1",
+    "final_eval_episodes=1",
+    "log_every=50",
+    "env.max_episode_steps=60",
+    "progress=false",
+]
+
+
+def mtrl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "mtrl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"mtrl {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mtrl: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def steps_of(run_dir: Path, kind: str) -> list[int]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [record["step"] for record in map(json.loads, lines) if record["kind"] == kind]
+
+
+def train_resume_eval(tmp_path: Path, env_name: str, tasks: list[str]) -> None:
+    run_dir = tmp_path / "run"
+    first = mtrl(
+        "train",
+        f"env.name={env_name}",
+        "total_steps=100",
+        "eval_every=100",
+        "checkpoint_every=100",
+        f"run_dir={run_dir}",
+        *SMALL,
+    )
+    assert "success" in first.stdout and str(run_dir / "tensorboard") in first.stdout
+    assert [p.name for p in step_checkpoints(run_dir)] == ["step_0000000100.pt"]
+
+    resumed = mtrl("train", "--resume", str(run_dir), "total_steps=150")
+    assert "final" in resumed.stdout
+    assert load_checkpoint(run_dir)["step"] == 150
+    assert steps_of(run_dir, "train") == [50, 100, 150]  # the counter continued, nothing repeated
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "finished" and info["step"] == 150
+
+    out = tmp_path / "eval.json"
+    task_args = [arg for task in tasks for arg in ("--task", task)]
+    evaluated = mtrl(
+        "eval",
+        str(run_dir / "checkpoints" / "best.pt"),
+        *task_args,
+        "--episodes",
+        "2",
+        "--out",
+        str(out),
+    )
+    table = json.loads(out.read_text())
+    assert list(table["tasks"]) == tasks and table["episodes"] == 2
+    for task in tasks:
+        assert task in evaluated.stdout
+        assert 0.0 <= table["tasks"][task]["success_rate"] <= 1.0
+        assert table["tasks"][task]["episodes"] == 2
+
+
+@pytest.mark.metaworld
+def test_mt1_trains_checkpoints_resumes_and_evaluates(tmp_path):
+    train_resume_eval(tmp_path, "MT1:reach-v3", ["reach-v3"])
+
+
+@pytest.mark.metaworld
+def test_mt10_trains_checkpoints_resumes_and_evaluates_a_subset(tmp_path):
+    train_resume_eval(tmp_path, "MT10", ["push-v3", "reach-v3"])
+
+
+@pytest.mark.metaworld
+def test_eval_refuses_a_task_the_policy_never_saw(tmp_path):
+    run_dir = tmp_path / "run"
+    mtrl(
+        "train",
+        "env.name=MT1:reach-v3",
+        "total_steps=50",
+        "checkpoint_every=50",
+        "eval_every=0",
+        f"run_dir={run_dir}",
+        *SMALL,
+    )
+    assert_one_line_error(
+        mtrl("eval", str(run_dir), "--task", "hammer-v3", check=False),
+        "not trained on hammer-v3",
+        "reach-v3",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["env.name=MT1:reach-v9"], ["unknown Meta-World task", "reach-v3"]),
+        (["agent.critc=multihead"], ["unknown config key", "agent.critic"]),
+        (["agent.critic=multihaed"], ["agent.critic", "multihead"]),
+        (["agent.gamma=1.5"], ["agent.gamma"]),
+        (["total_steps=lots"], ["total_steps", "integer"]),
+        (["seed"], ["key=value"]),
+        (["--config", "configs/nope.yaml"], ["config file not found"]),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, fragments):
+    result = mtrl("train", *args, f"run_dir={tmp_path / 'run'}", check=False)
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x04not a checkpoint at all")
+    assert_one_line_error(mtrl("eval", str(corrupt), check=False), "not an mtrl checkpoint")
+    assert_one_line_error(mtrl("eval", str(tmp_path / "missing.pt"), check=False), "cannot read")
+    assert_one_line_error(
+        mtrl("train", "--resume", str(tmp_path / "none"), check=False), "config.yaml"
+    )
+
+
+def test_resume_of_a_finished_synthetic_run_extends_it(tmp_path):
+    run_dir = tmp_path / "run"
+    mtrl(
+        "train",
+        "--config",
+        "configs/synthetic.yaml",
+        "total_steps=60",
+        "warmup_steps=30",
+        "checkpoint_every=60",
+        "eval_every=0",
+        "log_every=30",
+        "agent.hidden_sizes=[16]",
+        f"run_dir={run_dir}",
+        "progress=false",
+    )
+    assert_one_line_error(
+        mtrl("train", "--config", "configs/synthetic.yaml", f"run_dir={run_dir}", check=False),
+        "--resume",
+    )
+    mtrl("train", "--resume", str(run_dir), "total_steps=90")
+    assert steps_of(run_dir, "train") == [30, 60, 90]
