@@ -32,6 +32,10 @@ def _train(args: argparse.Namespace) -> int:
         results = trainer.train()
     finally:
         trainer.close()
+    if results is None:  # stopped by SIGINT/SIGTERM after writing a checkpoint
+        print(f"stopped at step {trainer.step}; checkpoint: {latest_checkpoint(run_dir)}")
+        print(f"resume with: mtrl train --resume {run_dir}")
+        return 0
     print(format_table(results))
     print(f"\nrun directory: {run_dir}")
     print(f"tensorboard:   tensorboard --logdir {run_dir / 'tensorboard'}")
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(error).split())  # one line, whatever the error text holds
         print(f"mtrl: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside the training loop (which stops cleanly on its own)
         print("mtrl: interrupted", file=sys.stderr)
         return 130
 

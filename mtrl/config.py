@@ -61,7 +61,8 @@ class AgentConfig:
     tau: float = 5e-3
     # Transitions sampled per task per update (the batch is [T, B]).
     batch_size_per_task: int = 128
-    # Gradient method for the critic's shared parameters (a key of mtrl.gradients.GRADIENT_METHODS).
+    # Gradient method for the critic's shared parameters: a key of mtrl.gradients.GRADIENT_METHODS,
+    # optionally with options ("pcgrad", "pcgrad_dir:scope=combined", "cagrad:c=0.5").
     critic_grad: str = "mean"
     # Gradient method for the actor's shared parameters.
     actor_grad: str = "mean"
@@ -70,6 +71,9 @@ class AgentConfig:
     log_std_max: float = 2.0
     # Clip each combined gradient to this global norm; 0 disables clipping.
     grad_clip_norm: float = 0.0
+    # Every N updates, compute per-task gradients (one vmap pass) to log the gradient-conflict
+    # diagnostics (cosines, conflicting pairs, magnitude similarity), also for ``mean``; 0: never.
+    diagnostics_every: int = 1000
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,9 @@ class Config:
     deterministic: bool = False
     # Show a console progress bar.
     progress: bool = True
+    # Updates with non-finite losses or gradients are skipped (and counted); this many in a row
+    # stop the run, leaving its last checkpoint intact.
+    max_nonfinite_updates: int = 100
 
 
 # Values a field may take, where it is a closed set; registries are checked where they live.
@@ -132,6 +139,7 @@ POSITIVE = {
     "agent.batch_size_per_task",
     "agent.tau",
     "updates_per_step",
+    "max_nonfinite_updates",
 }
 
 
@@ -273,7 +281,6 @@ def validate(config: Config) -> Config:
     from mtrl.agents.networks import NETWORKS
     from mtrl.envs import resolve_task_names
     from mtrl.envs.base import EnvError
-    from mtrl.gradients import GRADIENT_METHODS
 
     flat = to_dict(config)
     for key, choices in CHOICES.items():
@@ -287,15 +294,12 @@ def validate(config: Config) -> Config:
                 raise ConfigError(f"{key}: must be > 0, got {value}")
             if key not in POSITIVE and value < 0 and key not in _SIGNED:
                 raise ConfigError(f"{key}: must be >= 0, got {value}")
-    for key, registry in (
-        ("agent.actor", NETWORKS),
-        ("agent.critic", NETWORKS),
-        ("agent.actor_grad", GRADIENT_METHODS),
-        ("agent.critic_grad", GRADIENT_METHODS),
-    ):
+    for key, registry in (("agent.actor", NETWORKS), ("agent.critic", NETWORKS)):
         value = _get(flat, key)
         if value not in registry:
             raise ConfigError(f"{key}: unknown '{value}'{_suggest(value, sorted(registry))}")
+    for key in ("agent.actor_grad", "agent.critic_grad"):
+        _check_gradient_method(key, _get(flat, key))
     agent = config.agent
     if not agent.hidden_sizes or any(width <= 0 for width in agent.hidden_sizes):
         raise ConfigError("agent.hidden_sizes: need one or more positive widths")
@@ -338,6 +342,22 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 def from_dict(data: dict[str, Any]) -> Config:
     return _apply(Config, Config(), data)
+
+
+def _check_gradient_method(key: str, spec: str) -> None:
+    """Builds the method once (cheaply, for 2 tasks) so bad names and options fail up front."""
+    from mtrl.gradients import GRADIENT_METHODS, make, parse_spec
+
+    try:
+        name, _ = parse_spec(spec)
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}") from None
+    if name not in GRADIENT_METHODS:
+        raise ConfigError(f"{key}: unknown '{name}'{_suggest(name, sorted(GRADIENT_METHODS))}")
+    try:
+        make(spec, num_tasks=2)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{key}: {error}") from None
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:

@@ -83,5 +83,6 @@ class TaskReplay:
         self.cursor, self.size = int(state["cursor"]), size
         self.generator.set_state(state["generator"])
 
-    def rng_state(self) -> torch.Tensor:
-        return self.generator.get_state()
+    def nbytes(self) -> int:
+        """Bytes of the full buffer (what a checkpoint with the replay holds when it is full)."""
+        return sum(data.numel() * data.element_size() for data in self.storage.values())

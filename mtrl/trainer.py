@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,7 +21,12 @@ import numpy as np
 import torch
 
 from mtrl.agents.sac import MultiTaskSAC
-from mtrl.checkpoint import CheckpointKeeper, latest_checkpoint, load_checkpoint
+from mtrl.checkpoint import (
+    CheckpointKeeper,
+    latest_checkpoint,
+    load_checkpoint,
+    step_checkpoints,
+)
 from mtrl.config import Config, from_dict, save_config, to_dict
 from mtrl.envs import make_env
 from mtrl.envs.base import MultiTaskVecEnv
@@ -32,6 +39,32 @@ EVAL_SEED_OFFSET = 1_000_003  # evaluation envs draw goals from a stream trainin
 
 class RunError(RuntimeError):
     """A run that cannot start or continue; the CLI prints it on one line."""
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM only set ``received``: the loop stops at a step boundary,
+    where everything is consistent, instead of dying mid-update or mid-write."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        try:
+            for number in self.SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
+        except ValueError:  # not the main thread: signals stay as they are
+            self._previous.clear()
+        return self
+
+    def _handle(self, number: int, frame: object) -> None:
+        self.received = signal.Signals(number).name
+
+    def __exit__(self, *exc_info: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,6 +92,16 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
         probe.unlink()
     except OSError as error:
         raise RunError(f"run directory {run_dir} is not writable ({error.strerror})") from None
+
+
+def check_free_space(run_dir: Path, needed: int) -> None:
+    """A full disk fails the run now, not at its first checkpoint hours later."""
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise RunError(
+            f"{run_dir}: {free / 2**20:.0f} MiB free, but its checkpoints need about "
+            f"{needed / 2**20:.0f} MiB (lower keep_checkpoints, or checkpoint_replay=false)"
+        )
 
 
 class Trainer:
@@ -99,6 +142,7 @@ class Trainer:
             seed=config.seed,
         )
         self.keeper = CheckpointKeeper(run_dir, config.keep_checkpoints)
+        check_free_space(run_dir, self._checkpoint_bytes() * (config.keep_checkpoints + 2))
         self.step = 0
         self.updates = 0
         self.update_credit = 0.0
@@ -114,47 +158,57 @@ class Trainer:
         self._write_run_info("running")
 
     # ------------------------------------------------------------------------------------ loop
-    def train(self) -> dict[str, TaskResult]:
+    def train(self) -> dict[str, TaskResult] | None:
+        """Runs to ``total_steps`` and returns the final evaluation; None if a signal stopped it.
+
+        SIGINT/SIGTERM finish the current step, write a checkpoint and return (the CLI then exits 0
+        and prints the resume command); SIGKILL leaves the last periodic checkpoint to resume from.
+        """
         config = self.config
         logger = RunLogger(self.run_dir, config.total_steps, self.step, config.progress)
         timers = {"env": 0.0, "update": 0.0}
-        window_start, window_steps, window_updates = time.perf_counter(), 0, 0
+        window_start, window_steps, window_updates = time.perf_counter(), 0, self.updates
         metrics: dict[str, torch.Tensor] = {}
-        try:
-            while self.step < config.total_steps:
-                tick = time.perf_counter()
-                self._collect()
-                tock = time.perf_counter()
-                timers["env"] += tock - tick
-                metrics = self._update() or metrics
-                timers["update"] += time.perf_counter() - tock
-                self.step += 1
-                window_steps += 1
-                logger.advance(1)
+        with StopSignals() as stop:
+            try:
+                while self.step < config.total_steps:
+                    tick = time.perf_counter()
+                    self._collect()
+                    tock = time.perf_counter()
+                    timers["env"] += tock - tick
+                    metrics.update(self._update() or {})  # diagnostics persist until renewed
+                    timers["update"] += time.perf_counter() - tock
+                    self.step += 1
+                    window_steps += 1
+                    logger.advance(1)
 
-                if self.step % config.log_every == 0 or self.step == config.total_steps:
-                    elapsed = time.perf_counter() - window_start
-                    scalars = self._train_scalars(metrics, elapsed, window_steps, timers)
-                    scalars["charts/updates_per_s"] = (self.updates - window_updates) / elapsed
-                    logger.log(self.step, scalars)
-                    logger.advance(0, self._postfix(scalars))
-                    window_start, window_steps, window_updates = (
-                        time.perf_counter(),
-                        0,
-                        self.updates,
-                    )
-                    timers = {"env": 0.0, "update": 0.0}
-                if config.eval_every and self.step % config.eval_every == 0:
-                    self._evaluate(logger, config.eval_episodes)
-                if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                    if self.step % config.log_every == 0 or self.step == config.total_steps:
+                        elapsed = time.perf_counter() - window_start
+                        scalars = self._train_scalars(metrics, elapsed, window_steps, timers)
+                        scalars["charts/updates_per_s"] = (self.updates - window_updates) / elapsed
+                        logger.log(self.step, scalars)
+                        logger.advance(0, self._postfix(scalars))
+                        window_start, window_steps = time.perf_counter(), 0
+                        window_updates = self.updates
+                        timers = {"env": 0.0, "update": 0.0}
+                    if config.eval_every and self.step % config.eval_every == 0:
+                        self._evaluate(logger, config.eval_episodes)
+                    if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                        self._checkpoint()
+                    if stop.received:
+                        path = self._checkpoint()
+                        self._write_run_info("interrupted")
+                        logger.message(
+                            f"stopped by {stop.received} at step {self.step}; checkpoint {path}"
+                        )
+                        return None
+                if not (config.checkpoint_every and self.step % config.checkpoint_every == 0):
                     self._checkpoint()
-            if not (config.checkpoint_every and self.step % config.checkpoint_every == 0):
-                self._checkpoint()
-            logger.message(f"final evaluation: {config.final_eval_episodes} episodes per task")
-            results = self._evaluate(logger, config.final_eval_episodes, final=True)
-            self._checkpoint()  # again, so that best.pt is judged by the final evaluation too
-        finally:
-            logger.close()
+                logger.message(f"final evaluation: {config.final_eval_episodes} episodes per task")
+                results = self._evaluate(logger, config.final_eval_episodes, final=True)
+                self._checkpoint()  # again, so that best.pt is judged by the final evaluation too
+            finally:
+                logger.close()
         self._write_run_info("finished")
         return results
 
@@ -171,6 +225,7 @@ class Trainer:
         if done.any():
             self.last_return[done] = self.episode_return[done]
             self.last_success[done] = self.episode_success[done]
+            self.agent.observe_success(np.flatnonzero(done), self.episode_success[done])
             self.episode_return[done], self.episode_success[done] = 0.0, False
         self.obs = step.obs
 
@@ -184,6 +239,14 @@ class Trainer:
             self.update_credit -= 1.0
             metrics = self.agent.update(self.replay.sample(batch_size, self.device))
             self.updates += 1
+            if self.agent.consecutive_skipped >= self.config.max_nonfinite_updates:
+                self._write_run_info("failed")
+                last = step_checkpoints(self.run_dir)
+                kept = f"last good checkpoint: {last[-1]}" if last else "no checkpoint was written"
+                raise RunError(
+                    f"{self.agent.consecutive_skipped} updates in a row had non-finite losses or "
+                    f"gradients (step {self.step}); stopped, {kept}"
+                )
         return metrics
 
     # -------------------------------------------------------------------------------- logging
@@ -194,6 +257,7 @@ class Trainer:
         scalars: dict[str, float] = {
             "charts/env_steps": float(self.step * num_tasks),
             "charts/updates": float(self.updates),
+            "charts/nonfinite_updates": float(self.agent.skipped_updates),
             "charts/env_steps_per_s": steps * num_tasks / max(elapsed, 1e-9),
             "charts/time_env_fraction": timers["env"] / max(elapsed, 1e-9),
             "charts/time_update_fraction": timers["update"] / max(elapsed, 1e-9),
@@ -204,11 +268,11 @@ class Trainer:
         for key, value in metrics.items():
             if value.dim() == 0:
                 scalars[key] = float(value)
-        if "charts/alpha_per_task" in metrics:
-            for name, alpha in zip(
-                self.task_names, metrics["charts/alpha_per_task"].tolist(), strict=True
-            ):
-                scalars[f"tasks/{name}/alpha"] = alpha
+        for key, value in metrics.items():
+            if key.startswith("per_task/") and value.dim() == 1:
+                stem = key.removeprefix("per_task/")
+                for name, item in zip(self.task_names, value.tolist(), strict=True):
+                    scalars[f"tasks/{name}/{stem}"] = item
         return scalars
 
     def _postfix(self, scalars: dict[str, float]) -> dict[str, str]:
@@ -283,6 +347,13 @@ class Trainer:
             payload["env"] = {"state": env_state(), "obs": torch.as_tensor(self.obs)}
         score = mean_success(self.last_eval) if self.last_eval is not None else None
         return self.keeper.save(self.step, payload, score)
+
+    def _checkpoint_bytes(self) -> int:
+        """An estimate of one checkpoint: networks, targets, Adam moments, optionally the replay."""
+        counts = self.agent.parameter_counts()
+        network_bytes = 4 * (3 * counts["actor"] + 4 * counts["critic"])
+        replay_bytes = self.replay.nbytes() if self.config.checkpoint_replay else 0
+        return network_bytes + replay_bytes
 
     def _restore(self, payload: dict[str, Any]) -> None:
         if payload["task_names"] != self.task_names:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v2 as imageio
 import pytest
 
 from mtrl.checkpoint import load_checkpoint, step_checkpoints
@@ -102,7 +103,7 @@ def test_mt10_trains_checkpoints_resumes_and_evaluates_a_subset(tmp_path):
 
 
 @pytest.mark.metaworld
-def test_eval_refuses_a_task_the_policy_never_saw(tmp_path):
+def test_eval_renders_a_video_and_refuses_a_task_the_policy_never_saw(tmp_path):
     run_dir = tmp_path / "run"
     mtrl(
         "train",
@@ -118,6 +119,11 @@ def test_eval_refuses_a_task_the_policy_never_saw(tmp_path):
         "not trained on hammer-v3",
         "reach-v3",
     )
+    video = tmp_path / "reach.gif"
+    result = mtrl("eval", str(run_dir), "--episodes", "1", "--video", str(video))
+    assert f"video: {video}" in result.stdout
+    frames = imageio.mimread(video)
+    assert len(frames) >= 2 and frames[0].ndim == 3 and frames[0].std() > 0  # not a blank image
 
 
 @pytest.mark.parametrize(

@@ -114,3 +114,85 @@ def test_state_dict_round_trip_restores_the_policy():
     obs = _batch().obs[:, 0].numpy()
     assert np.array_equal(agent.act(obs, deterministic=True), other.act(obs, deterministic=True))
     assert torch.equal(agent.log_alpha, other.log_alpha)
+
+
+def _loop_gradients(loss_fn, params: dict, *task_args) -> dict:
+    """Per-task gradients with one autograd pass per task: the reference for the vmap pass."""
+    per_task = []
+    for i in range(T):
+        leaves = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
+        loss, _ = loss_fn(leaves, *(arg[i] for arg in task_args))
+        per_task.append(
+            dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
+        )
+    return {n: torch.stack([g[n] for g in per_task]) for n in params}
+
+
+@pytest.mark.parametrize("network", ["shared", "multihead"])
+def test_vmap_per_task_gradients_equal_a_per_task_autograd_loop(network):
+    agent = _agent(actor=network, critic=network)
+    batch = _batch()
+    target = agent.td_target(batch).view(T, B)
+    critic_params = {n: p.detach() for n, p in agent.critic.named_parameters()}
+    vmapped, _ = agent._per_task_gradients(
+        agent._critic_task_loss, critic_params, batch.obs, batch.action, target
+    )
+    looped = _loop_gradients(
+        agent._critic_task_loss, critic_params, batch.obs, batch.action, target
+    )
+    for name in critic_params:
+        assert torch.allclose(vmapped[name], looped[name], atol=1e-5), name
+
+    actor_params = {n: p.detach() for n, p in agent.actor.named_parameters()}
+    noise, alpha = torch.randn(T, B, A), torch.rand(T)
+
+    def actor_loss(params, obs, noise, alpha):
+        return agent._actor_task_loss(params, critic_params, obs, noise, alpha)
+
+    vmapped, _ = agent._per_task_gradients(actor_loss, actor_params, batch.obs, noise, alpha)
+    looped = _loop_gradients(actor_loss, actor_params, batch.obs, noise, alpha)
+    for name in actor_params:
+        assert torch.allclose(vmapped[name], looped[name], atol=1e-5), name
+
+
+@pytest.mark.parametrize("network", ["shared", "multihead"])
+def test_mean_through_the_per_task_pass_equals_the_single_backward(network):
+    """The vmap path with `mean` and the one-backward fast path take the same step."""
+    fast, per_task = _agent(actor=network, critic=network), _agent(actor=network, critic=network)
+    per_task.critic_method.needs_task_grads = True
+    per_task.actor_method.needs_task_grads = True
+    for seed in range(3):
+        for agent in (fast, per_task):
+            torch.manual_seed(seed)
+            agent.update(_batch(seed=seed))
+    for a, b in zip(fast.critic.parameters(), per_task.critic.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(fast.actor.parameters(), per_task.actor.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_pcgrad_leaves_task_heads_with_their_own_gradient():
+    """Only shared parameters are combined: a head's step is its own task's gradient."""
+    agent = _agent(critic="multihead", critic_grad="pcgrad")
+    batch = _batch()
+    target = agent.td_target(batch).view(T, B)
+    params = {n: p.detach() for n, p in agent.critic.named_parameters()}
+    grads, losses = agent._per_task_gradients(
+        agent._critic_task_loss, params, batch.obs, batch.action, target
+    )
+    agent._apply(agent.critic, "critic", grads, losses[0], diagnose=True, metrics=(m := {}))
+    head = agent.critic.heads.weight.grad  # [E, hidden, T * out]
+    assert torch.allclose(head, grads["heads.weight"].mean(0))
+    assert torch.allclose(head, grads["heads.weight"].sum(0) / T)  # each column: its own task
+    for key in ("cosine_mean", "cosine_min", "conflict_fraction", "magnitude_similarity"):
+        assert torch.isfinite(m[f"gradients/critic/{key}"])
+    assert m["per_task/critic_weight"].shape == (T,)
+
+
+@pytest.mark.parametrize("method", ["pcgrad", "pcgrad_dir", "pcgrad_mag"])
+def test_update_runs_with_every_surgery_method(method):
+    agent = _agent(critic_grad=method, actor_grad=method, diagnostics_every=2)
+    for seed in range(2):
+        metrics = agent.update(_batch(seed=seed))
+    assert all(torch.isfinite(v).all() for v in metrics.values())
+    assert "gradients/actor/conflict_fraction" in metrics

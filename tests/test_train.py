@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mtrl.config import build_config
+from mtrl.gradients import GRADIENT_METHODS
 from mtrl.logging import read_metrics
 from mtrl.trainer import RunError, Trainer, resume_config
 
@@ -30,16 +31,51 @@ def _run(run_dir: Path, overrides: list[str], resume: bool = False):
         trainer.close()
 
 
-def test_mt_sac_solves_four_conflicting_tasks(tmp_path):
+@pytest.mark.parametrize("method", ["mean", "pcgrad"])
+def test_mt_sac_solves_four_conflicting_tasks(tmp_path, method):
     """>= 90% mean success over 3 seeds on 4 point-mass tasks whose goals pull apart."""
     finals = []
     for seed in range(3):
         results = _run(
             tmp_path / f"seed{seed}",
-            [f"seed={seed}", "total_steps=2500", "eval_every=0", "final_eval_episodes=10"],
+            [
+                f"seed={seed}",
+                "total_steps=2500",
+                "eval_every=0",
+                "final_eval_episodes=10",
+                f"agent.critic_grad={method}",
+                f"agent.actor_grad={method}",
+            ],
         )
         finals.append(np.mean([r.success_rate for r in results.values()]))
     assert np.mean(finals) >= 0.9, finals
+
+
+@pytest.mark.parametrize("method", sorted(GRADIENT_METHODS))
+def test_every_gradient_method_trains_and_logs_its_diagnostics(tmp_path, method):
+    _run(
+        tmp_path / "run",
+        [
+            "total_steps=160",
+            "warmup_steps=100",
+            "eval_every=0",
+            "final_eval_episodes=1",
+            "checkpoint_every=160",
+            "log_every=40",
+            "agent.hidden_sizes=[16,16]",
+            "agent.batch_size_per_task=16",
+            "agent.diagnostics_every=20",
+            f"agent.critic_grad={method}",
+            f"agent.actor_grad={method}",
+        ],
+    )
+    train = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "train"][-1]
+    assert np.isfinite(train["losses/critic"]) and np.isfinite(train["losses/actor"])
+    assert -1.0 <= train["gradients/critic/cosine_min"] <= 1.0
+    assert 0.0 <= train["gradients/actor/conflict_fraction"] <= 1.0
+    if method != "mean":
+        weights = [train[f"tasks/point-{i}/critic_weight"] for i in range(4)]
+        assert all(np.isfinite(weights))
 
 
 def _comparable(records: list[dict]) -> list[dict]:

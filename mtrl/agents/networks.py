@@ -42,6 +42,8 @@ def _trunk(ensemble: int, in_dim: int, hidden_sizes: tuple[int, ...]) -> nn.Sequ
 class SharedBody(nn.Module):
     """Hard sharing (MT-SAC): one MLP on state + one-hot."""
 
+    task_specific: tuple[str, ...] = ()  # every parameter is shared
+
     def __init__(
         self,
         obs_dim: int,
@@ -64,6 +66,8 @@ class SharedBody(nn.Module):
 
 class MultiHeadBody(nn.Module):
     """Shared trunk, one output head per task (MH-SAC); row r uses the head of its own task."""
+
+    task_specific = ("heads.",)  # name prefixes of parameters that belong to one task each
 
     def __init__(
         self,
@@ -105,6 +109,15 @@ def make_network(
     ensemble: int = 1,
 ) -> nn.Module:
     return NETWORKS[name](obs_dim, out_dim, num_tasks, tuple(hidden_sizes), ensemble=ensemble)
+
+
+def is_task_specific(body: nn.Module, name: str) -> bool:
+    """Whether parameter ``name`` of ``body`` belongs to single tasks (heads, towers, gates).
+
+    Gradient methods combine only the shared parameters; a task-specific parameter receives each
+    task's own gradient untouched (other tasks' gradients on it are zero by construction).
+    """
+    return name.startswith(tuple(getattr(body, "task_specific", ())))
 
 
 def parameter_count(module: nn.Module) -> int:

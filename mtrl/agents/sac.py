@@ -9,6 +9,7 @@ result is the gradient of the mean loss, taken in one backward pass.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from mtrl import gradients
-from mtrl.agents.networks import make_network, parameter_count
+from mtrl.agents.networks import is_task_specific, make_network, parameter_count
 from mtrl.config import AgentConfig
+from mtrl.gradients.diagnostics import conflict_diagnostics
+from mtrl.gradients.gram import gram
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,17 @@ class Batch:
     reward: torch.Tensor  # [T, B]
     next_obs: torch.Tensor  # [T, B, obs_dim]
     terminated: torch.Tensor  # [T, B] float: 1 where the episode truly ended
+
+
+def squashed_sample(
+    mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """tanh(mean + std * noise) and its log-probability: [..., A], [...]."""
+    pre_tanh = mean + log_std.exp() * noise
+    log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    # log(1 - tanh(u)^2) in a form that stays finite for large |u|.
+    log_prob = log_prob - (2 * (math.log(2) - pre_tanh - F.softplus(-2 * pre_tanh))).sum(-1)
+    return torch.tanh(pre_tanh), log_prob
 
 
 class Actor(nn.Module):
@@ -55,12 +70,7 @@ class Actor(nn.Module):
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterised action in [-1, 1] and its log-probability: [N, A], [N]."""
         mean, log_std = self(obs)
-        noise = torch.randn_like(mean)
-        pre_tanh = mean + log_std.exp() * noise
-        log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        # log(1 - tanh(u)^2) in a form that stays finite for large |u|.
-        log_prob = log_prob - (2 * (math.log(2) - pre_tanh - F.softplus(-2 * pre_tanh))).sum(-1)
-        return torch.tanh(pre_tanh), log_prob
+        return squashed_sample(mean, log_std, torch.randn_like(mean))
 
 
 class MultiTaskSAC:
@@ -96,6 +106,9 @@ class MultiTaskSAC:
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
         self.critic_method = gradients.make(config.critic_grad, num_tasks, seed=seed)
         self.actor_method = gradients.make(config.actor_grad, num_tasks, seed=seed + 1)
+        self.updates = 0
+        self.skipped_updates = 0  # updates with a non-finite loss or gradient, never applied
+        self.consecutive_skipped = 0
 
     # ----------------------------------------------------------------------------------- acting
     @torch.no_grad()
@@ -110,32 +123,34 @@ class MultiTaskSAC:
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One SAC update on a [T, B] batch; returns detached metrics (tensors, no host sync)."""
         num_tasks, batch_size = batch.reward.shape
-        obs = batch.obs.flatten(0, 1)  # [TB, obs]
-        action = batch.action.flatten(0, 1)  # [TB, A]
+        self.updates += 1
+        diagnose = bool(self.config.diagnostics_every) and (
+            self.updates % self.config.diagnostics_every == 0
+        )
         alpha = self.log_alpha.detach().exp()  # [T]
-        alpha_rows = alpha.repeat_interleave(batch_size)  # [TB]
-
-        target = self.td_target(batch)  # [TB]
+        target = self.td_target(batch).view(num_tasks, batch_size)  # [T, B]
+        metrics: dict[str, torch.Tensor] = {}
 
         # Critic: both members regress on the same target.
-        q = self.critic(torch.cat([action, obs], -1)).squeeze(-1)  # [2, TB]
-        critic_row_loss = (q - target).pow(2).sum(0)  # [TB]
-        critic_task_losses = critic_row_loss.view(num_tasks, batch_size).mean(1)  # [T]
-        self._step(self.critic, self.critic_optimizer, self.critic_method, critic_task_losses)
+        critic_losses, q_mean, finite = self._critic_step(batch, target, diagnose, metrics)
+        if not finite:  # nothing was stepped: the networks and optimisers are as they were
+            return self._skip(metrics, critic_losses)
 
         # Actor: maximise min-Q plus each task's entropy bonus, through the updated critic.
-        new_action, log_prob = self.actor.sample(obs)  # [TB, A], [TB]
-        q_new = self.critic(torch.cat([new_action, obs], -1)).amin(0).squeeze(-1)  # [TB]
-        actor_row_loss = alpha_rows * log_prob - q_new  # [TB]
-        actor_task_losses = actor_row_loss.view(num_tasks, batch_size).mean(1)  # [T]
-        self._step(self.actor, self.actor_optimizer, self.actor_method, actor_task_losses)
+        noise = torch.randn(num_tasks, batch_size, self.action_dim, device=self.device)  # [T, B, A]
+        actor_losses, task_log_prob, finite = self._actor_step(
+            batch.obs, noise, alpha, diagnose, metrics
+        )
 
         # Temperatures: each task's alpha tracks its own entropy target.
-        task_log_prob = log_prob.detach().view(num_tasks, batch_size).mean(1)  # [T]
         alpha_loss = -(self.log_alpha * (task_log_prob + self.target_entropy)).sum()
-        self.alpha_optimizer.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_optimizer.step()
+        if finite:
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_optimizer.step()
+            self.consecutive_skipped = 0
+        else:
+            self._count_skip()
 
         with torch.no_grad():
             torch._foreach_lerp_(
@@ -143,16 +158,30 @@ class MultiTaskSAC:
                 list(self.critic.parameters()),
                 self.config.tau,
             )
-        return {
-            "losses/critic": critic_task_losses.detach().mean(),
-            "losses/actor": actor_task_losses.detach().mean(),
-            "losses/alpha": alpha_loss.detach() / num_tasks,
-            "losses/critic_per_task": critic_task_losses.detach(),
-            "losses/actor_per_task": actor_task_losses.detach(),
-            "charts/q_mean": q.detach().mean(),
-            "charts/entropy": -log_prob.detach().mean(),
-            "charts/alpha_per_task": alpha,
-        }
+        metrics.update(
+            {
+                "losses/critic": critic_losses.mean(),
+                "losses/actor": actor_losses.mean(),
+                "losses/alpha": alpha_loss.detach() / num_tasks,
+                "charts/q_mean": q_mean,
+                "charts/entropy": -task_log_prob.mean(),
+                "per_task/alpha": alpha,
+                "per_task/critic_loss": critic_losses,
+                "per_task/actor_loss": actor_losses,
+                "charts/nonfinite_updates": torch.tensor(float(self.skipped_updates)),
+            }
+        )
+        return metrics
+
+    def _count_skip(self) -> None:
+        self.skipped_updates += 1
+        self.consecutive_skipped += 1
+
+    def _skip(self, metrics: dict, critic_losses: torch.Tensor) -> dict[str, torch.Tensor]:
+        self._count_skip()
+        metrics["charts/nonfinite_updates"] = torch.tensor(float(self.skipped_updates))
+        metrics["per_task/critic_loss"] = critic_losses
+        return metrics
 
     @torch.no_grad()
     def td_target(self, batch: Batch) -> torch.Tensor:
@@ -166,23 +195,162 @@ class MultiTaskSAC:
         not_done = 1.0 - batch.terminated.flatten()
         return batch.reward.flatten() + self.config.gamma * not_done * soft_next_value
 
-    def _step(
+    # The per-task losses, as pure functions of (parameters, one task's batch) for torch.func.vmap.
+    def _critic_task_loss(
         self,
-        module: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        method: gradients.GradientMethod,
-        task_losses: torch.Tensor,  # [T]
-    ) -> None:
-        """Gradient of the method's weighted mean loss for ``module`` only, then an optimiser step."""
+        params: dict[str, torch.Tensor],
+        obs: torch.Tensor,  # [B, obs]
+        action: torch.Tensor,  # [B, A]
+        target: torch.Tensor,  # [B]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        q = functional_call(self.critic, params, (torch.cat([action, obs], -1),))  # [2, B, 1]
+        loss = (q.squeeze(-1) - target).pow(2).sum(0).mean()
+        return loss, (loss.detach(), q.detach().mean())
+
+    def _actor_task_loss(
+        self,
+        params: dict[str, torch.Tensor],
+        critic_params: dict[str, torch.Tensor],
+        obs: torch.Tensor,  # [B, obs]
+        noise: torch.Tensor,  # [B, A]
+        alpha: torch.Tensor,  # []
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        mean, log_std = functional_call(self.actor, params, (obs,))
+        action, log_prob = squashed_sample(mean, log_std, noise)  # [B, A], [B]
+        q = functional_call(self.critic, critic_params, (torch.cat([action, obs], -1),))
+        loss = (alpha * log_prob - q.amin(0).squeeze(-1)).mean()
+        return loss, (loss.detach(), log_prob.detach().mean())
+
+    def _critic_step(
+        self, batch: Batch, target: torch.Tensor, diagnose: bool, metrics: dict
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Returns the per-task losses [T], the mean Q, and whether the step was finite (taken)."""
+        num_tasks, batch_size = target.shape
+        if self.critic_method.needs_task_grads or diagnose:
+            params = {n: p.detach() for n, p in self.critic.named_parameters()}
+            grads, (losses, q_means) = self._per_task_gradients(
+                self._critic_task_loss, params, batch.obs, batch.action, target
+            )
+            finite = self._apply(self.critic, "critic", grads, losses, diagnose, metrics)
+            return losses, q_means.mean(), finite
+        # One batched pass for methods that only re-weight the mean loss (mean, weightings).
+        obs, action = batch.obs.flatten(0, 1), batch.action.flatten(0, 1)  # [TB, obs], [TB, A]
+        q = self.critic(torch.cat([action, obs], -1)).squeeze(-1)  # [2, TB]
+        row_loss = (q - target.flatten()).pow(2).sum(0)  # [TB]
+        losses = row_loss.view(num_tasks, batch_size).mean(1)  # [T]
+        finite = self._weighted_mean_step(self.critic, "critic", losses, metrics)
+        return losses.detach(), q.detach().mean(), finite
+
+    def _actor_step(
+        self,
+        obs: torch.Tensor,  # [T, B, obs]
+        noise: torch.Tensor,  # [T, B, A]
+        alpha: torch.Tensor,  # [T]
+        diagnose: bool,
+        metrics: dict,
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Returns the per-task losses [T], mean log-probabilities [T], and whether it stepped."""
+        num_tasks, batch_size = noise.shape[:2]
+        if self.actor_method.needs_task_grads or diagnose:
+            params = {n: p.detach() for n, p in self.actor.named_parameters()}
+            critic_params = {n: p.detach() for n, p in self.critic.named_parameters()}
+            loss_fn = functools.partial(self._actor_task_loss, critic_params=critic_params)
+            grads, (losses, log_probs) = self._per_task_gradients(
+                lambda p, o, n, a: loss_fn(p, obs=o, noise=n, alpha=a), params, obs, noise, alpha
+            )
+            finite = self._apply(self.actor, "actor", grads, losses, diagnose, metrics)
+            return losses, log_probs, finite
+        flat_obs = obs.flatten(0, 1)  # [TB, obs]
+        mean, log_std = self.actor(flat_obs)
+        action, log_prob = squashed_sample(mean, log_std, noise.flatten(0, 1))  # [TB, A], [TB]
+        q = self.critic(torch.cat([action, flat_obs], -1)).amin(0).squeeze(-1)  # [TB]
+        row_loss = alpha.repeat_interleave(batch_size) * log_prob - q  # [TB]
+        losses = row_loss.view(num_tasks, batch_size).mean(1)  # [T]
+        finite = self._weighted_mean_step(self.actor, "actor", losses, metrics)
+        return losses.detach(), log_prob.detach().view(num_tasks, batch_size).mean(1), finite
+
+    @staticmethod
+    def _per_task_gradients(loss_fn, params, *task_args):
+        """One vmap pass: per-task gradients {name: [T, ...]} and the loss function's aux."""
+        in_dims = (None,) + (0,) * len(task_args)
+        return torch.func.vmap(torch.func.grad(loss_fn, has_aux=True), in_dims=in_dims)(
+            params, *task_args
+        )
+
+    def _weighted_mean_step(
+        self, module: nn.Module, role: str, task_losses: torch.Tensor, metrics: dict
+    ) -> bool:
+        """Gradient of the method's weighted mean loss in one backward pass, then a step."""
+        method = self.critic_method if role == "critic" else self.actor_method
         params = [p for p in module.parameters() if p.requires_grad]
         weights = method.loss_weights(task_losses.detach())  # [T]
-        loss = (weights * task_losses).mean()
-        grads = torch.autograd.grad(loss, params)
+        grads = torch.autograd.grad((weights * task_losses).mean(), params)
         for param, grad in zip(params, grads, strict=True):
             param.grad = grad
+        if method.reports_weights:
+            metrics[f"per_task/{role}_weight"] = weights
+        return self._optimizer_step(module, role, task_losses)
+
+    def _apply(
+        self,
+        module: nn.Module,
+        role: str,
+        grads: dict[str, torch.Tensor],  # name -> [T, *shape]
+        task_losses: torch.Tensor,  # [T]
+        diagnose: bool,
+        metrics: dict,
+    ) -> bool:
+        """Combines the shared parameters' task gradients with the method; a task-specific
+        parameter gets the mean, i.e. each task's own gradient on its own entries, untouched."""
+        method = self.critic_method if role == "critic" else self.actor_method
+        body = module.body if isinstance(module, Actor) else module
+        prefix = "body." if isinstance(module, Actor) else ""
+        named = dict(module.named_parameters())
+        shared = [n for n in grads if not is_task_specific(body, n.removeprefix(prefix))]
+        task_grads = torch.cat([grads[n].flatten(1) for n in shared], dim=1)  # [T, P]
+        if diagnose:
+            for key, value in conflict_diagnostics(gram(task_grads)).items():
+                metrics[key.replace("gradients/", f"gradients/{role}/")] = value
+        if method.needs_task_grads:
+            if hasattr(method, "set_layout"):  # GradNorm measures norms on the last shared layer
+                method.set_layout([(n, named[n].numel()) for n in shared])
+            combined = method.combine(task_grads, task_losses)  # [P]
+        else:  # a diagnostics pass of a weighting method: the same step as its fast path
+            weights = method.loss_weights(task_losses)
+            combined = (weights.unsqueeze(1) * task_grads).mean(0)
+        offset = 0
+        for name in shared:
+            param = named[name]
+            param.grad = combined[offset : offset + param.numel()].view_as(param)
+            offset += param.numel()
+        for name in grads:
+            if name not in shared:
+                named[name].grad = grads[name].mean(0)
+        if method.reports_weights and getattr(method, "last_weights", None) is not None:
+            metrics[f"per_task/{role}_weight"] = method.last_weights * self.num_tasks
+        return self._optimizer_step(module, role, task_losses)
+
+    def _optimizer_step(self, module: nn.Module, role: str, task_losses: torch.Tensor) -> bool:
+        """Steps unless a loss or gradient is non-finite (then nothing changes); returns whether
+        it stepped. The check costs one host sync per step, which the safety is worth."""
+        params = [p for p in module.parameters() if p.grad is not None]
+        checks = [torch.isfinite(task_losses).all()] + [
+            torch.isfinite(p.grad).all() for p in params
+        ]
+        if not bool(torch.stack(checks).all()):
+            for param in params:
+                param.grad = None
+            return False
         if self.config.grad_clip_norm > 0:
             nn.utils.clip_grad_norm_(params, self.config.grad_clip_norm)
-        optimizer.step()
+        (self.critic_optimizer if role == "critic" else self.actor_optimizer).step()
+        return True
+
+    def observe_success(self, task_index: np.ndarray, success: np.ndarray) -> None:
+        """Finished training episodes' success per task, for methods driven by a KPI (DTP)."""
+        for method in (self.critic_method, self.actor_method):
+            if hasattr(method, "observe_kpi"):
+                method.observe_kpi(torch.as_tensor(task_index), torch.as_tensor(success))
 
     # ------------------------------------------------------------------------------ bookkeeping
     def parameter_counts(self) -> dict[str, int]:
@@ -199,6 +367,8 @@ class MultiTaskSAC:
             "alpha_optimizer": self.alpha_optimizer.state_dict(),
             "actor_method": self.actor_method.state_dict(),
             "critic_method": self.critic_method.state_dict(),
+            "updates": self.updates,
+            "skipped_updates": self.skipped_updates,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -212,3 +382,5 @@ class MultiTaskSAC:
         self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
         self.actor_method.load_state_dict(state["actor_method"])
         self.critic_method.load_state_dict(state["critic_method"])
+        self.updates = int(state.get("updates", 0))
+        self.skipped_updates = int(state.get("skipped_updates", 0))

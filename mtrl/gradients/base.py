@@ -15,14 +15,20 @@ class GradientMethod:
     """
 
     needs_task_grads: bool = True
+    # Whether the implied per-task weights are worth logging (weightings, PCGrad's implied weights).
+    reports_weights: bool = True
 
     def __init__(self, num_tasks: int, seed: int = 0) -> None:
         self.num_tasks = num_tasks
         self.generator = torch.Generator().manual_seed(seed)
 
     def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
-        """task_grads [T, P], task_losses [T] -> [P] on the scale of task_grads.mean(0)."""
-        raise NotImplementedError
+        """task_grads [T, P], task_losses [T] -> [P] on the scale of task_grads.mean(0).
+
+        The default is the weighted mean of the loss-weighting methods.
+        """
+        weights = self.loss_weights(task_losses)  # [T]
+        return (weights.to(task_grads.dtype).unsqueeze(1) * task_grads).mean(0)
 
     def loss_weights(self, task_losses: torch.Tensor) -> torch.Tensor:
         """Per-task weights [T] (mean 1) for methods that only re-weight the mean loss."""

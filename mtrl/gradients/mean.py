@@ -11,6 +11,7 @@ class Mean(GradientMethod):
     """g = (1/T) sum_i g_i. Equal to one backward pass of the mean loss, which is what the agent runs."""
 
     needs_task_grads = False
+    reports_weights = False
 
     def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
         return task_grads.mean(dim=0)  # [P]

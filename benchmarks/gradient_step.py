@@ -1,0 +1,175 @@
+"""The cost of the gradient step: every method's full SAC update against plain MT-SAC, at MT10 and
+MT50 shapes, plus the two ways of getting per-task gradients and of doing PCGrad's surgery.
+
+All rows of a shape are measured in one run, interleaved round by round (so drifts in machine load
+hit every row alike), and reported as medians and as ratios to the ``mean`` update:
+
+- "update, <method>": one full MT-SAC update (critic, actor, temperatures, targets) with the method
+  on both critic and actor;
+- "per-task grads: vmap" vs "per-task grads: T backward passes": the critic's [T, P] gradient
+  matrix from one ``torch.func`` vmap pass, and from one autograd pass per task (what
+  facebookresearch/mtrl's PCGrad does);
+- "PCGrad surgery: Gram" vs "PCGrad surgery: vectors": the combination alone, in coefficient
+  space from the T x T Gram matrix, and as Alg. 1 written on P-sized vectors (T^2 dot products).
+
+    python benchmarks/gradient_step.py [--shapes MT10 MT50] [--repeats 7] [--hidden 400 400 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from mtrl import gradients
+from mtrl.agents.sac import Batch, MultiTaskSAC
+from mtrl.config import AgentConfig
+from mtrl.gradients.pcgrad import random_orders
+
+SHAPES = {"MT10": (10, 39 + 10), "MT50": (50, 39 + 50)}  # tasks, observation size
+ACTION_DIM = 4
+METHODS = [
+    "mean",
+    "pcgrad",
+    "pcgrad_dir",
+    "pcgrad_mag",
+    "mgda",
+    "cagrad",
+    "imtl_g",
+    "gradnorm",
+    "gradnorm_normalization",
+    "uncertainty",
+    "dwa",
+    "lbtw",
+    "dtp",
+    "initial_loss",
+    "realtime_loss",
+]
+
+
+def random_batch(num_tasks: int, obs_dim: int, batch_size: int, generator) -> Batch:
+    one_hot = torch.eye(num_tasks).unsqueeze(1).expand(num_tasks, batch_size, num_tasks)
+    state_dim = obs_dim - num_tasks
+
+    def observations():
+        return torch.cat(
+            [torch.randn(num_tasks, batch_size, state_dim, generator=generator), one_hot], -1
+        )
+
+    return Batch(
+        obs=observations(),
+        action=torch.rand(num_tasks, batch_size, ACTION_DIM, generator=generator) * 2 - 1,
+        reward=torch.randn(num_tasks, batch_size, generator=generator),
+        next_obs=observations(),
+        terminated=torch.zeros(num_tasks, batch_size),
+    )
+
+
+def pcgrad_on_vectors(task_grads: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
+    """Alg. 1 as usually implemented: T^2 dot products and updates of P-sized vectors."""
+    projected = task_grads.clone()
+    for i in range(task_grads.shape[0]):
+        for j in orders[i].tolist():
+            dot = projected[i] @ task_grads[j]
+            if dot < 0:
+                projected[i] -= dot / (task_grads[j] @ task_grads[j]) * task_grads[j]
+    return projected.mean(0)
+
+
+def loop_gradients(agent: MultiTaskSAC, batch: Batch, target: torch.Tensor) -> torch.Tensor:
+    params = [p for p in agent.critic.parameters()]
+    rows = []
+    for i in range(batch.reward.shape[0]):
+        q = agent.critic(torch.cat([batch.action[i], batch.obs[i]], -1)).squeeze(-1)
+        loss = (q - target[i]).pow(2).sum(0).mean()
+        rows.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]))
+    return torch.stack(rows)
+
+
+def vmap_gradients(agent: MultiTaskSAC, batch: Batch, target: torch.Tensor) -> torch.Tensor:
+    params = {n: p.detach() for n, p in agent.critic.named_parameters()}
+    grads, _ = agent._per_task_gradients(
+        agent._critic_task_loss, params, batch.obs, batch.action, target
+    )
+    return torch.cat([g.flatten(1) for g in grads.values()], 1)
+
+
+def measure(rows: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per call; every round calls every row once, in order."""
+    for call in rows.values():
+        call()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(repeats):
+        for name, call in rows.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def run_shape(shape: str, hidden: tuple[int, ...], batch_size: int, repeats: int) -> None:
+    num_tasks, obs_dim = SHAPES[shape]
+    generator = torch.Generator().manual_seed(0)
+    batch = random_batch(num_tasks, obs_dim, batch_size, generator)
+    rows: dict[str, Callable[[], object]] = {}
+    for method in METHODS:
+        config = AgentConfig(
+            hidden_sizes=hidden,
+            batch_size_per_task=batch_size,
+            critic_grad=method,
+            actor_grad=method,
+            diagnostics_every=0,
+        )
+        agent = MultiTaskSAC(obs_dim, ACTION_DIM, num_tasks, config, seed=0)
+        rows[f"update, {method}"] = lambda agent=agent: agent.update(batch)
+
+    reference = MultiTaskSAC(
+        obs_dim,
+        ACTION_DIM,
+        num_tasks,
+        AgentConfig(hidden_sizes=hidden, batch_size_per_task=batch_size),
+    )
+    target = reference.td_target(batch).view(num_tasks, batch_size)
+    rows["per-task grads: vmap"] = lambda: vmap_gradients(reference, batch, target)
+    rows["per-task grads: T backward passes"] = lambda: loop_gradients(reference, batch, target)
+    task_grads = vmap_gradients(reference, batch, target)
+    method = gradients.make("pcgrad", num_tasks)
+    orders = random_orders(num_tasks, torch.Generator().manual_seed(1))
+    rows["PCGrad surgery: Gram"] = lambda: method.combine(task_grads, None)
+    rows["PCGrad surgery: vectors"] = lambda: pcgrad_on_vectors(task_grads, orders)
+
+    seconds = measure(rows, repeats)
+    base = seconds["update, mean"]
+    print(
+        f"\n{shape}: T={num_tasks}, obs={obs_dim}, hidden={list(hidden)}, "
+        f"{batch_size} per task ({num_tasks * batch_size} rows), P(critic)="
+        f"{task_grads.shape[1]:,}, {torch.get_num_threads()} threads, median of {repeats}"
+    )
+    print(f"| {'row':<36} | {'ms':>9} | {'x mean update':>13} |")
+    print(f"|{'-' * 38}|{'-' * 11}|{'-' * 15}|")
+    for name, value in seconds.items():
+        print(f"| {name:<36} | {value * 1e3:>9.1f} | {value / base:>13.2f} |")
+    loop, vmapped = seconds["per-task grads: T backward passes"], seconds["per-task grads: vmap"]
+    vectors, gram_time = seconds["PCGrad surgery: vectors"], seconds["PCGrad surgery: Gram"]
+    print(
+        f"vmap per-task gradients: {loop / vmapped:.2f}x faster than {num_tasks} backward "
+        f"passes; Gram-space surgery: {vectors / gram_time:.1f}x faster than vector surgery"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=["MT10", "MT50"], choices=list(SHAPES))
+    parser.add_argument("--hidden", nargs="+", type=int, default=[400, 400, 400])
+    parser.add_argument("--batch", type=int, default=128, help="samples per task")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    for shape in args.shapes:
+        run_shape(shape, tuple(args.hidden), args.batch, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""GradNorm (Chen et al., "GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep
+Multitask Networks", ICML 2018, Alg. 1), as published.
+
+Task weights w (init 1). On the last shared layer W: G_i = ||grad_W w_i L_i|| = w_i ||grad_W L_i||,
+G_bar = mean_i G_i, inverse training rates r_i = L~_i / mean_j L~_j with L~_i = L_i(t) / L_i(0), and
+L_grad = sum_i |G_i - sg(G_bar r_i^alpha)|. The model steps on sum_i w_i g_i / T with the current
+weights; then w takes one step of its own optimiser on grad_w L_grad and is renormalised to sum T.
+
+Unlike facebookresearch/mtrl's version, L_i(0) is recorded once, at the first update, and kept,
+and the weights are renormalised after every step (the paper's Alg. 1). Loss magnitudes |L_i| are
+used (SAC's actor loss is negative; see ``weighting.py``). ``norms="all"`` measures G_i on every
+shared parameter instead of the last layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mtrl.gradients.base import GradientMethod
+from mtrl.gradients.weighting import TINY
+
+NORM_SCOPES = ("last_shared", "all")
+
+
+class GradNorm(GradientMethod):
+    def __init__(
+        self,
+        num_tasks: int,
+        seed: int = 0,
+        alpha: float = 1.5,
+        lr: float = 0.025,
+        norms: str = "last_shared",
+    ) -> None:
+        if norms not in NORM_SCOPES:
+            raise ValueError(f"gradnorm: norms must be one of {', '.join(NORM_SCOPES)}")
+        if alpha < 0 or lr <= 0:
+            raise ValueError("gradnorm: need alpha >= 0 and lr > 0")
+        super().__init__(num_tasks, seed)
+        self.alpha, self.norms = alpha, norms
+        self.weights = torch.ones(num_tasks, requires_grad=True)
+        self.optimizer = torch.optim.Adam([self.weights], lr=lr)
+        self.initial_losses: torch.Tensor | None = None
+        self.last_layer = slice(None)  # columns of the last shared layer; set by set_layout
+        self.last_weights: torch.Tensor | None = None
+
+    def set_layout(self, segments: list[tuple[str, int]]) -> None:
+        """The shared parameters in column order, as (name, numel): picks the last weight matrix."""
+        if self.norms == "all":
+            self.last_layer = slice(None)
+            return
+        starts, offset = [], 0
+        for name, numel in segments:
+            starts.append((name, offset, offset + numel))
+            offset += numel
+        weights = [(a, b) for name, a, b in starts if name.endswith("weight")]
+        self.last_layer = slice(*weights[-1]) if weights else slice(None)
+
+    def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
+        losses = task_losses.detach().abs().clamp_min(TINY).cpu().float()  # [T]
+        if self.initial_losses is None:
+            self.initial_losses = losses.clone()
+        current = self.weights.detach().clone()  # the weights of this step
+        combined = (current.to(task_grads).unsqueeze(1) * task_grads).mean(0)  # [P]
+
+        layer_norms = task_grads[:, self.last_layer].norm(dim=1).detach().cpu().float()  # [T]
+        norms = self.weights * layer_norms  # G_i, differentiable in w
+        relative = losses / self.initial_losses  # L~_i
+        rates = relative / relative.mean()  # r_i
+        target = (norms.mean() * rates.pow(self.alpha)).detach()
+        objective = (norms - target).abs().sum()  # L_grad
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        self.optimizer.step()
+        with torch.no_grad():  # Alg. 1: renormalise so that sum_i w_i = T
+            self.weights.clamp_(min=TINY)
+            self.weights.mul_(self.num_tasks / self.weights.sum())
+        self.last_weights = current / self.num_tasks
+        return combined
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "weights": self.weights.detach().clone(),
+            "optimizer": self.optimizer.state_dict(),
+            "initial_losses": self.initial_losses,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        with torch.no_grad():
+            self.weights.copy_(state["weights"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.initial_losses = state["initial_losses"]

@@ -1,0 +1,38 @@
+"""What the loss-weighting methods share: weights renormalised to mean 1, on loss magnitudes.
+
+A weighting's step is sum_i w_i g_i / T, the gradient of the weighted mean loss, so it runs in the
+agent's single-backward path (no per-task gradients). Two conventions, both documented options:
+- weights are renormalised to mean 1 (``normalize=True``): the step keeps the mean's scale, which
+  Adam nearly ignores but gradient clipping and learning-rate comparisons do not;
+- loss scales use |L_i|: SAC's actor loss (alpha log pi - Q) is negative and shifts with Q, so a
+  ratio of raw losses is meaningless there. These methods are meant for the critic
+  (``agent.critic_grad=dwa agent.actor_grad=mean``); on the actor they weight by |L_i|.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mtrl.gradients.base import GradientMethod
+
+TINY = 1e-8
+
+
+class LossWeighting(GradientMethod):
+    needs_task_grads = False
+
+    def __init__(self, num_tasks: int, seed: int = 0, normalize: bool = True) -> None:
+        super().__init__(num_tasks, seed)
+        self.normalize = normalize
+        self.last_weights: torch.Tensor | None = None
+
+    def loss_weights(self, task_losses: torch.Tensor) -> torch.Tensor:
+        weights = self.raw_weights(task_losses.detach().abs().clamp_min(TINY)).to(task_losses)
+        if self.normalize:
+            weights = weights * (self.num_tasks / weights.sum().clamp_min(TINY))
+        self.last_weights = weights / self.num_tasks  # as result = w @ J
+        return weights
+
+    def raw_weights(self, loss_scale: torch.Tensor) -> torch.Tensor:
+        """|L_i| [T] (detached, > 0) -> unnormalised weights [T]."""
+        raise NotImplementedError
