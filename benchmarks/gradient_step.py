@@ -4,8 +4,10 @@ MT50 shapes, plus the two ways of getting per-task gradients and of doing PCGrad
 All rows of a shape are measured in one run, interleaved round by round (so drifts in machine load
 hit every row alike), and reported as medians and as ratios to the ``mean`` update:
 
-- "update, <method>": one full MT-SAC update (critic, actor, temperatures, targets) with the method
-  on both critic and actor;
+- "critic update, <method>": the critic's share of an update (TD targets, per-task losses, the
+  method, the Adam step), and the same with PCGrad done the usual way, one backward pass per task
+  through the shared graph (facebookresearch/mtrl's way, the reference);
+- "full update": critic, actor, temperatures and targets, with the method on critic and actor;
 - "per-task grads: vmap" vs "per-task grads: T backward passes": the critic's [T, P] gradient
   matrix from one ``torch.func`` vmap pass, and from one autograd pass per task (what
   facebookresearch/mtrl's PCGrad does);
@@ -110,12 +112,42 @@ def measure(rows: dict[str, Callable[[], object]], repeats: int) -> dict[str, fl
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def critic_update(agent: MultiTaskSAC, batch: Batch) -> None:
+    """The critic's share of an update: TD targets, per-task losses, the method, the Adam step."""
+    num_tasks, batch_size = batch.reward.shape
+    target = agent.td_target(batch).view(num_tasks, batch_size)
+    agent._critic_step(batch, target, diagnose=False, metrics={})
+
+
+def critic_update_by_backward_loop(agent: MultiTaskSAC, batch: Batch) -> None:
+    """PCGrad as facebookresearch/mtrl and most MTL code do it (the reference, benchmark only):
+    one forward over the whole batch, one backward pass per task through the shared graph, the
+    surgery on P-sized vectors, then the step."""
+    num_tasks, batch_size = batch.reward.shape
+    target = agent.td_target(batch)  # [TB]
+    obs, action = batch.obs.flatten(0, 1), batch.action.flatten(0, 1)
+    q = agent.critic(torch.cat([action, obs], -1)).squeeze(-1)  # [2, TB]
+    task_losses = (q - target).pow(2).sum(0).view(num_tasks, batch_size).mean(1)  # [T]
+    params = list(agent.critic.parameters())
+    rows = []
+    for i in range(num_tasks):
+        grads = torch.autograd.grad(task_losses[i], params, retain_graph=i < num_tasks - 1)
+        rows.append(torch.cat([g.flatten() for g in grads]))
+    orders = random_orders(num_tasks, torch.Generator().manual_seed(0))
+    combined = pcgrad_on_vectors(torch.stack(rows), orders)
+    offset = 0
+    for param in params:
+        param.grad = combined[offset : offset + param.numel()].view_as(param)
+        offset += param.numel()
+    agent.critic_optimizer.step()
+
+
 def run_shape(shape: str, hidden: tuple[int, ...], batch_size: int, repeats: int) -> None:
     num_tasks, obs_dim = SHAPES[shape]
     generator = torch.Generator().manual_seed(0)
     batch = random_batch(num_tasks, obs_dim, batch_size, generator)
-    rows: dict[str, Callable[[], object]] = {}
-    for method in METHODS:
+
+    def agent_with(method: str) -> MultiTaskSAC:
         config = AgentConfig(
             hidden_sizes=hidden,
             batch_size_per_task=batch_size,
@@ -123,15 +155,20 @@ def run_shape(shape: str, hidden: tuple[int, ...], batch_size: int, repeats: int
             actor_grad=method,
             diagnostics_every=0,
         )
-        agent = MultiTaskSAC(obs_dim, ACTION_DIM, num_tasks, config, seed=0)
-        rows[f"update, {method}"] = lambda agent=agent: agent.update(batch)
+        return MultiTaskSAC(obs_dim, ACTION_DIM, num_tasks, config, seed=0)
 
-    reference = MultiTaskSAC(
-        obs_dim,
-        ACTION_DIM,
-        num_tasks,
-        AgentConfig(hidden_sizes=hidden, batch_size_per_task=batch_size),
+    rows: dict[str, Callable[[], object]] = {}
+    for method in METHODS:
+        agent = agent_with(method)
+        rows[f"critic update, {method}"] = lambda agent=agent: critic_update(agent, batch)
+    reference = agent_with("mean")
+    rows["critic update, pcgrad by T backward passes"] = lambda: critic_update_by_backward_loop(
+        reference, batch
     )
+    for method in ("mean", "pcgrad"):
+        agent = agent_with(method)
+        rows[f"full update (critic + actor), {method}"] = lambda agent=agent: agent.update(batch)
+
     target = reference.td_target(batch).view(num_tasks, batch_size)
     rows["per-task grads: vmap"] = lambda: vmap_gradients(reference, batch, target)
     rows["per-task grads: T backward passes"] = lambda: loop_gradients(reference, batch, target)
@@ -142,21 +179,22 @@ def run_shape(shape: str, hidden: tuple[int, ...], batch_size: int, repeats: int
     rows["PCGrad surgery: vectors"] = lambda: pcgrad_on_vectors(task_grads, orders)
 
     seconds = measure(rows, repeats)
-    base = seconds["update, mean"]
+    base = seconds["critic update, mean"]
     print(
         f"\n{shape}: T={num_tasks}, obs={obs_dim}, hidden={list(hidden)}, "
         f"{batch_size} per task ({num_tasks * batch_size} rows), P(critic)="
         f"{task_grads.shape[1]:,}, {torch.get_num_threads()} threads, median of {repeats}"
     )
-    print(f"| {'row':<36} | {'ms':>9} | {'x mean update':>13} |")
-    print(f"|{'-' * 38}|{'-' * 11}|{'-' * 15}|")
+    print(f"| {'row':<42} | {'ms':>8} | {'x mean critic update':>20} |")
+    print(f"|{'-' * 44}|{'-' * 10}|{'-' * 22}|")
     for name, value in seconds.items():
-        print(f"| {name:<36} | {value * 1e3:>9.1f} | {value / base:>13.2f} |")
-    loop, vmapped = seconds["per-task grads: T backward passes"], seconds["per-task grads: vmap"]
-    vectors, gram_time = seconds["PCGrad surgery: vectors"], seconds["PCGrad surgery: Gram"]
+        print(f"| {name:<42} | {value * 1e3:>8.1f} | {value / base:>20.2f} |")
+    loop = seconds["critic update, pcgrad by T backward passes"]
     print(
-        f"vmap per-task gradients: {loop / vmapped:.2f}x faster than {num_tasks} backward "
-        f"passes; Gram-space surgery: {vectors / gram_time:.1f}x faster than vector surgery"
+        f"critic update with pcgrad: {loop / seconds['critic update, pcgrad']:.1f}x faster "
+        f"than with {num_tasks} backward passes; Gram-space surgery: "
+        f"{seconds['PCGrad surgery: vectors'] / seconds['PCGrad surgery: Gram']:.1f}x faster "
+        "than vector surgery"
     )
 
 

@@ -193,15 +193,17 @@ def test_gradnorm_weights_sum_to_t_and_equalise_weighted_norms():
     losses = torch.ones(3)
 
     def spread() -> float:
-        weighted = method.weights.detach() * scales
+        weighted = method.weights_param.detach() * scales
         return float(weighted.max() / weighted.min())
 
     before = spread()
     for _ in range(200):
         method.combine(task_grads, losses)
-        assert method.weights.detach().sum().item() == pytest.approx(3.0, rel=1e-5)
+        assert method.weights_param.detach().sum().item() == pytest.approx(3.0, rel=1e-5)
     assert spread() < 0.5 * before
-    assert method.weights.detach()[2] > method.weights.detach()[1]  # small gradients weigh more
+    assert (
+        method.weights_param.detach()[2] > method.weights_param.detach()[1]
+    )  # small gradients weigh more
 
 
 def test_gradnorm_keeps_the_first_losses_and_follows_training_rates():
@@ -211,7 +213,7 @@ def test_gradnorm_keeps_the_first_losses_and_follows_training_rates():
     for _ in range(100):  # task 0's loss has not dropped, task 1's has halved
         method.combine(task_grads, torch.tensor([1.0, 0.5]))
     assert torch.equal(method.initial_losses, torch.tensor([1.0, 1.0]))
-    assert method.weights[0] > method.weights[1]
+    assert method.weights_param[0] > method.weights_param[1]
 
 
 def test_gradnorm_uses_the_last_shared_weight_matrix():

@@ -24,7 +24,6 @@ from mtrl import gradients
 from mtrl.agents.networks import is_task_specific, make_network, parameter_count
 from mtrl.config import AgentConfig
 from mtrl.gradients.diagnostics import conflict_diagnostics
-from mtrl.gradients.gram import gram
 
 
 @dataclass(frozen=True)
@@ -307,22 +306,19 @@ class MultiTaskSAC:
         prefix = "body." if isinstance(module, Actor) else ""
         named = dict(module.named_parameters())
         shared = [n for n in grads if not is_task_specific(body, n.removeprefix(prefix))]
-        task_grads = torch.cat([grads[n].flatten(1) for n in shared], dim=1)  # [T, P]
+        flat = [grads[n].reshape(self.num_tasks, -1) for n in shared]  # [T, P_n] views
+        # The Gram matrix, summed parameter by parameter: the [T, P] matrix is never built.
+        grams = [(g @ g.T).double() for g in flat]  # [T, T] each
+        gram_matrix = torch.stack(grams).sum(0)
+        last_weight = max((k for k, n in enumerate(shared) if n.endswith("weight")), default=None)
+        layer_gram = grams[last_weight] if last_weight is not None else gram_matrix
         if diagnose:
-            for key, value in conflict_diagnostics(gram(task_grads)).items():
+            for key, value in conflict_diagnostics(gram_matrix).items():
                 metrics[key.replace("gradients/", f"gradients/{role}/")] = value
-        if method.needs_task_grads:
-            if hasattr(method, "set_layout"):  # GradNorm measures norms on the last shared layer
-                method.set_layout([(n, named[n].numel()) for n in shared])
-            combined = method.combine(task_grads, task_losses)  # [P]
-        else:  # a diagnostics pass of a weighting method: the same step as its fast path
-            weights = method.loss_weights(task_losses)
-            combined = (weights.unsqueeze(1) * task_grads).mean(0)
-        offset = 0
-        for name in shared:
-            param = named[name]
-            param.grad = combined[offset : offset + param.numel()].view_as(param)
-            offset += param.numel()
+        weights = method.weights(gram_matrix, task_losses, layer_gram)  # [T]
+        weights = weights.to(flat[0].dtype) if flat else weights
+        for name, g in zip(shared, flat, strict=True):
+            named[name].grad = (weights @ g).view_as(named[name])
         for name in grads:
             if name not in shared:
                 named[name].grad = grads[name].mean(0)

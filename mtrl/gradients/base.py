@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from mtrl.gradients.gram import apply_weights, gram
+
 
 class GradientMethod:
     """Combines per-task gradients of the shared parameters into one gradient.
@@ -22,13 +24,30 @@ class GradientMethod:
         self.num_tasks = num_tasks
         self.generator = torch.Generator().manual_seed(seed)
 
-    def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
-        """task_grads [T, P], task_losses [T] -> [P] on the scale of task_grads.mean(0).
+    # Columns of the last shared layer in task_grads, for methods that measure norms there.
+    last_layer: slice = slice(None)
 
-        The default is the weighted mean of the loss-weighting methods.
+    def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
+        """task_grads [T, P], task_losses [T] -> [P] on the scale of task_grads.mean(0)."""
+        gram_matrix = gram(task_grads)
+        layer_gram = gram(task_grads[:, self.last_layer])
+        weights = self.weights(gram_matrix, task_losses, layer_gram)
+        return apply_weights(weights, task_grads)
+
+    def weights(
+        self,
+        gram_matrix: torch.Tensor,  # [T, T], float64
+        task_losses: torch.Tensor,  # [T]
+        layer_gram: torch.Tensor | None = None,  # [T, T] of the last shared layer
+    ) -> torch.Tensor:
+        """w [T] such that the combined gradient is sum_i w_i g_i.
+
+        Every method here needs only inner products of task gradients, so the agent hands it the
+        Gram matrix and applies w itself, parameter by parameter, without ever concatenating the
+        task gradients into one [T, P] matrix. The default is the loss weighting's mean.
         """
-        weights = self.loss_weights(task_losses)  # [T]
-        return (weights.to(task_grads.dtype).unsqueeze(1) * task_grads).mean(0)
+        weights = self.loss_weights(task_losses).to(gram_matrix)
+        return weights / self.num_tasks
 
     def loss_weights(self, task_losses: torch.Tensor) -> torch.Tensor:
         """Per-task weights [T] (mean 1) for methods that only re-weight the mean loss."""

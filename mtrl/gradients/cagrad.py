@@ -15,7 +15,7 @@ import torch
 from scipy.optimize import minimize
 
 from mtrl.gradients.base import GradientMethod
-from mtrl.gradients.gram import EPS, apply_weights, gram
+from mtrl.gradients.gram import EPS
 
 
 def cagrad_weights(gram_matrix: np.ndarray, c: float) -> np.ndarray:
@@ -51,8 +51,8 @@ class CAGrad(GradientMethod):
         self.c = c
         self.last_weights: torch.Tensor | None = None
 
-    def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
-        weights = cagrad_weights(gram(task_grads).cpu().numpy(), self.c)
-        weights_t = torch.as_tensor(weights, device=task_grads.device)
+    def weights(self, gram_matrix, task_losses, layer_gram=None) -> torch.Tensor:
+        weights = cagrad_weights(gram_matrix.cpu().numpy(), self.c)
+        weights_t = torch.as_tensor(weights, device=gram_matrix.device)
         self.last_weights = weights_t.float()
-        return apply_weights(weights_t, task_grads)
+        return weights_t

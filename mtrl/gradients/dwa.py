@@ -31,10 +31,10 @@ class DynamicWeightAverage(LossWeighting):
         self.window_sum = torch.zeros(num_tasks, dtype=torch.float64)
         self.window_count = 0
         self.history: list[torch.Tensor] = []  # mean losses of the last two full windows
-        self.weights = torch.ones(num_tasks, dtype=torch.float64)
+        self.window_weights = torch.ones(num_tasks, dtype=torch.float64)
 
     def raw_weights(self, loss_scale: torch.Tensor) -> torch.Tensor:
-        weights = self.weights.clone()  # this window's weights, fixed by the previous two
+        weights = self.window_weights.clone()  # this window's weights, fixed by the previous two
         self.window_sum += loss_scale.detach().double().cpu()
         self.window_count += 1
         if self.window_count == self.window:
@@ -43,7 +43,7 @@ class DynamicWeightAverage(LossWeighting):
             self.window_count = 0
             if len(self.history) == 2:
                 ratio = self.history[1] / self.history[0]
-                self.weights = self.num_tasks * torch.softmax(ratio / self.temperature, 0)
+                self.window_weights = self.num_tasks * torch.softmax(ratio / self.temperature, 0)
         return weights.to(loss_scale)
 
     def state_dict(self) -> dict[str, Any]:
@@ -52,7 +52,7 @@ class DynamicWeightAverage(LossWeighting):
             "window_sum": self.window_sum.clone(),
             "window_count": self.window_count,
             "history": [h.clone() for h in self.history],
-            "weights": self.weights.clone(),
+            "weights": self.window_weights.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -60,4 +60,4 @@ class DynamicWeightAverage(LossWeighting):
         self.window_sum = state["window_sum"].clone()
         self.window_count = int(state["window_count"])
         self.history = [h.clone() for h in state["history"]]
-        self.weights = state["weights"].clone()
+        self.window_weights = state["weights"].clone()

@@ -39,10 +39,9 @@ class GradNorm(GradientMethod):
             raise ValueError("gradnorm: need alpha >= 0 and lr > 0")
         super().__init__(num_tasks, seed)
         self.alpha, self.norms = alpha, norms
-        self.weights = torch.ones(num_tasks, requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.weights], lr=lr)
+        self.weights_param = torch.ones(num_tasks, requires_grad=True)  # w, sum T
+        self.optimizer = torch.optim.Adam([self.weights_param], lr=lr)
         self.initial_losses: torch.Tensor | None = None
-        self.last_layer = slice(None)  # columns of the last shared layer; set by set_layout
         self.last_weights: torch.Tensor | None = None
 
     def set_layout(self, segments: list[tuple[str, int]]) -> None:
@@ -57,15 +56,16 @@ class GradNorm(GradientMethod):
         weights = [(a, b) for name, a, b in starts if name.endswith("weight")]
         self.last_layer = slice(*weights[-1]) if weights else slice(None)
 
-    def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
+    def weights(self, gram_matrix, task_losses, layer_gram=None) -> torch.Tensor:
+        if self.norms == "all" or layer_gram is None:
+            layer_gram = gram_matrix
         losses = task_losses.detach().abs().clamp_min(TINY).cpu().float()  # [T]
         if self.initial_losses is None:
             self.initial_losses = losses.clone()
-        current = self.weights.detach().clone()  # the weights of this step
-        combined = (current.to(task_grads).unsqueeze(1) * task_grads).mean(0)  # [P]
+        current = self.weights_param.detach().clone()  # the weights of this step
 
-        layer_norms = task_grads[:, self.last_layer].norm(dim=1).detach().cpu().float()  # [T]
-        norms = self.weights * layer_norms  # G_i, differentiable in w
+        layer_norms = layer_gram.diagonal().clamp_min(0.0).sqrt().cpu().float()  # ||grad_W L_i||
+        norms = self.weights_param * layer_norms  # G_i, differentiable in w
         relative = losses / self.initial_losses  # L~_i
         rates = relative / relative.mean()  # r_i
         target = (norms.mean() * rates.pow(self.alpha)).detach()
@@ -74,15 +74,15 @@ class GradNorm(GradientMethod):
         objective.backward()
         self.optimizer.step()
         with torch.no_grad():  # Alg. 1: renormalise so that sum_i w_i = T
-            self.weights.clamp_(min=TINY)
-            self.weights.mul_(self.num_tasks / self.weights.sum())
+            self.weights_param.clamp_(min=TINY)
+            self.weights_param.mul_(self.num_tasks / self.weights_param.sum())
         self.last_weights = current / self.num_tasks
-        return combined
+        return (current / self.num_tasks).to(gram_matrix)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
-            "weights": self.weights.detach().clone(),
+            "weights": self.weights_param.detach().clone(),
             "optimizer": self.optimizer.state_dict(),
             "initial_losses": self.initial_losses,
         }
@@ -90,6 +90,6 @@ class GradNorm(GradientMethod):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         with torch.no_grad():
-            self.weights.copy_(state["weights"])
+            self.weights_param.copy_(state["weights"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.initial_losses = state["initial_losses"]

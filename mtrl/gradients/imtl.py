@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from mtrl.gradients.base import GradientMethod
-from mtrl.gradients.gram import EPS, apply_weights, gram
+from mtrl.gradients.gram import EPS
 
 
 def imtl_g_weights(gram_matrix: torch.Tensor) -> torch.Tensor:
@@ -39,7 +39,7 @@ class IMTLG(GradientMethod):
         super().__init__(num_tasks, seed)
         self.last_weights: torch.Tensor | None = None
 
-    def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
-        weights = imtl_g_weights(gram(task_grads))
+    def weights(self, gram_matrix, task_losses, layer_gram=None) -> torch.Tensor:
+        weights = imtl_g_weights(gram_matrix)
         self.last_weights = weights.float()
-        return apply_weights(weights, task_grads)
+        return weights

@@ -15,3 +15,6 @@ class Mean(GradientMethod):
 
     def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
         return task_grads.mean(dim=0)  # [P]
+
+    def weights(self, gram_matrix, task_losses, layer_gram=None) -> torch.Tensor:
+        return torch.full_like(gram_matrix[0], 1.0 / self.num_tasks)

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from mtrl.gradients.base import GradientMethod
-from mtrl.gradients.gram import apply_weights, gram
 
 
 def min_norm_weights(
@@ -44,9 +43,8 @@ class MGDA(GradientMethod):
         self.iterations = iterations
         self.last_weights: torch.Tensor | None = None
 
-    def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
-        gram_matrix = gram(task_grads)
+    def weights(self, gram_matrix, task_losses, layer_gram=None) -> torch.Tensor:
         weights = min_norm_weights(gram_matrix.cpu().numpy(), self.iterations)
-        weights_t = torch.as_tensor(weights, device=task_grads.device)
+        weights_t = torch.as_tensor(weights, device=gram_matrix.device)
         self.last_weights = weights_t.float()
-        return apply_weights(weights_t, task_grads)
+        return weights_t

@@ -48,9 +48,9 @@ class GradNormNormalization(GradientMethod):
         self.normalize = normalize
         self.last_weights: torch.Tensor | None = None
 
-    def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
-        weights = 1.0 / task_grads.norm(dim=1).clamp_min(TINY)  # [T]
+    def weights(self, gram_matrix, task_losses, layer_gram=None) -> torch.Tensor:
+        weights = 1.0 / gram_matrix.diagonal().clamp_min(0.0).sqrt().clamp_min(TINY)  # 1/||g_i||
         if self.normalize:
             weights = weights * (self.num_tasks / weights.sum())
-        self.last_weights = weights / self.num_tasks
-        return (weights.unsqueeze(1) * task_grads).mean(0)
+        self.last_weights = (weights / self.num_tasks).float()
+        return weights / self.num_tasks

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from mtrl.gradients.base import GradientMethod
-from mtrl.gradients.gram import EPS, apply_weights, gram, norm_of, row_norms
+from mtrl.gradients.gram import EPS, norm_of, row_norms
 
 SCOPES = ("task", "combined")
 
@@ -58,14 +58,13 @@ class PCGrad(GradientMethod):
         super().__init__(num_tasks, seed)
         self.last_weights: torch.Tensor | None = None  # implied w [T] with result = w @ J
 
-    def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
-        gram_matrix = gram(task_grads)
+    def weights(self, gram_matrix, task_losses, layer_gram=None) -> torch.Tensor:
         coefficients = pcgrad_coefficients(
             gram_matrix, random_orders(self.num_tasks, self.generator)
         )
         weights = self.weights_from(coefficients, gram_matrix)
         self.last_weights = weights.float()
-        return apply_weights(weights, task_grads)
+        return weights
 
     def weights_from(self, coefficients: torch.Tensor, gram_matrix: torch.Tensor) -> torch.Tensor:
         return coefficients.sum(0) / self.num_tasks
