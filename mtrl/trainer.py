@@ -144,7 +144,6 @@ class Trainer:
         self.keeper = CheckpointKeeper(run_dir, config.keep_checkpoints)
         check_free_space(run_dir, self._checkpoint_bytes() * (config.keep_checkpoints + 2))
         self.step = 0
-        self.updates = 0
         self.update_credit = 0.0
         self.obs = self.env.reset()  # [T, obs_dim]
         self.episode_return = np.zeros(num_tasks)
@@ -156,6 +155,10 @@ class Trainer:
             self._restore(load_checkpoint(latest_checkpoint(run_dir)))
         save_config(config, run_dir / "config.yaml")
         self._write_run_info("running")
+
+    @property
+    def updates(self) -> int:
+        return self.agent.updates
 
     # ------------------------------------------------------------------------------------ loop
     def train(self) -> dict[str, TaskResult] | None:
@@ -238,7 +241,6 @@ class Trainer:
         while self.update_credit >= 1.0:
             self.update_credit -= 1.0
             metrics = self.agent.update(self.replay.sample(batch_size, self.device))
-            self.updates += 1
             if self.agent.consecutive_skipped >= self.config.max_nonfinite_updates:
                 self._write_run_info("failed")
                 last = step_checkpoints(self.run_dir)
@@ -359,7 +361,7 @@ class Trainer:
         if payload["task_names"] != self.task_names:
             raise RunError("checkpoint tasks differ from the config's tasks; cannot resume")
         self.agent.load_state_dict(payload["agent"])
-        self.step, self.updates = int(payload["step"]), int(payload["updates"])
+        self.step = int(payload["step"])  # the update counter is restored with the agent
         self.update_credit = float(payload["update_credit"])
         torch.set_rng_state(payload["rng"]["torch"])
         self.rng.bit_generator.state = payload["rng"]["numpy"]

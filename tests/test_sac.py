@@ -147,7 +147,7 @@ def test_vmap_per_task_gradients_equal_a_per_task_autograd_loop(network):
     noise, alpha = torch.randn(T, B, A), torch.rand(T)
 
     def actor_loss(params, obs, noise, alpha):
-        return agent._actor_task_loss(params, critic_params, obs, noise, alpha)
+        return agent._actor_task_loss(params, obs, noise, alpha, critic_params)
 
     vmapped, _ = agent._per_task_gradients(actor_loss, actor_params, batch.obs, noise, alpha)
     looped = _loop_gradients(actor_loss, actor_params, batch.obs, noise, alpha)

@@ -209,10 +209,10 @@ class MultiTaskSAC:
     def _actor_task_loss(
         self,
         params: dict[str, torch.Tensor],
-        critic_params: dict[str, torch.Tensor],
         obs: torch.Tensor,  # [B, obs]
         noise: torch.Tensor,  # [B, A]
         alpha: torch.Tensor,  # []
+        critic_params: dict[str, torch.Tensor],  # fixed: the actor's loss goes through them
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         mean, log_std = functional_call(self.actor, params, (obs,))
         action, log_prob = squashed_sample(mean, log_std, noise)  # [B, A], [B]
@@ -255,7 +255,7 @@ class MultiTaskSAC:
             critic_params = {n: p.detach() for n, p in self.critic.named_parameters()}
             loss_fn = functools.partial(self._actor_task_loss, critic_params=critic_params)
             grads, (losses, log_probs) = self._per_task_gradients(
-                lambda p, o, n, a: loss_fn(p, obs=o, noise=n, alpha=a), params, obs, noise, alpha
+                loss_fn, params, obs, noise, alpha
             )
             finite = self._apply(self.actor, "actor", grads, losses, diagnose, metrics)
             return losses, log_probs, finite
