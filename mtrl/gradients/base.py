@@ -30,7 +30,8 @@ class GradientMethod:
     def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
         """task_grads [T, P], task_losses [T] -> [P] on the scale of task_grads.mean(0)."""
         gram_matrix = gram(task_grads)
-        layer_gram = gram(task_grads[:, self.last_layer])
+        whole = self.last_layer == slice(None)
+        layer_gram = gram_matrix if whole else gram(task_grads[:, self.last_layer])
         weights = self.weights(gram_matrix, task_losses, layer_gram)
         return apply_weights(weights, task_grads)
 
