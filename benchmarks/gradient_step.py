@@ -8,13 +8,17 @@ hit every row alike), and reported as medians and as ratios to the ``mean`` upda
   method, the Adam step), and the same with PCGrad done the usual way, one backward pass per task
   through the shared graph (facebookresearch/mtrl's way, the reference);
 - "full update": critic, actor, temperatures and targets, with the method on critic and actor;
-- "per-task grads: vmap" vs "per-task grads: T backward passes": the critic's [T, P] gradient
-  matrix from one ``torch.func`` vmap pass, and from one autograd pass per task (what
-  facebookresearch/mtrl's PCGrad does);
+- "per-task grads: vmap" vs "per-task grads: T passes": the critic's per-task gradients from one
+  ``torch.func`` vmap pass, and from one forward and backward pass per task on its own rows;
 - "PCGrad surgery: Gram" vs "PCGrad surgery: vectors": the combination alone, in coefficient
   space from the T x T Gram matrix, and as Alg. 1 written on P-sized vectors (T^2 dot products).
 
+- architectures: the full update of every network of ``mtrl.agents.networks`` (``mean`` and
+  ``pcgrad``), each at the width that matches the ``shared`` critic's parameter count, against
+  ``shared``.
+
     python benchmarks/gradient_step.py [--shapes MT10 MT50] [--repeats 7] [--hidden 400 400 400]
+        [--architectures MT10]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Callable
 import torch
 
 from mtrl import gradients
+from mtrl.agents.networks import NETWORKS, matched_width, network_count
 from mtrl.agents.sac import Batch, MultiTaskSAC
 from mtrl.config import AgentConfig
 from mtrl.gradients.pcgrad import random_orders
@@ -81,22 +86,25 @@ def pcgrad_on_vectors(task_grads: torch.Tensor, orders: torch.Tensor) -> torch.T
     return projected.mean(0)
 
 
-def loop_gradients(agent: MultiTaskSAC, batch: Batch, target: torch.Tensor) -> torch.Tensor:
-    params = [p for p in agent.critic.parameters()]
+def loop_gradients(agent: MultiTaskSAC, batch: Batch, target: torch.Tensor) -> list[torch.Tensor]:
+    """Per-task gradients by one forward and backward pass per task's own rows: [T, ...] each."""
+    params = list(agent.critic.parameters())
     rows = []
     for i in range(batch.reward.shape[0]):
-        q = agent.critic(torch.cat([batch.action[i], batch.obs[i]], -1)).squeeze(-1)
+        x = torch.cat([batch.action[i : i + 1], batch.obs[i : i + 1]], -1)  # [1, B, A + obs]
+        q = agent.critic(x).view(2, -1)  # [2, B]
         loss = (q - target[i]).pow(2).sum(0).mean()
-        rows.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]))
-    return torch.stack(rows)
+        rows.append(torch.autograd.grad(loss, params))
+    return [torch.stack(per_param) for per_param in zip(*rows, strict=True)]
 
 
-def vmap_gradients(agent: MultiTaskSAC, batch: Batch, target: torch.Tensor) -> torch.Tensor:
-    params = {n: p.detach() for n, p in agent.critic.named_parameters()}
+def vmap_gradients(agent: MultiTaskSAC, batch: Batch, target: torch.Tensor) -> list[torch.Tensor]:
+    """Per-task gradients from one vmap pass over the task dimension: [T, ...] each."""
+    params, dims = agent._task_params("critic")
     grads, _ = agent._per_task_gradients(
-        agent._critic_task_loss, params, batch.obs, batch.action, target
+        agent._critic_task_loss, params, dims, batch.obs, batch.action, target
     )
-    return torch.cat([g.flatten(1) for g in grads.values()], 1)
+    return list(grads.values())
 
 
 def measure(rows: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -114,20 +122,17 @@ def measure(rows: dict[str, Callable[[], object]], repeats: int) -> dict[str, fl
 
 def critic_update(agent: MultiTaskSAC, batch: Batch) -> None:
     """The critic's share of an update: TD targets, per-task losses, the method, the Adam step."""
-    num_tasks, batch_size = batch.reward.shape
-    target = agent.td_target(batch).view(num_tasks, batch_size)
-    agent._critic_step(batch, target, diagnose=False, metrics={})
+    agent._critic_step(batch, agent.td_target(batch), diagnose=False, metrics={})
 
 
 def critic_update_by_backward_loop(agent: MultiTaskSAC, batch: Batch) -> None:
     """PCGrad as facebookresearch/mtrl and most MTL code do it (the reference, benchmark only):
     one forward over the whole batch, one backward pass per task through the shared graph, the
     surgery on P-sized vectors, then the step."""
-    num_tasks, batch_size = batch.reward.shape
-    target = agent.td_target(batch)  # [TB]
-    obs, action = batch.obs.flatten(0, 1), batch.action.flatten(0, 1)
-    q = agent.critic(torch.cat([action, obs], -1)).squeeze(-1)  # [2, TB]
-    task_losses = (q - target).pow(2).sum(0).view(num_tasks, batch_size).mean(1)  # [T]
+    num_tasks = batch.reward.shape[0]
+    target = agent.td_target(batch)  # [T, B]
+    q = agent.critic(torch.cat([batch.action, batch.obs], -1)).squeeze(-1)  # [2, T, B]
+    task_losses = (q - target).pow(2).sum(0).mean(1)  # [T]
     params = list(agent.critic.parameters())
     rows = []
     for i in range(num_tasks):
@@ -169,10 +174,10 @@ def run_shape(shape: str, hidden: tuple[int, ...], batch_size: int, repeats: int
         agent = agent_with(method)
         rows[f"full update (critic + actor), {method}"] = lambda agent=agent: agent.update(batch)
 
-    target = reference.td_target(batch).view(num_tasks, batch_size)
+    target = reference.td_target(batch)
     rows["per-task grads: vmap"] = lambda: vmap_gradients(reference, batch, target)
-    rows["per-task grads: T backward passes"] = lambda: loop_gradients(reference, batch, target)
-    task_grads = vmap_gradients(reference, batch, target)
+    rows["per-task grads: T passes"] = lambda: loop_gradients(reference, batch, target)
+    task_grads = torch.cat([g.flatten(1) for g in vmap_gradients(reference, batch, target)], 1)
     method = gradients.make("pcgrad", num_tasks)
     orders = random_orders(num_tasks, torch.Generator().manual_seed(1))
     rows["PCGrad surgery: Gram"] = lambda: method.combine(task_grads, None)
@@ -198,15 +203,65 @@ def run_shape(shape: str, hidden: tuple[int, ...], batch_size: int, repeats: int
     )
 
 
+def run_architectures(shape: str, hidden: tuple[int, ...], batch_size: int, repeats: int) -> None:
+    """Full update time of every architecture at a parameter count matched to ``shared``."""
+    num_tasks, obs_dim = SHAPES[shape]
+    batch = random_batch(num_tasks, obs_dim, batch_size, torch.Generator().manual_seed(0))
+    reference = network_count("shared", obs_dim + ACTION_DIM, 1, num_tasks, hidden)
+    rows: dict[str, Callable[[], object]] = {}
+    counts = {}
+    for name in NETWORKS:
+        width = matched_width(name, reference, obs_dim + ACTION_DIM, 1, num_tasks, len(hidden))
+        spec = f"{name}:width={width}"
+        for method in ("mean", "pcgrad"):
+            config = AgentConfig(
+                hidden_sizes=hidden,
+                actor=spec,
+                critic=spec,
+                critic_grad=method,
+                actor_grad=method,
+                diagnostics_every=0,
+            )
+            agent = MultiTaskSAC(obs_dim, ACTION_DIM, num_tasks, config, seed=0)
+            counts[name] = (width, agent.parameter_counts()["critic"] // 2)
+            rows[f"{name}, {method}"] = lambda agent=agent: agent.update(batch)
+    seconds = measure(rows, repeats)
+    print(
+        f"\n{shape} architectures: full update (critic + actor), critic width matched to "
+        f"shared {list(hidden)} ({reference:,} parameters per critic), median of {repeats}"
+    )
+    print(
+        f"| {'architecture':<14} | width | params/critic | {'method':<6} | {'ms':>6} | x shared |"
+    )
+    print(f"|{'-' * 16}|-------|---------------|--------|--------|----------|")
+    for key, value in seconds.items():
+        name, method = key.split(", ")
+        ratio = value / seconds[f"shared, {method}"]
+        width, count = counts[name]
+        print(
+            f"| {name:<14} | {width:>5} | {count:>13,} | {method:<6} | {value * 1e3:>6.1f} |"
+            f" {ratio:>8.2f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", nargs="+", default=["MT10", "MT50"], choices=list(SHAPES))
+    parser.add_argument("--shapes", nargs="*", default=["MT10", "MT50"], choices=list(SHAPES))
     parser.add_argument("--hidden", nargs="+", type=int, default=[400, 400, 400])
     parser.add_argument("--batch", type=int, default=128, help="samples per task")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--architectures",
+        nargs="*",
+        default=["MT10"],
+        choices=list(SHAPES),
+        help="shapes at which to time every architecture (none: skip)",
+    )
     args = parser.parse_args()
     for shape in args.shapes:
         run_shape(shape, tuple(args.hidden), args.batch, args.repeats)
+    for shape in args.architectures:
+        run_architectures(shape, tuple(args.hidden), args.batch, args.repeats)
 
 
 if __name__ == "__main__":

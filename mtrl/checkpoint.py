@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 MAGIC = b"MTRLCKPT"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: critics as ensemble members, task-specific parameters [T, ...]
 _HEADER = struct.Struct(">8sI32s")  # magic, format version, sha256 of the body
 _STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 

@@ -1,4 +1,4 @@
-"""``mtrl train | eval``: parse, validate, call. Bad input is one line on stderr and exit code 2."""
+"""``mtrl train | eval | export | sweep | report``: parse, validate, call. Bad input is one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -27,17 +27,26 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = build_config(args.config, args.overrides)
         run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
-    trainer = Trainer(config, run_dir, resume=bool(args.resume))
+    independent = config.agent.algorithm == "independent"
+    if independent:  # one stable-baselines3 SAC per task
+        from mtrl.agents.independent import IndependentTrainer
+
+        trainer = IndependentTrainer(config, run_dir, resume=bool(args.resume))
+    else:
+        trainer = Trainer(config, run_dir, resume=bool(args.resume))
     try:
         results = trainer.train()
     finally:
         trainer.close()
     if results is None:  # stopped by SIGINT/SIGTERM after writing a checkpoint
-        print(f"stopped at step {trainer.step}; checkpoint: {latest_checkpoint(run_dir)}")
-        print(f"resume with: mtrl train --resume {run_dir}")
+        print(f"stopped at step {trainer.step}; resume with: mtrl train --resume {run_dir}")
         return 0
     print(format_table(results))
     print(f"\nrun directory: {run_dir}")
+    if independent:
+        print(f"models:        {run_dir / 'checkpoints' / 'independent'} (stable-baselines3)")
+        print(f"final eval:    {run_dir / 'eval' / 'final.json'}")
+        return 0
     print(f"tensorboard:   tensorboard --logdir {run_dir / 'tensorboard'}")
     print(f"checkpoint:    {latest_checkpoint(run_dir)}")
     print(f"best:          {trainer.keeper.directory / 'best.pt'} (by mean success rate)")
@@ -59,6 +68,49 @@ def _eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
     )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mtrl.export import export_task_policy
+
+    out = export_task_policy(args.checkpoint, args.task, args.out)
+    print(f"exported {args.task}'s path: {out} (evaluate with: mtrl eval {out})")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from mtrl.config import ConfigError
+    from mtrl.sweep import format_results, load_sweep, run_sweep
+
+    for flag, value in (("--max-parallel", args.max_parallel), ("--num-cpus", args.num_cpus)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{flag} must be > 0, got {value}")
+    sweep = load_sweep(args.sweep, seeds=args.seeds, out=args.out)
+    results = run_sweep(
+        sweep,
+        address=args.address,
+        max_parallel=args.max_parallel,
+        num_cpus=args.num_cpus,
+        use_ray=not args.no_ray,
+    )
+    print(format_results(results))
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed:
+        print(f"mtrl: {len(failed)} of {len(results)} runs failed; rerun the sweep to retry them")
+        return 1
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mtrl.report import make_report
+
+    report = make_report(args.run_dirs, args.out)
+    for path in report["skipped"]:
+        print(f"skipped (no final evaluation yet): {path}")
+    print((Path(args.out) / "table.md").read_text())
+    for path in report["files"]:
+        print(f"wrote {path}")
     return 0
 
 
@@ -94,6 +146,32 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     evaluate.add_argument("--debug", action="store_true", help="show tracebacks")
     evaluate.set_defaults(handler=_eval)
+
+    export = commands.add_parser(
+        "export", help="write one task's path of a task_routed policy as a small policy file"
+    )
+    export.add_argument("checkpoint", help="a checkpoint file or a run directory (latest)")
+    export.add_argument("--task", required=True, help="the task whose path to export")
+    export.add_argument("--out", required=True, help="the policy file to write")
+    export.add_argument("--debug", action="store_true", help="show tracebacks")
+    export.set_defaults(handler=_export)
+
+    sweep = commands.add_parser("sweep", help="run a grid of presets x seeds (Ray if installed)")
+    sweep.add_argument("sweep", help="a sweep file (configs/sweeps/*.yaml)")
+    sweep.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (overrides the file)")
+    sweep.add_argument("--out", default=None, help="where the run directories go")
+    sweep.add_argument("--address", default=None, help="a Ray cluster to run on (default: local)")
+    sweep.add_argument("--max-parallel", type=int, default=None, help="at most K runs at once")
+    sweep.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
+    sweep.add_argument("--no-ray", action="store_true", help="run one by one, without Ray")
+    sweep.add_argument("--debug", action="store_true", help="show tracebacks")
+    sweep.set_defaults(handler=_sweep)
+
+    report = commands.add_parser("report", help="ablation tables and plots from run directories")
+    report.add_argument("run_dirs", nargs="+", help="run directories, or directories holding them")
+    report.add_argument("--out", default="report", help="where the tables and PNGs go")
+    report.add_argument("--debug", action="store_true", help="show tracebacks")
+    report.set_defaults(handler=_report)
     return parser
 
 

@@ -42,9 +42,14 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    # Actor body: a key of mtrl.agents.networks.NETWORKS ("shared": one MLP on state + one-hot).
+    # "mt_sac": one multi-task SAC (everything below); "independent": one stable-baselines3 SAC per
+    # task (mtrl.agents.independent), the upper-bound baseline of the MTRL papers.
+    algorithm: str = "mt_sac"
+    # Actor body: a key of mtrl.agents.networks.NETWORKS with options, e.g. "shared" (one MLP on
+    # state + one-hot), "multihead", "mmoe:experts=4", "cgc", "ple", "soft_modular:modules=4",
+    # "task_routed:route=ssoo"; every body takes "width=N" (all hidden layers N wide).
     actor: str = "shared"
-    # Critic body: "shared" or "multihead" (one output head per task).
+    # Critic body, as for the actor (each of the twin critics is one such body).
     critic: str = "shared"
     # Hidden layer widths of actor and critic (the mtrl/CARE MT-SAC setup: 3 x 400).
     hidden_sizes: tuple[int, ...] = (400, 400, 400)
@@ -80,6 +85,8 @@ class AgentConfig:
 class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    # The method's name in `mtrl report` tables and plots (e.g. "SAC+PCGrad"); empty: derived.
+    label: str = ""
     seed: int = 0
     # Vector-env steps: each steps every task once, so a run collects total_steps x T transitions.
     total_steps: int = 1_000_000
@@ -122,6 +129,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "env.reward_version": ("v1", "v2"),
     "env.vector": ("sync", "async"),
     "device": ("auto", "cpu", "cuda"),
+    "agent.algorithm": ("mt_sac", "independent"),
 }
 
 # Fields that must be > 0 (the rest of the numeric fields must be >= 0).
@@ -259,7 +267,19 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return _nest(dotted)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset's keys; ``base: other.yaml`` (relative to the file) is loaded first and the file's
+    own keys override it, so a variant preset holds only what makes it a variant."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -273,12 +293,19 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
-    return data
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be a path to another preset, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in _chain or base_path == path.resolve():
+        raise ConfigError(f"{path}: base presets form a loop through {base_path.name}")
+    return _merge(load_yaml(base_path, (*_chain, path.resolve())), data)
 
 
 def validate(config: Config) -> Config:
     """Value checks that types alone cannot express; registries are consulted lazily."""
-    from mtrl.agents.networks import NETWORKS
     from mtrl.envs import resolve_task_names
     from mtrl.envs.base import EnvError
 
@@ -294,10 +321,6 @@ def validate(config: Config) -> Config:
                 raise ConfigError(f"{key}: must be > 0, got {value}")
             if key not in POSITIVE and value < 0 and key not in _SIGNED:
                 raise ConfigError(f"{key}: must be >= 0, got {value}")
-    for key, registry in (("agent.actor", NETWORKS), ("agent.critic", NETWORKS)):
-        value = _get(flat, key)
-        if value not in registry:
-            raise ConfigError(f"{key}: unknown '{value}'{_suggest(value, sorted(registry))}")
     for key in ("agent.actor_grad", "agent.critic_grad"):
         _check_gradient_method(key, _get(flat, key))
     agent = config.agent
@@ -310,9 +333,11 @@ def validate(config: Config) -> Config:
     if agent.log_std_min >= agent.log_std_max:
         raise ConfigError("agent.log_std_min must be below agent.log_std_max")
     try:
-        resolve_task_names(config.env.name)
+        num_tasks = len(resolve_task_names(config.env.name))
     except EnvError as error:
         raise ConfigError(f"env.name: {error}") from None
+    for key in ("agent.actor", "agent.critic"):
+        _check_network(key, _get(flat, key), agent.hidden_sizes, num_tasks)
     return config
 
 
@@ -342,6 +367,23 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 def from_dict(data: dict[str, Any]) -> Config:
     return _apply(Config, Config(), data)
+
+
+def _check_network(key: str, spec: str, hidden_sizes: tuple[int, ...], num_tasks: int) -> None:
+    """Builds the body once so bad names, options and values fail up front."""
+    from mtrl.agents.networks import NETWORKS, check_network
+    from mtrl.gradients import parse_spec
+
+    try:
+        name, _ = parse_spec(spec)
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}") from None
+    if name not in NETWORKS:
+        raise ConfigError(f"{key}: unknown '{name}'{_suggest(name, sorted(NETWORKS))}")
+    try:
+        check_network(spec, hidden_sizes, num_tasks)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{key}: {error}") from None
 
 
 def _check_gradient_method(key: str, spec: str) -> None:

@@ -7,8 +7,11 @@ its quota keeps stepping (the vector env steps every task) but is no longer coun
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -102,3 +105,22 @@ def format_table(results: dict[str, TaskResult]) -> str:
         )
     lines.append(f"{'mean':<{width}}  {mean_success(results):>7.2f}")
     return "\n".join(lines)
+
+
+def log_evaluation(
+    logger: Any, step: int, results: dict[str, TaskResult], run_dir: Path, final: bool
+) -> None:
+    """The evaluation record every run writes (the keys ``mtrl report`` reads), and for the final
+    evaluation ``eval/final.json``."""
+    scalars = {"eval/mean_success_rate": mean_success(results)}
+    scalars["eval/mean_return"] = float(np.mean([r.mean_return for r in results.values()]))
+    for name, result in results.items():
+        scalars[f"tasks/{name}/success_rate"] = result.success_rate
+        scalars[f"tasks/{name}/return"] = result.mean_return
+    logger.log(step, scalars, kind="final_eval" if final else "eval")
+    if final:
+        (run_dir / "eval").mkdir(exist_ok=True)
+        table = {name: asdict(result) for name, result in results.items()}
+        (run_dir / "eval" / "final.json").write_text(
+            json.dumps({"step": step, "tasks": table}, indent=2)
+        )

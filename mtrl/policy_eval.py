@@ -13,12 +13,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mtrl.agents.sac import MultiTaskSAC
-from mtrl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from mtrl.checkpoint import CheckpointError
 from mtrl.config import ConfigError, from_dict
 from mtrl.envs import is_metaworld, make_env
 from mtrl.evaluation import TaskResult, evaluate, format_table
+from mtrl.export import TASK_POLICY, load_task_policy, load_training_checkpoint
 from mtrl.trainer import EVAL_SEED_OFFSET, resolve_device
 
 
@@ -42,9 +44,7 @@ def evaluate_checkpoint(
     seed: int | None = None,
     device: str = "auto",
 ) -> dict[str, TaskResult]:
-    path = Path(checkpoint)
-    path = latest_checkpoint(path) if path.is_dir() else path
-    payload = load_checkpoint(path)
+    path, payload = load_training_checkpoint(Path(checkpoint))
     try:
         config = from_dict(payload["config"])
         trained = [str(name) for name in payload["task_names"]]
@@ -54,16 +54,30 @@ def evaluate_checkpoint(
     if episodes is not None and episodes <= 0:
         raise ConfigError(f"--episodes must be > 0, got {episodes}")
     episodes = episodes or config.final_eval_episodes
-    selected = _select_tasks(trained, tasks)
+
+    if payload.get("kind") == TASK_POLICY:  # one task's exported path (mtrl export)
+        exported = str(payload.get("task"))
+        selected = _select_tasks([exported], tasks)
+        task_policy = load_task_policy(path, payload)
+
+        def policy(obs: np.ndarray) -> np.ndarray:
+            return task_policy.act(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+
+    else:
+        selected = _select_tasks(trained, tasks)
+        agent = MultiTaskSAC(
+            obs_dim, action_dim, len(trained), config.agent, resolve_device(device)
+        )
+        try:
+            agent.load_state_dict(payload["agent"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            first_line = str(error).strip().splitlines()[0][:200]
+            raise CheckpointError(f"{path}: agent state does not fit ({first_line})") from None
+
+        def policy(obs: np.ndarray) -> np.ndarray:
+            return agent.act(obs, deterministic=True)
+
     indices = [trained.index(task) for task in selected]
-
-    agent = MultiTaskSAC(obs_dim, action_dim, len(trained), config.agent, resolve_device(device))
-    try:
-        agent.load_state_dict(payload["agent"])
-    except (KeyError, RuntimeError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0][:200]
-        raise CheckpointError(f"{path}: agent state does not fit ({first_line})") from None
-
     eval_seed = (config.seed + EVAL_SEED_OFFSET) if seed is None else seed
     env_options = {
         "reward_version": config.env.reward_version,
@@ -78,9 +92,6 @@ def evaluate_checkpoint(
     else:  # synthetic tasks are defined by their index among all: step them all, report some
         env = make_env(config.env.name, eval_seed, **env_options)
         record_rows = indices
-
-    def policy(obs: np.ndarray) -> np.ndarray:
-        return agent.act(obs, deterministic=True)
 
     frames: dict[int, list[np.ndarray]] = {row: [] for row in record_rows} if video else {}
     try:

@@ -13,7 +13,6 @@ import random
 import shutil
 import signal
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from mtrl.checkpoint import (
 from mtrl.config import Config, from_dict, save_config, to_dict
 from mtrl.envs import make_env
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.evaluation import TaskResult, evaluate, mean_success
+from mtrl.evaluation import TaskResult, evaluate, log_evaluation, mean_success
 from mtrl.logging import METRICS_FILE, RunLogger
 from mtrl.replay import TaskReplay
 
@@ -303,19 +302,7 @@ class Trainer:
         with self._make_eval_env() as env:
             results = evaluate(lambda obs: self.agent.act(obs, deterministic=True), env, episodes)
         self.last_eval = results
-        scalars = {"eval/mean_success_rate": mean_success(results)}
-        scalars["eval/mean_return"] = float(np.mean([r.mean_return for r in results.values()]))
-        for name, result in results.items():
-            scalars[f"tasks/{name}/success_rate"] = result.success_rate
-            scalars[f"tasks/{name}/return"] = result.mean_return
-        logger.log(self.step, scalars, kind="final_eval" if final else "eval")
-        if final:
-            eval_dir = self.run_dir / "eval"
-            eval_dir.mkdir(exist_ok=True)
-            table = {name: asdict(result) for name, result in results.items()}
-            (eval_dir / "final.json").write_text(
-                json.dumps({"step": self.step, "tasks": table}, indent=2)
-            )
+        log_evaluation(logger, self.step, results, self.run_dir, final)
         return results
 
     # --------------------------------------------------------------------------- checkpoints
@@ -436,6 +423,7 @@ RESUMABLE_KEYS = (
     "device",
     "torch_threads",
     "progress",
+    "label",
 )
 
 

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import imageio.v2 as imageio
+import numpy as np
 import pytest
+import torch
 
 from mtrl.checkpoint import load_checkpoint, step_checkpoints
 
@@ -124,6 +126,73 @@ def test_eval_renders_a_video_and_refuses_a_task_the_policy_never_saw(tmp_path):
     assert f"video: {video}" in result.stdout
     frames = imageio.mimread(video)
     assert len(frames) >= 2 and frames[0].ndim == 3 and frames[0].std() > 0  # not a blank image
+
+
+@pytest.mark.metaworld
+def test_a_task_routed_policy_exports_one_tasks_path_that_eval_runs(tmp_path):
+    run_dir = tmp_path / "run"
+    mtrl(
+        "train",
+        "env.name=MT10",
+        "agent.actor=task_routed:route=soo",
+        "agent.critic=task_routed",
+        "total_steps=60",
+        "checkpoint_every=60",
+        "eval_every=0",
+        f"run_dir={run_dir}",
+        *SMALL,
+    )
+    policy_file = tmp_path / "push.pt"
+    exported = mtrl("export", str(run_dir), "--task", "push-v3", "--out", str(policy_file))
+    assert str(policy_file) in exported.stdout
+    payload = load_checkpoint(policy_file)
+    assert payload["kind"] == "task_policy" and payload["task"] == "push-v3"
+    assert set(payload["policy"]) == {f"net.{k}.{p}" for k in (0, 2, 4) for p in ("weight", "bias")}
+
+    # The exported path acts exactly as the full actor does on push-v3's rows.
+    from mtrl.agents.sac import MultiTaskSAC
+    from mtrl.config import from_dict
+    from mtrl.export import load_task_policy
+
+    full = load_checkpoint(run_dir)
+    agent = MultiTaskSAC(full["obs_dim"], full["action_dim"], 10, from_dict(full["config"]).agent)
+    agent.load_state_dict(full["agent"])
+    obs = torch.randn(5, full["obs_dim"])
+    obs[:, -10:] = torch.nn.functional.one_hot(torch.tensor(1), 10)  # push-v3 is task 1
+    expected = agent.act(obs.numpy(), deterministic=True)
+    actions = load_task_policy(policy_file, payload).act(obs).numpy()
+    assert np.allclose(actions, expected, atol=1e-6)
+
+    out = tmp_path / "eval.json"
+    mtrl("eval", str(policy_file), "--episodes", "1", "--out", str(out))
+    assert list(json.loads(out.read_text())["tasks"]) == ["push-v3"]
+    assert_one_line_error(
+        mtrl("eval", str(policy_file), "--task", "reach-v3", check=False),
+        "not trained on reach-v3",
+    )
+    assert_one_line_error(
+        mtrl("export", str(run_dir), "--task", "hammer-v3", "--out", "x.pt", check=False),
+        "not trained on hammer-v3",
+    )
+
+
+def test_export_refuses_an_actor_without_task_paths(tmp_path):
+    run_dir = tmp_path / "run"
+    mtrl(
+        "train",
+        "--config",
+        "configs/synthetic.yaml",
+        "total_steps=60",
+        "warmup_steps=50",
+        "eval_every=0",
+        "final_eval_episodes=1",
+        f"run_dir={run_dir}",
+        "progress=false",
+    )
+    assert_one_line_error(
+        mtrl("export", str(run_dir), "--task", "point-0", "--out", "x.pt", check=False),
+        "only a task_routed actor",
+    )
 
 
 @pytest.mark.parametrize(

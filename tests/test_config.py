@@ -106,6 +106,24 @@ def test_bad_yaml_files(tmp_path):
         build_config(unknown)
 
 
+def test_a_preset_extends_its_base_and_overrides_only_its_own_keys(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed: 4\nagent:\n  tau: 0.01\n  critic_lr: 0.002\n")
+    (tmp_path / "variant").mkdir()
+    (tmp_path / "variant" / "v.yaml").write_text(
+        "base: ../base.yaml\nagent:\n  critic_lr: 0.001\n  critic: multihead\n"
+    )
+    config = build_config(tmp_path / "variant" / "v.yaml")
+    assert (config.seed, config.agent.tau, config.agent.critic_lr) == (4, 0.01, 0.001)
+    assert config.agent.critic == "multihead"
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="loop"):
+        build_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="not found"):
+        build_config(tmp_path / "c.yaml")
+
+
 def test_resolved_config_round_trips_through_yaml(tmp_path):
     config = build_config(CONFIGS / "synthetic.yaml", ["seed=7", "agent.critic=multihead"])
     save_config(config, tmp_path / "config.yaml")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtrl.agents.networks import NETWORKS, make_network
+from mtrl.agents.networks import NETWORKS
 from mtrl.agents.sac import Batch, MultiTaskSAC
 from mtrl.config import AgentConfig
 
@@ -39,7 +39,7 @@ def test_termination_cuts_the_target_and_truncation_bootstraps():
     terminal = agent.td_target(_batch(terminated=1.0))
     torch.manual_seed(1)
     bootstrapped = agent.td_target(_batch(terminated=0.0))
-    reward = _batch().reward.flatten()
+    reward = _batch().reward
     assert torch.allclose(terminal, reward)
     assert not torch.allclose(bootstrapped, reward)
 
@@ -54,7 +54,7 @@ def test_actions_are_bounded_and_deterministic_mode_is_repeatable():
 
 def test_log_probability_matches_the_squashed_gaussian_density():
     agent = _agent()
-    obs = _batch().obs.flatten(0, 1)
+    obs = _batch().obs  # [T, B, obs]
     torch.manual_seed(3)
     action, log_prob = agent.actor.sample(obs)
     mean, log_std = agent.actor(obs)
@@ -90,21 +90,6 @@ def test_update_changes_networks_and_polyak_moves_targets_slowly():
     assert 0 < max(target_moved) < max(moved)
 
 
-@pytest.mark.parametrize("name", sorted(NETWORKS))
-def test_network_output_shape(name):
-    network = make_network(name, OBS, 4, T, (16, 16), ensemble=2)
-    assert network(_batch().obs.flatten(0, 1)).shape == (2, T * B, 4)
-
-
-def test_multihead_task_loss_leaves_other_heads_untouched():
-    network = make_network("multihead", OBS, 1, T, (16,), ensemble=1)
-    obs = _batch().obs[1]  # task 1's rows only
-    network(obs).sum().backward()
-    head_grad = network.heads.weight.grad.view(1, 16, T, 1)  # [E, hidden, T, out]
-    assert head_grad[:, :, 1].abs().sum() > 0
-    assert head_grad[:, :, 0].abs().sum() == 0 and head_grad[:, :, 2].abs().sum() == 0
-
-
 def test_state_dict_round_trip_restores_the_policy():
     agent = _agent()
     for seed in range(3):
@@ -116,11 +101,18 @@ def test_state_dict_round_trip_restores_the_policy():
     assert torch.equal(agent.log_alpha, other.log_alpha)
 
 
-def _loop_gradients(loss_fn, params: dict, *task_args) -> dict:
+def _task_slice(params: dict, dims: dict, task: int) -> dict:
+    return {n: p[task] if dims[n] == 0 else p for n, p in params.items()}
+
+
+def _loop_gradients(loss_fn, params: dict, dims: dict, *task_args) -> dict:
     """Per-task gradients with one autograd pass per task: the reference for the vmap pass."""
     per_task = []
     for i in range(T):
-        leaves = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
+        leaves = {
+            n: p.detach().clone().requires_grad_(True)
+            for n, p in _task_slice(params, dims, i).items()
+        }
         loss, _ = loss_fn(leaves, *(arg[i] for arg in task_args))
         per_task.append(
             dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
@@ -128,34 +120,46 @@ def _loop_gradients(loss_fn, params: dict, *task_args) -> dict:
     return {n: torch.stack([g[n] for g in per_task]) for n in params}
 
 
-@pytest.mark.parametrize("network", ["shared", "multihead"])
+@pytest.mark.parametrize("network", ["shared", "multihead", "mmoe", "task_routed"])
 def test_vmap_per_task_gradients_equal_a_per_task_autograd_loop(network):
     agent = _agent(actor=network, critic=network)
     batch = _batch()
-    target = agent.td_target(batch).view(T, B)
-    critic_params = {n: p.detach() for n, p in agent.critic.named_parameters()}
+    target = agent.td_target(batch)
+    critic_params, critic_dims = agent._task_params("critic")
     vmapped, _ = agent._per_task_gradients(
-        agent._critic_task_loss, critic_params, batch.obs, batch.action, target
+        agent._critic_task_loss, critic_params, critic_dims, batch.obs, batch.action, target
     )
     looped = _loop_gradients(
-        agent._critic_task_loss, critic_params, batch.obs, batch.action, target
+        agent._critic_task_loss, critic_params, critic_dims, batch.obs, batch.action, target
     )
     for name in critic_params:
+        assert vmapped[name].shape == looped[name].shape, name
         assert torch.allclose(vmapped[name], looped[name], atol=1e-5), name
 
-    actor_params = {n: p.detach() for n, p in agent.actor.named_parameters()}
+    actor_params, actor_dims = agent._task_params("actor")
     noise, alpha = torch.randn(T, B, A), torch.rand(T)
+    vmapped, _ = agent._per_task_gradients(
+        agent._actor_task_loss,
+        actor_params,
+        actor_dims,
+        batch.obs,
+        noise,
+        alpha,
+        (critic_params, critic_dims),
+    )
+    critic_slices = [_task_slice(critic_params, critic_dims, i) for i in range(T)]
 
-    def actor_loss(params, obs, noise, alpha):
-        return agent._actor_task_loss(params, obs, noise, alpha, critic_params)
+    def actor_loss(params, obs, noise, alpha, task):
+        return agent._actor_task_loss(params, obs, noise, alpha, critic_slices[task])
 
-    vmapped, _ = agent._per_task_gradients(actor_loss, actor_params, batch.obs, noise, alpha)
-    looped = _loop_gradients(actor_loss, actor_params, batch.obs, noise, alpha)
+    looped = _loop_gradients(
+        actor_loss, actor_params, actor_dims, batch.obs, noise, alpha, torch.arange(T)
+    )
     for name in actor_params:
         assert torch.allclose(vmapped[name], looped[name], atol=1e-5), name
 
 
-@pytest.mark.parametrize("network", ["shared", "multihead"])
+@pytest.mark.parametrize("network", sorted(NETWORKS))
 def test_mean_through_the_per_task_pass_equals_the_single_backward(network):
     """The vmap path with `mean` and the one-backward fast path take the same step."""
     fast, per_task = _agent(actor=network, critic=network), _agent(actor=network, critic=network)
@@ -175,15 +179,14 @@ def test_pcgrad_leaves_task_heads_with_their_own_gradient():
     """Only shared parameters are combined: a head's step is its own task's gradient."""
     agent = _agent(critic="multihead", critic_grad="pcgrad")
     batch = _batch()
-    target = agent.td_target(batch).view(T, B)
-    params = {n: p.detach() for n, p in agent.critic.named_parameters()}
+    params, dims = agent._task_params("critic")
     grads, losses = agent._per_task_gradients(
-        agent._critic_task_loss, params, batch.obs, batch.action, target
+        agent._critic_task_loss, params, dims, batch.obs, batch.action, agent.td_target(batch)
     )
     agent._apply(agent.critic, "critic", grads, losses[0], diagnose=True, metrics=(m := {}))
-    head = agent.critic.heads.weight.grad  # [E, hidden, T * out]
-    assert torch.allclose(head, grads["heads.weight"].mean(0))
-    assert torch.allclose(head, grads["heads.weight"].sum(0) / T)  # each column: its own task
+    head = agent.critic.members[0].heads.weight.grad  # [T, hidden, out]
+    assert grads["members.0.heads.weight"].shape == (T, 16, 1)  # one slice per task, no T x T
+    assert torch.allclose(head, grads["members.0.heads.weight"] / T)
     for key in ("cosine_mean", "cosine_min", "conflict_fraction", "magnitude_similarity"):
         assert torch.isfinite(m[f"gradients/critic/{key}"])
     assert m["per_task/critic_weight"].shape == (T,)

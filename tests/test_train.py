@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtrl.agents.networks import NETWORKS
 from mtrl.config import build_config
 from mtrl.gradients import GRADIENT_METHODS
 from mtrl.logging import read_metrics
@@ -31,24 +32,56 @@ def _run(run_dir: Path, overrides: list[str], resume: bool = False):
         trainer.close()
 
 
+def _final_success(tmp_path: Path, seeds: int, overrides: list[str]) -> list[float]:
+    """Each seed's final mean success rate after 2,500 steps."""
+    finals = []
+    for seed in range(seeds):
+        results = _run(
+            tmp_path / f"seed{seed}",
+            [f"seed={seed}", "total_steps=2500", "eval_every=0", "final_eval_episodes=10"]
+            + overrides,
+        )
+        finals.append(float(np.mean([r.success_rate for r in results.values()])))
+    return finals
+
+
 @pytest.mark.parametrize("method", ["mean", "pcgrad"])
 def test_mt_sac_solves_four_conflicting_tasks(tmp_path, method):
     """>= 90% mean success over 3 seeds on 4 point-mass tasks whose goals pull apart."""
-    finals = []
-    for seed in range(3):
-        results = _run(
-            tmp_path / f"seed{seed}",
-            [
-                f"seed={seed}",
-                "total_steps=2500",
-                "eval_every=0",
-                "final_eval_episodes=10",
-                f"agent.critic_grad={method}",
-                f"agent.actor_grad={method}",
-            ],
-        )
-        finals.append(np.mean([r.success_rate for r in results.values()]))
+    finals = _final_success(
+        tmp_path, 3, [f"agent.critic_grad={method}", f"agent.actor_grad={method}"]
+    )
     assert np.mean(finals) >= 0.9, finals
+
+
+@pytest.mark.parametrize("network", sorted(set(NETWORKS) - {"shared"}))
+def test_every_architecture_solves_the_tasks_with_mean_and_runs_with_pcgrad(tmp_path, network):
+    """Actor and critic both of one architecture: >= 90% mean success over 2 seeds with the plain
+    mean gradient (every architecture scored 1.0 on 3 seeds when measured; 1,200 steps is too few
+    for soft_modular and ple); a short PCGrad run through the per-task pass stays finite."""
+    finals = _final_success(tmp_path, 2, [f"agent.critic={network}", f"agent.actor={network}"])
+    assert np.mean(finals) >= 0.9, finals
+    run = tmp_path / "pcgrad"
+    _run(
+        run,
+        [
+            "total_steps=400",
+            "warmup_steps=100",
+            "log_every=100",
+            "eval_every=0",
+            "final_eval_episodes=2",
+            f"agent.critic={network}",
+            f"agent.actor={network}",
+            "agent.critic_grad=pcgrad",
+            "agent.actor_grad=pcgrad",
+            "agent.diagnostics_every=1",
+        ],
+    )
+    logged = [r for r in read_metrics(run) if r["kind"] == "train" and "losses/critic" in r]
+    assert logged and all(np.isfinite(row["losses/critic"]) for row in logged)
+    assert any("gradients/critic/cosine_mean" in row for row in logged)
+    counts = json.loads((run / "run.json").read_text())["parameter_counts"]
+    assert counts["critic"] == 2 * counts["critic_member"] > 0 and counts["actor"] > 0
 
 
 @pytest.mark.parametrize("method", sorted(GRADIENT_METHODS))

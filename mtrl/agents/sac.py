@@ -9,8 +9,8 @@ result is the gradient of the mean loss, taken in one backward pass.
 from __future__ import annotations
 
 import copy
-import functools
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +21,23 @@ from torch import nn
 from torch.func import functional_call
 
 from mtrl import gradients
-from mtrl.agents.networks import is_task_specific, make_network, parameter_count
+from mtrl.agents.networks import make_network, parameter_count, task_specific_names
 from mtrl.config import AgentConfig
 from mtrl.gradients.diagnostics import conflict_diagnostics
+from mtrl.gradients.gram import gram
+
+
+def _last_layer_gram(
+    names: list[str], grams: list[torch.Tensor], whole: torch.Tensor
+) -> torch.Tensor:
+    """The Gram matrix of the last shared layer's weights (GradNorm measures norms there); for an
+    ensemble (the twin critics) the last layer of every member together."""
+    weights = [k for k, name in enumerate(names) if name.endswith("weight")]
+    if not weights:
+        return whole
+    member_free = [re.sub(r"^members\.\d+\.", "", name) for name in names]
+    last = member_free[weights[-1]]
+    return torch.stack([grams[k] for k in weights if member_free[k] == last]).sum(0)
 
 
 @dataclass(frozen=True)
@@ -59,7 +73,8 @@ class Actor(nn.Module):
         self.log_std_min, self.log_std_max = config.log_std_min, config.log_std_max
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.body(obs)[0].chunk(2, dim=-1)  # [N, A] each
+        """obs [G, B, obs], each group from one task -> mean, log std [G, B, A]."""
+        mean, log_std = self.body(obs).chunk(2, dim=-1)
         # Soft bounds on log std (as CleanRL and SpinningUp do) keep gradients alive at the edges.
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
             torch.tanh(log_std) + 1
@@ -67,7 +82,7 @@ class Actor(nn.Module):
         return mean, log_std
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised action in [-1, 1] and its log-probability: [N, A], [N]."""
+        """A reparameterised action in [-1, 1] and its log-probability: [G, B, A], [G, B]."""
         mean, log_std = self(obs)
         return squashed_sample(mean, log_std, torch.randn_like(mean))
 
@@ -92,6 +107,11 @@ class MultiTaskSAC:
             config.critic, obs_dim + action_dim, 1, num_tasks, config.hidden_sizes, ensemble=2
         ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        # Parameters that belong to single tasks: never combined, sliced per task in the vmap pass.
+        self.task_specific = {
+            "actor": task_specific_names(self.actor),
+            "critic": task_specific_names(self.critic),
+        }
         self.log_alpha = torch.full(
             (num_tasks,),
             math.log(config.init_temperature),
@@ -113,10 +133,10 @@ class MultiTaskSAC:
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """obs [T, obs_dim] -> actions [T, A] in [-1, 1]."""
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
         if deterministic:
-            return torch.tanh(self.actor(obs_t)[0]).cpu().numpy()
-        return self.actor.sample(obs_t)[0].cpu().numpy()
+            return torch.tanh(self.actor(obs_t)[0]).squeeze(1).cpu().numpy()
+        return self.actor.sample(obs_t)[0].squeeze(1).cpu().numpy()
 
     # ----------------------------------------------------------------------------------- update
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -127,7 +147,7 @@ class MultiTaskSAC:
             self.updates % self.config.diagnostics_every == 0
         )
         alpha = self.log_alpha.detach().exp()  # [T]
-        target = self.td_target(batch).view(num_tasks, batch_size)  # [T, B]
+        target = self.td_target(batch)  # [T, B]
         metrics: dict[str, torch.Tensor] = {}
 
         # Critic: both members regress on the same target.
@@ -184,17 +204,14 @@ class MultiTaskSAC:
 
     @torch.no_grad()
     def td_target(self, batch: Batch) -> torch.Tensor:
-        """Soft TD targets [TB]: time-limit truncation bootstraps, only termination stops them."""
-        batch_size = batch.reward.shape[1]
-        next_obs = batch.next_obs.flatten(0, 1)  # [TB, obs]
-        alpha_rows = self.log_alpha.exp().repeat_interleave(batch_size)  # [TB]
-        next_action, next_log_prob = self.actor.sample(next_obs)
-        next_q = self.critic_target(torch.cat([next_action, next_obs], -1)).amin(0)  # [TB, 1]
-        soft_next_value = next_q.squeeze(-1) - alpha_rows * next_log_prob  # [TB]
-        not_done = 1.0 - batch.terminated.flatten()
-        return batch.reward.flatten() + self.config.gamma * not_done * soft_next_value
+        """Soft TD targets [T, B]: time-limit truncation bootstraps, only termination stops them."""
+        next_action, next_log_prob = self.actor.sample(batch.next_obs)  # [T, B, A], [T, B]
+        next_q = self.critic_target(torch.cat([next_action, batch.next_obs], -1)).amin(0)
+        soft_next_value = next_q.squeeze(-1) - self.log_alpha.exp()[:, None] * next_log_prob
+        return batch.reward + self.config.gamma * (1.0 - batch.terminated) * soft_next_value
 
-    # The per-task losses, as pure functions of (parameters, one task's batch) for torch.func.vmap.
+    # The per-task losses, as pure functions of (parameters, one task's batch) for torch.func.vmap;
+    # a task's batch is one group ([1, B, ...]) for the networks.
     def _critic_task_loss(
         self,
         params: dict[str, torch.Tensor],
@@ -202,8 +219,9 @@ class MultiTaskSAC:
         action: torch.Tensor,  # [B, A]
         target: torch.Tensor,  # [B]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        q = functional_call(self.critic, params, (torch.cat([action, obs], -1),))  # [2, B, 1]
-        loss = (q.squeeze(-1) - target).pow(2).sum(0).mean()
+        x = torch.cat([action, obs], -1).unsqueeze(0)  # [1, B, A + obs]
+        q = functional_call(self.critic, params, (x,)).view(-1, target.shape[0])  # [2, B]
+        loss = (q - target).pow(2).sum(0).mean()
         return loss, (loss.detach(), q.detach().mean())
 
     def _actor_task_loss(
@@ -214,29 +232,27 @@ class MultiTaskSAC:
         alpha: torch.Tensor,  # []
         critic_params: dict[str, torch.Tensor],  # fixed: the actor's loss goes through them
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        mean, log_std = functional_call(self.actor, params, (obs,))
-        action, log_prob = squashed_sample(mean, log_std, noise)  # [B, A], [B]
-        q = functional_call(self.critic, critic_params, (torch.cat([action, obs], -1),))
-        loss = (alpha * log_prob - q.amin(0).squeeze(-1)).mean()
+        mean, log_std = functional_call(self.actor, params, (obs.unsqueeze(0),))  # [1, B, A]
+        action, log_prob = squashed_sample(mean[0], log_std[0], noise)  # [B, A], [B]
+        x = torch.cat([action, obs], -1).unsqueeze(0)  # [1, B, A + obs]
+        q = functional_call(self.critic, critic_params, (x,)).view(-1, obs.shape[0])  # [2, B]
+        loss = (alpha * log_prob - q.amin(0)).mean()
         return loss, (loss.detach(), log_prob.detach().mean())
 
     def _critic_step(
         self, batch: Batch, target: torch.Tensor, diagnose: bool, metrics: dict
     ) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Returns the per-task losses [T], the mean Q, and whether the step was finite (taken)."""
-        num_tasks, batch_size = target.shape
         if self.critic_method.needs_task_grads or diagnose:
-            params = {n: p.detach() for n, p in self.critic.named_parameters()}
+            params, param_dims = self._task_params("critic")
             grads, (losses, q_means) = self._per_task_gradients(
-                self._critic_task_loss, params, batch.obs, batch.action, target
+                self._critic_task_loss, params, param_dims, batch.obs, batch.action, target
             )
             finite = self._apply(self.critic, "critic", grads, losses, diagnose, metrics)
             return losses, q_means.mean(), finite
         # One batched pass for methods that only re-weight the mean loss (mean, weightings).
-        obs, action = batch.obs.flatten(0, 1), batch.action.flatten(0, 1)  # [TB, obs], [TB, A]
-        q = self.critic(torch.cat([action, obs], -1)).squeeze(-1)  # [2, TB]
-        row_loss = (q - target.flatten()).pow(2).sum(0)  # [TB]
-        losses = row_loss.view(num_tasks, batch_size).mean(1)  # [T]
+        q = self.critic(torch.cat([batch.action, batch.obs], -1)).squeeze(-1)  # [2, T, B]
+        losses = (q - target).pow(2).sum(0).mean(1)  # [T]
         finite = self._weighted_mean_step(self.critic, "critic", losses, metrics)
         return losses.detach(), q.detach().mean(), finite
 
@@ -249,32 +265,44 @@ class MultiTaskSAC:
         metrics: dict,
     ) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Returns the per-task losses [T], mean log-probabilities [T], and whether it stepped."""
-        num_tasks, batch_size = noise.shape[:2]
         if self.actor_method.needs_task_grads or diagnose:
-            params = {n: p.detach() for n, p in self.actor.named_parameters()}
-            critic_params = {n: p.detach() for n, p in self.critic.named_parameters()}
-            loss_fn = functools.partial(self._actor_task_loss, critic_params=critic_params)
+            params, param_dims = self._task_params("actor")
+            critic_params, critic_dims = self._task_params("critic")
             grads, (losses, log_probs) = self._per_task_gradients(
-                loss_fn, params, obs, noise, alpha
+                self._actor_task_loss,
+                params,
+                param_dims,
+                obs,
+                noise,
+                alpha,
+                (critic_params, critic_dims),
             )
             finite = self._apply(self.actor, "actor", grads, losses, diagnose, metrics)
             return losses, log_probs, finite
-        flat_obs = obs.flatten(0, 1)  # [TB, obs]
-        mean, log_std = self.actor(flat_obs)
-        action, log_prob = squashed_sample(mean, log_std, noise.flatten(0, 1))  # [TB, A], [TB]
-        q = self.critic(torch.cat([action, flat_obs], -1)).amin(0).squeeze(-1)  # [TB]
-        row_loss = alpha.repeat_interleave(batch_size) * log_prob - q  # [TB]
-        losses = row_loss.view(num_tasks, batch_size).mean(1)  # [T]
+        mean, log_std = self.actor(obs)
+        action, log_prob = squashed_sample(mean, log_std, noise)  # [T, B, A], [T, B]
+        q = self.critic(torch.cat([action, obs], -1)).amin(0).squeeze(-1)  # [T, B]
+        losses = (alpha[:, None] * log_prob - q).mean(1)  # [T]
         finite = self._weighted_mean_step(self.actor, "actor", losses, metrics)
-        return losses.detach(), log_prob.detach().view(num_tasks, batch_size).mean(1), finite
+        return losses.detach(), log_prob.detach().mean(1), finite
+
+    def _task_params(self, role: str) -> tuple[dict[str, torch.Tensor], dict[str, int | None]]:
+        """Detached parameters and their vmap dimensions: a task-specific parameter is [T, ...]
+        and each task gets its own slice (so its gradient is [T, ...], not [T, T, ...])."""
+        module = self.critic if role == "critic" else self.actor
+        params = {n: p.detach() for n, p in module.named_parameters()}
+        own = self.task_specific[role]
+        return params, {n: 0 if n in own else None for n in params}
 
     @staticmethod
-    def _per_task_gradients(loss_fn, params, *task_args):
-        """One vmap pass: per-task gradients {name: [T, ...]} and the loss function's aux."""
-        in_dims = (None,) + (0,) * len(task_args)
-        return torch.func.vmap(torch.func.grad(loss_fn, has_aux=True), in_dims=in_dims)(
-            params, *task_args
-        )
+    def _per_task_gradients(loss_fn, params, param_dims, *task_args):
+        """One vmap pass: per-task gradients {name: [T, ...]} and the loss function's aux. A
+        task argument is batched on dimension 0, or is a (pytree, its vmap dims) pair."""
+        arg_dims = [arg[1] if isinstance(arg, tuple) else 0 for arg in task_args]
+        args = [arg[0] if isinstance(arg, tuple) else arg for arg in task_args]
+        return torch.func.vmap(
+            torch.func.grad(loss_fn, has_aux=True), in_dims=(param_dims, *arg_dims)
+        )(params, *args)
 
     def _weighted_mean_step(
         self, module: nn.Module, role: str, task_losses: torch.Tensor, metrics: dict
@@ -300,18 +328,16 @@ class MultiTaskSAC:
         metrics: dict,
     ) -> bool:
         """Combines the shared parameters' task gradients with the method; a task-specific
-        parameter gets the mean, i.e. each task's own gradient on its own entries, untouched."""
+        parameter gets each task's own gradient on its own slice, untouched (scaled 1/T, as the
+        gradient of the mean loss would give it)."""
         method = self.critic_method if role == "critic" else self.actor_method
-        body = module.body if isinstance(module, Actor) else module
-        prefix = "body." if isinstance(module, Actor) else ""
         named = dict(module.named_parameters())
-        shared = [n for n in grads if not is_task_specific(body, n.removeprefix(prefix))]
+        shared = [n for n in grads if n not in self.task_specific[role]]
         flat = [grads[n].reshape(self.num_tasks, -1) for n in shared]  # [T, P_n] views
         # The Gram matrix, summed parameter by parameter: the [T, P] matrix is never built.
-        grams = [(g @ g.T).double() for g in flat]  # [T, T] each
+        grams = [gram(g) for g in flat]  # [T, T] each, float64
         gram_matrix = torch.stack(grams).sum(0)
-        last_weight = max((k for k, n in enumerate(shared) if n.endswith("weight")), default=None)
-        layer_gram = grams[last_weight] if last_weight is not None else gram_matrix
+        layer_gram = _last_layer_gram(shared, grams, gram_matrix)
         if diagnose:
             for key, value in conflict_diagnostics(gram_matrix).items():
                 metrics[key.replace("gradients/", f"gradients/{role}/")] = value
@@ -321,7 +347,7 @@ class MultiTaskSAC:
             named[name].grad = (weights @ g).view_as(named[name])
         for name in grads:
             if name not in shared:
-                named[name].grad = grads[name].mean(0)
+                named[name].grad = grads[name] / self.num_tasks
         if method.reports_weights and getattr(method, "last_weights", None) is not None:
             metrics[f"per_task/{role}_weight"] = method.last_weights * self.num_tasks
         return self._optimizer_step(module, role, task_losses)
@@ -350,7 +376,12 @@ class MultiTaskSAC:
 
     # ------------------------------------------------------------------------------ bookkeeping
     def parameter_counts(self) -> dict[str, int]:
-        return {"actor": parameter_count(self.actor), "critic": parameter_count(self.critic)}
+        critic = parameter_count(self.critic)
+        return {
+            "actor": parameter_count(self.actor),
+            "critic": critic,  # both twin critics
+            "critic_member": critic // len(self.critic.members),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {

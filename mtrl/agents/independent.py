@@ -1,0 +1,239 @@
+"""The "independent" baseline: one stable-baselines3 SAC per task, nothing shared.
+
+The MTRL papers report it as the reference that multi-task learning should match with one network.
+It writes the run-directory layout of every mtrl run (``config.yaml``, ``run.json``,
+``metrics.jsonl`` with the same keys, ``eval/final.json``), so ``mtrl report`` treats it like any
+other method. Each task trains on its own env (the task set's env restricted to that task, on the
+same goals, one-hot included) with the run's hyper-parameters; the T models advance in lockstep,
+``eval_every`` steps at a time, and are evaluated together on the run's evaluation env.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from mtrl.config import Config, save_config
+from mtrl.envs import is_metaworld, make_env
+from mtrl.envs.base import MultiTaskVecEnv
+from mtrl.evaluation import TaskResult, evaluate, log_evaluation
+from mtrl.logging import RunLogger
+from mtrl.trainer import (
+    EVAL_SEED_OFFSET,
+    RunError,
+    StopSignals,
+    prepare_run_dir,
+    resolve_device,
+)
+
+
+class SingleTaskEnv(gym.Env):
+    """Row ``row`` of a multi-task vector env as a gymnasium env (what stable-baselines3 takes).
+
+    The other rows (synthetic sets step all tasks at once) get zero actions and are ignored.
+    """
+
+    def __init__(self, vec_env: MultiTaskVecEnv, row: int) -> None:
+        self.vec_env, self.row = vec_env, row
+        bound = np.full(vec_env.obs_dim, np.inf, dtype=np.float32)
+        self.observation_space = gym.spaces.Box(-bound, bound, dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (vec_env.action_dim,), dtype=np.float32)
+        self._next_obs: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if self._next_obs is None:  # the vector env resets itself when an episode ends
+            self._next_obs = self.vec_env.reset()[self.row]
+        return self._next_obs.copy(), {}
+
+    def step(self, action: np.ndarray):
+        actions = np.zeros((self.vec_env.num_tasks, self.vec_env.action_dim), dtype=np.float32)
+        actions[self.row] = action
+        step = self.vec_env.step(actions)
+        row = self.row
+        self._next_obs = step.obs[row]
+        info = {"success": bool(step.success[row])}
+        return (
+            step.next_obs[row].copy(),
+            float(step.reward[row]),
+            bool(step.terminated[row]),
+            bool(step.truncated[row]),
+            info,
+        )
+
+
+class IndependentTrainer:
+    """Same surface as ``mtrl.trainer.Trainer`` for the CLI: ``train()``, ``close()``, ``step``."""
+
+    def __init__(self, config: Config, run_dir: Path, resume: bool = False) -> None:
+        from stable_baselines3 import SAC
+        from stable_baselines3.common.vec_env import DummyVecEnv
+
+        self.config, self.run_dir = config, run_dir
+        prepare_run_dir(run_dir, resume)
+        if config.torch_threads > 0:
+            torch.set_num_threads(config.torch_threads)
+        self.device = resolve_device(config.device)
+        self._env_options = {
+            "reward_version": config.env.reward_version,
+            "max_episode_steps": config.env.max_episode_steps or None,
+        }
+        probe = make_env(config.env.name, config.seed, **self._env_options)
+        self.task_names = list(probe.task_names)
+        probe.close()
+        self.models_dir = run_dir / "checkpoints" / "independent"
+        state_path = self.models_dir / "state.json"
+        self.step, saved = 0, None
+        if resume:
+            if not state_path.is_file():
+                raise RunError(f"{run_dir}: no independent-baseline checkpoint to resume from")
+            state = json.loads(state_path.read_text())
+            self.step, saved = int(state["step"]), self.models_dir / state["models"]
+        agent = config.agent
+        self.envs, self.models = [], []
+        for index, name in enumerate(self.task_names):
+            vec_env = self._task_env(index, name)
+            env = DummyVecEnv([lambda vec_env=vec_env, index=index: self._wrap(vec_env, index)])
+            self.envs.append(env)
+            path = saved / f"{index:03d}.zip" if saved else None
+            if path is not None:
+                model = SAC.load(path, env=env, device=self.device)
+            else:
+                model = SAC(
+                    "MlpPolicy",
+                    env,
+                    learning_rate=agent.critic_lr,
+                    buffer_size=config.replay_capacity_per_task,
+                    learning_starts=config.warmup_steps,
+                    batch_size=agent.batch_size_per_task,
+                    tau=agent.tau,
+                    gamma=agent.gamma,
+                    train_freq=1,
+                    gradient_steps=max(1, round(config.updates_per_step)),
+                    ent_coef=f"auto_{agent.init_temperature}",
+                    target_entropy=agent.target_entropy or -float(env.action_space.shape[0]),
+                    policy_kwargs={"net_arch": list(agent.hidden_sizes)},
+                    seed=config.seed * 1000 + index,
+                    device=self.device,
+                    verbose=0,
+                )
+            self.models.append(model)
+        self.last_eval: dict[str, TaskResult] | None = None
+        save_config(config, run_dir / "config.yaml")
+        self._write_run_info("running")
+
+    def _task_env(self, index: int, name: str) -> MultiTaskVecEnv:
+        if is_metaworld(self.config.env.name):  # just this task, on the run's goals
+            return make_env(
+                self.config.env.name,
+                self.config.seed * 1000 + index,
+                goal_seed=self.config.seed,
+                tasks=[name],
+                **self._env_options,
+            )
+        return make_env(self.config.env.name, self.config.seed * 1000 + index, **self._env_options)
+
+    def _wrap(self, vec_env: MultiTaskVecEnv, index: int) -> gym.Env:
+        row = 0 if vec_env.num_tasks == 1 else index
+        return SingleTaskEnv(vec_env, row)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """obs [N, obs] with the full one-hot -> each row's action from its own task's model."""
+        task = obs[:, -len(self.task_names) :].argmax(1)
+        actions = np.zeros((len(obs), self.envs[0].action_space.shape[0]), dtype=np.float32)
+        for index in np.unique(task):
+            rows = task == index
+            actions[rows], _ = self.models[index].predict(obs[rows], deterministic=True)
+        return actions
+
+    def _evaluate(self, logger: RunLogger, episodes: int, final: bool) -> dict[str, TaskResult]:
+        env = make_env(
+            self.config.env.name,
+            self.config.seed + EVAL_SEED_OFFSET,
+            goal_seed=self.config.seed,
+            **self._env_options,
+        )
+        try:
+            results = evaluate(self.act, env, episodes)
+        finally:
+            env.close()
+        self.last_eval = results
+        log_evaluation(logger, self.step, results, self.run_dir, final)
+        return results
+
+    def _checkpoint(self) -> Path:
+        """All T models into a fresh ``step_<N>/`` directory, then ``state.json`` points at it:
+        a kill at any moment leaves the previous complete set to resume from."""
+        directory = self.models_dir / f"step_{self.step:010d}"
+        directory.mkdir(parents=True, exist_ok=True)
+        for index, model in enumerate(self.models):
+            model.save(directory / f"{index:03d}.zip")
+        state = self.models_dir / "state.json"
+        temporary = state.with_suffix(".tmp")
+        temporary.write_text(
+            json.dumps({"step": self.step, "models": directory.name, "task_names": self.task_names})
+        )
+        temporary.replace(state)
+        for old in self.models_dir.glob("step_*"):
+            if old != directory:
+                shutil.rmtree(old, ignore_errors=True)
+        return directory
+
+    def train(self) -> dict[str, TaskResult] | None:
+        config = self.config
+        logger = RunLogger(self.run_dir, config.total_steps, self.step, config.progress)
+        chunk = config.eval_every or config.checkpoint_every or config.total_steps
+        try:
+            with StopSignals() as stop:
+                while self.step < config.total_steps:
+                    steps = min(chunk, config.total_steps - self.step)
+                    start = time.perf_counter()
+                    for model in self.models:
+                        model.learn(steps, reset_num_timesteps=False, progress_bar=False)
+                    seconds = time.perf_counter() - start
+                    self.step += steps
+                    logger.advance(steps)
+                    logger.log(
+                        self.step,
+                        {"charts/env_steps_per_s": steps * len(self.models) / seconds},
+                    )
+                    if config.eval_every and self.step % config.eval_every == 0:
+                        self._evaluate(logger, config.eval_episodes, final=False)
+                    self._checkpoint()
+                    if stop.received:
+                        self._write_run_info("interrupted")
+                        return None
+                logger.message(f"final evaluation: {config.final_eval_episodes} episodes per task")
+                results = self._evaluate(logger, config.final_eval_episodes, final=True)
+        finally:
+            logger.close()
+        self._write_run_info("finished")
+        return results
+
+    def parameter_counts(self) -> dict[str, Any]:
+        policy = self.models[0].policy
+        actor = sum(p.numel() for p in policy.actor.parameters())
+        critic = sum(p.numel() for p in policy.critic.parameters())
+        return {"actor": actor * len(self.models), "critic": critic * len(self.models)}
+
+    def _write_run_info(self, status: str) -> None:
+        info = {
+            "status": status,
+            "step": self.step,
+            "task_names": self.task_names,
+            "parameter_counts": self.parameter_counts(),
+            "device": str(self.device),
+            "algorithm": "independent",
+        }
+        (self.run_dir / "run.json").write_text(json.dumps(info, indent=2))
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()

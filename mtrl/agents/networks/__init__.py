@@ -1,0 +1,140 @@
+"""Actor and critic bodies, selectable by name (``agent.actor`` / ``agent.critic``).
+
+A body maps grouped observations x [G, B, obs] (every row of a group from one task; observations end
+with the task one-hot) to [G, B, out]. Its ``task_specific`` name prefixes mark the parameters that
+belong to single tasks (heads, towers, gates, own experts); those keep the task on dimension 0, and
+gradient methods never mix them. A spec can carry options, ``"mmoe:experts=6,width=256"``; ``width``
+(every hidden layer's width) is understood by all of them, so presets can match parameter counts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+from typing import Any
+
+from torch import nn
+
+from mtrl.agents.networks.experts import CGCBody, MMoEBody, PLEBody
+from mtrl.agents.networks.layers import Ensemble
+from mtrl.agents.networks.mlp import MultiHeadBody, SharedBody
+from mtrl.agents.networks.soft_modular import SoftModularBody
+from mtrl.agents.networks.task_routed import TaskRoutedBody
+from mtrl.gradients import parse_spec
+
+NETWORKS: dict[str, type[nn.Module]] = {
+    "shared": SharedBody,
+    "multihead": MultiHeadBody,
+    "mmoe": MMoEBody,
+    "cgc": CGCBody,
+    "ple": PLEBody,
+    "soft_modular": SoftModularBody,
+    "task_routed": TaskRoutedBody,
+}
+
+_FIXED = ("self", "obs_dim", "out_dim", "num_tasks", "hidden_sizes")
+
+
+def _resolve(
+    spec: str, hidden_sizes: tuple[int, ...]
+) -> tuple[type[nn.Module], tuple[int, ...], dict[str, Any]]:
+    name, options = parse_spec(spec)
+    if name not in NETWORKS:
+        close = difflib.get_close_matches(name, list(NETWORKS), n=3)
+        hint = f"did you mean: {', '.join(close)}?" if close else f"valid: {', '.join(NETWORKS)}"
+        raise ValueError(f"unknown network '{name}'; {hint}")
+    body = NETWORKS[name]
+    width = options.pop("width", None)
+    if width is not None:
+        if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
+            raise ValueError(f"{name}: width must be a positive integer, got {width!r}")
+        hidden_sizes = (width,) * len(hidden_sizes)
+    allowed = [p for p in inspect.signature(body.__init__).parameters if p not in _FIXED]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        valid = ", ".join(["width", *allowed])
+        raise ValueError(f"{name}: unknown option {', '.join(unknown)} (its options: {valid})")
+    return body, tuple(hidden_sizes), options
+
+
+def make_network(
+    spec: str,
+    obs_dim: int,
+    out_dim: int,
+    num_tasks: int,
+    hidden_sizes: tuple[int, ...],
+    ensemble: int | None = None,
+) -> nn.Module:
+    """A body by spec; with ``ensemble=E``, E independent members stacked: [E, G, B, out]."""
+    body, hidden_sizes, options = _resolve(spec, hidden_sizes)
+    build = functools.partial(body, obs_dim, out_dim, num_tasks, hidden_sizes, **options)
+    if ensemble is None:
+        return build()
+    return Ensemble([build() for _ in range(ensemble)])
+
+
+def network_count(
+    spec: str, obs_dim: int, out_dim: int, num_tasks: int, hidden_sizes: tuple[int, ...]
+) -> int:
+    """The parameter count of one body, from its closed-form formula (no network is built)."""
+    body, hidden_sizes, options = _resolve(spec, hidden_sizes)
+    return body.count(obs_dim, out_dim, num_tasks, hidden_sizes, **options)
+
+
+def matched_width(
+    spec: str,
+    reference: int,
+    obs_dim: int,
+    out_dim: int,
+    num_tasks: int,
+    depth: int,
+    widths: range = range(8, 2049),
+) -> int:
+    """The hidden width at which ``spec`` has the parameter count nearest ``reference`` (for
+    comparisons at matched parameter counts, as the Meta-World+ study insists on)."""
+    return min(
+        widths,
+        key=lambda w: abs(
+            network_count(spec, obs_dim, out_dim, num_tasks, (w,) * depth) - reference
+        ),
+    )
+
+
+def check_network(spec: str, hidden_sizes: tuple[int, ...] = (8, 8), num_tasks: int = 2) -> None:
+    """Raises ValueError for an unknown name or option, or an option value the body refuses."""
+    body, hidden_sizes, options = _resolve(spec, hidden_sizes)
+    body(num_tasks + 4, 2, num_tasks, hidden_sizes, **options)
+
+
+def task_specific_names(module: nn.Module) -> set[str]:
+    """Names of ``module``'s parameters that belong to single tasks (also inside ensembles)."""
+    names = set()
+    for prefix, sub in module.named_modules():
+        prefixes = tuple(getattr(sub, "task_specific", ()))
+        if not prefixes:
+            continue
+        for name, _ in sub.named_parameters():
+            if name.startswith(prefixes):
+                names.add(f"{prefix}.{name}" if prefix else name)
+    return names
+
+
+def is_task_specific(module: nn.Module, name: str) -> bool:
+    return name in task_specific_names(module)
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = [
+    "NETWORKS",
+    "check_network",
+    "is_task_specific",
+    "make_network",
+    "matched_width",
+    "network_count",
+    "parameter_count",
+    "task_specific_names",
+]

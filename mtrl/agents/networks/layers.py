@@ -1,0 +1,110 @@
+"""Building blocks that stay cheap under the per-task ``torch.func.vmap`` gradient pass.
+
+Two rules make a network fast there (measured in benchmarks/gradient_step.py):
+
+- A shared layer is a plain 2-D weight applied with one matmul. Under vmap over tasks the task
+  dimension then folds into the rows (one [T*B, in] @ [in, out] product); a batched 3-D weight
+  (an ensemble as one ``bmm``) is instead expanded T times and copied, which cost a third of the
+  per-task pass. The twin critics are therefore two members, not one stacked tensor.
+- A task-specific parameter keeps the task on its first dimension ([T, ...]). The per-task pass
+  hands each task only its own slice (``in_dims=0``), so its gradient is [T, ...], the size of
+  the parameter, instead of a [T, T, ...] block that is zero off the diagonal.
+
+Inputs are grouped: x [G, B, features], every row of group g from one task (the replay batch is
+[T, B]; one env row per group when acting). A task-specific layer looks up each group's task from
+the one-hot, which every observation ends with.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+
+import torch
+from torch import nn
+
+
+def task_index(x: torch.Tensor, num_tasks: int) -> torch.Tensor:
+    """The task of each group of x [G, B, obs] (its one-hot is the last T features) -> [G]."""
+    return x[:, 0, -num_tasks:].argmax(-1)
+
+
+class TaskLinear(nn.Module):
+    """One linear layer per task: weight [T, in, out], bias [T, out]; group g uses its task's.
+
+    Under the per-task pass the module holds one task's slice ([in, out], [out]) and applies it.
+    """
+
+    task_specific = ("weight", "bias")  # all of it: a network that uses one is covered
+
+    def __init__(self, num_tasks: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_tasks, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(num_tasks, out_features))
+        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default initialisation
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """x [G, B, in], task [G] -> [G, B, out]."""
+        if self.weight.dim() == 2:  # one task's slice (the per-task pass)
+            return x @ self.weight + self.bias
+        return torch.baddbmm(self.bias[task].unsqueeze(1), x, self.weight[task])
+
+    @staticmethod
+    def count(num_tasks: int, in_features: int, out_features: int) -> int:
+        return num_tasks * (in_features + 1) * out_features
+
+
+def linear_count(in_features: int, out_features: int) -> int:
+    return (in_features + 1) * out_features
+
+
+def mlp(in_dim: int, sizes: tuple[int, ...], out_dim: int | None = None) -> nn.Sequential:
+    """Linear + ReLU per width in ``sizes``; then a plain linear output layer if out_dim is set."""
+    layers: list[nn.Module] = []
+    for width in sizes:
+        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    if out_dim is not None:
+        layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+def mlp_count(in_dim: int, sizes: tuple[int, ...], out_dim: int | None = None) -> int:
+    widths = (in_dim, *sizes) + ((out_dim,) if out_dim is not None else ())
+    return sum(linear_count(a, b) for a, b in pairwise(widths))
+
+
+class TaskMLP(nn.Module):
+    """An MLP per task (task-specific experts and towers): TaskLinear + ReLU per width."""
+
+    def __init__(
+        self, num_tasks: int, in_dim: int, sizes: tuple[int, ...], out_dim: int | None = None
+    ) -> None:
+        super().__init__()
+        widths = (in_dim, *sizes) + ((out_dim,) if out_dim is not None else ())
+        self.layers = nn.ModuleList(TaskLinear(num_tasks, a, b) for a, b in pairwise(widths))
+        self.relu_last = out_dim is None
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        for k, layer in enumerate(self.layers):
+            x = layer(x, task)
+            if k < len(self.layers) - 1 or self.relu_last:
+                x = torch.relu(x)
+        return x
+
+    @staticmethod
+    def count(num_tasks: int, in_dim: int, sizes: tuple[int, ...], out_dim: int | None) -> int:
+        return num_tasks * mlp_count(in_dim, sizes, out_dim)
+
+
+class Ensemble(nn.Module):
+    """E independent members on the same input (the twin critics): [G, B, in] -> [E, G, B, out]."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members])

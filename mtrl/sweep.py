@@ -1,0 +1,302 @@
+"""``mtrl sweep``: a grid of presets x seeds, each run a Ray task (or, without Ray, one after another).
+
+A sweep file names the runs; every run is an ordinary ``mtrl train`` in its own process and run
+directory (``<out>/<label>/seed<k>``), so a run that fails or is killed leaves the others alone, and
+sweeping again skips the finished runs and resumes the unfinished ones from their checkpoints::
+
+    name: pcgrad_ablation_mt10
+    seeds: 3                      # or a list: [0, 1, 2]
+    out: runs/sweeps/pcgrad_ablation_mt10   # default: runs/sweeps/<name>
+    overrides: [eval_every=20000] # applied to every run
+    resources: {cpus: 1, gpus: 0} # what each run asks Ray for
+    runs:
+      - preset: ../mt10/pcgrad_paper/sac.yaml   # relative to the sweep file
+      - preset: ../mt10/pcgrad_paper/pcgrad.yaml
+        overrides: [agent.diagnostics_every=500]
+
+The whole file is checked (keys, presets, every run's config) before anything starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtrl.checkpoint import step_checkpoints
+from mtrl.config import ConfigError, build_config, load_yaml
+from mtrl.report import method_label
+
+SWEEP_KEYS = {"name", "seeds", "out", "overrides", "resources", "runs"}
+RUN_KEYS = {"preset", "overrides", "label"}
+RESOURCE_KEYS = {"cpus", "gpus"}
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    label: str
+    preset: Path | None
+    overrides: tuple[str, ...]
+    seed: int
+    run_dir: Path
+
+    def train_args(self, threads: int) -> list[str]:
+        """``mtrl train`` arguments: resume when a checkpoint exists, else start."""
+        if run_state(self.run_dir) == "resumable":
+            return ["train", "--resume", str(self.run_dir), "progress=false"]
+        preset = ["--config", str(self.preset)] if self.preset else []
+        return [
+            "train",
+            *preset,
+            f"torch_threads={threads}",
+            *self.overrides,
+            f"seed={self.seed}",
+            f"label={self.label}",
+            f"run_dir={self.run_dir}",
+            "progress=false",
+        ]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    runs: list[SweepRun]
+    cpus: float
+    gpus: float
+
+
+def _slug(text: str) -> str:
+    slug = "".join(c if c.isalnum() or c in "+-." else "_" for c in text)
+    return "_".join(filter(None, slug.split("_")))
+
+
+def _as_overrides(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: overrides must be a list of key=value strings")
+    return tuple(value)
+
+
+def _unknown(keys: set[str], allowed: set[str], where: str) -> None:
+    extra = sorted(keys - allowed)
+    if extra:
+        raise ConfigError(
+            f"{where}: unknown key {', '.join(extra)} (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | None = None) -> Sweep:
+    """Reads and checks a sweep file; ``seeds`` (a count) and ``out`` override the file's."""
+    path = Path(path)
+    data = load_yaml(path)
+    _unknown(set(data), SWEEP_KEYS, str(path))
+    name = str(data.get("name") or path.stem)
+    seed_spec = seeds if seeds is not None else data.get("seeds", 1)
+    if isinstance(seed_spec, bool) or not isinstance(seed_spec, (int, list)):
+        raise ConfigError(f"{path}: seeds must be a count or a list of integers")
+    seed_list = list(range(seed_spec)) if isinstance(seed_spec, int) else seed_spec
+    if not seed_list or not all(isinstance(s, int) and s >= 0 for s in seed_list):
+        raise ConfigError(f"{path}: seeds must be a positive count or non-negative integers")
+    resources = data.get("resources") or {}
+    if not isinstance(resources, dict):
+        raise ConfigError(f"{path}: resources must be a mapping (cpus, gpus)")
+    _unknown(set(resources), RESOURCE_KEYS, f"{path}: resources")
+    cpus, gpus = resources.get("cpus", 1), resources.get("gpus", 0)
+    for key, value in (("cpus", cpus), ("gpus", gpus)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{path}: resources.{key} must be a number >= 0, got {value!r}")
+    common = _as_overrides(data.get("overrides"), str(path))
+    root = Path(out) if out else Path(data.get("out") or Path("runs") / "sweeps" / name)
+    entries = data.get("runs")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: runs must be a non-empty list of {{preset, overrides, label}}")
+
+    runs: list[SweepRun] = []
+    labels: dict[str, int] = {}
+    for k, entry in enumerate(entries):
+        where = f"{path}: runs[{k}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a mapping with preset/overrides/label")
+        _unknown(set(entry), RUN_KEYS, where)
+        preset = (path.parent / entry["preset"]).resolve() if entry.get("preset") else None
+        overrides = common + _as_overrides(entry.get("overrides"), where)
+        try:
+            config = build_config(preset, list(overrides))
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        label = str(entry.get("label") or method_label(config))
+        if label in labels:
+            raise ConfigError(f"{where}: label '{label}' repeats runs[{labels[label]}]")
+        labels[label] = k
+        for seed in seed_list:
+            run_dir = root / _slug(label) / f"seed{seed}"
+            runs.append(SweepRun(label, preset, overrides, seed, run_dir))
+    return Sweep(name, runs, float(cpus), float(gpus))
+
+
+def run_state(run_dir: Path) -> str:
+    """ "finished", "resumable" (a checkpoint to continue from) or "new"."""
+    info_path = run_dir / "run.json"
+    if info_path.is_file():
+        try:
+            if json.loads(info_path.read_text()).get("status") == "finished":
+                return "finished"
+        except (json.JSONDecodeError, OSError):
+            pass
+    independent = (run_dir / "checkpoints" / "independent" / "state.json").is_file()
+    return "resumable" if step_checkpoints(run_dir) or independent else "new"
+
+
+def execute_run(run: SweepRun, threads: int) -> dict[str, Any]:
+    """One ``mtrl train`` process; its output goes to ``<run_dir>.log``. Never raises."""
+    state = run_state(run.run_dir)
+    run.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path = run.run_dir.parent / f"{run.run_dir.name}.log"
+    start = time.perf_counter()
+    with log_path.open("a") as log:
+        log.write(f"\n$ mtrl {' '.join(run.train_args(threads))}\n")
+        log.flush()
+        try:
+            process = subprocess.run(
+                [sys.executable, "-m", "mtrl.cli", *run.train_args(threads)],
+                stdout=log,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            error_text, returncode = process.stderr, process.returncode
+        except OSError as error:
+            error_text, returncode = str(error), -1
+        log.write(error_text)
+    lines = [line for line in error_text.strip().splitlines() if line.strip()]
+    ok = returncode == 0 and run_state(run.run_dir) == "finished"
+    return {
+        "label": run.label,
+        "seed": run.seed,
+        "run_dir": str(run.run_dir),
+        "status": "finished" if ok else "failed",
+        "started_as": state,
+        "seconds": round(time.perf_counter() - start, 1),
+        "error": "" if ok else (lines[-1] if lines else f"exit code {returncode}"),
+        "log": str(log_path),
+    }
+
+
+def _ray_results(
+    sweep: Sweep,
+    pending: list[SweepRun],
+    address: str | None,
+    max_parallel: int | None,
+    num_cpus: int | None,
+    say,
+) -> list[dict[str, Any]]:
+    import ray
+
+    init: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
+    if address:
+        init["address"] = address
+    else:
+        init["include_dashboard"] = False
+        if num_cpus:
+            init["num_cpus"] = num_cpus
+    ray.init(**init)
+    try:
+        task = ray.remote(num_cpus=sweep.cpus, num_gpus=sweep.gpus, max_retries=0)(execute_run)
+        threads = max(1, int(sweep.cpus))
+        queue, running, results = list(pending), {}, []
+        limit = max_parallel or len(queue)
+        while queue or running:
+            while queue and len(running) < limit:
+                run = queue.pop(0)
+                running[task.remote(run, threads)] = run
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                run = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as error:  # the worker itself died: report, go on
+                    result = {
+                        "label": run.label,
+                        "seed": run.seed,
+                        "run_dir": str(run.run_dir),
+                        "status": "failed",
+                        "error": " ".join(str(error).split())[:300],
+                    }
+                say(result)
+                results.append(result)
+        return results
+    finally:
+        ray.shutdown()
+
+
+def run_sweep(
+    sweep: Sweep,
+    address: str | None = None,
+    max_parallel: int | None = None,
+    num_cpus: int | None = None,
+    use_ray: bool = True,
+    say=print,
+) -> list[dict[str, Any]]:
+    """Runs every unfinished run of the sweep; returns one result per run (skipped ones too)."""
+    results: list[dict[str, Any]] = []
+    pending = []
+    for run in sweep.runs:
+        if run_state(run.run_dir) == "finished":
+            results.append(
+                {
+                    "label": run.label,
+                    "seed": run.seed,
+                    "run_dir": str(run.run_dir),
+                    "status": "skipped (finished)",
+                    "error": "",
+                }
+            )
+        else:
+            pending.append(run)
+    say(
+        f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(results)} finished already, "
+        f"{len(pending)} to run"
+    )
+
+    def report(result: dict[str, Any]) -> None:
+        note = f" ({result['error']})" if result["status"] == "failed" else ""
+        say(
+            f"  {result['status']:<8} {result['label']} seed {result['seed']}: {result['run_dir']}{note}"
+        )
+
+    if not pending:
+        return results
+    ray_available = False
+    if use_ray:
+        try:
+            import ray  # noqa: F401
+
+            ray_available = True
+        except ImportError:
+            if address:
+                raise ConfigError("--address needs Ray: pip install 'mtrl-suite[ray]'") from None
+            say("Ray is not installed (pip install 'mtrl-suite[ray]'): running the runs one by one")
+    if ray_available:
+        return results + _ray_results(sweep, pending, address, max_parallel, num_cpus, report)
+    threads = max(1, int(sweep.cpus))
+    for run in pending:
+        result = execute_run(run, threads)
+        report(result)
+        results.append(result)
+    return results
+
+
+def format_results(results: list[dict[str, Any]]) -> str:
+    lines = ["| method | seed | status | run directory |", "|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: (r["label"], r["seed"])):
+        lines.append(f"| {r['label']} | {r['seed']} | {r['status']} | {r['run_dir']} |")
+    return "\n".join(lines)
+
+
+__all__ = ["Sweep", "SweepRun", "execute_run", "load_sweep", "run_state", "run_sweep"]

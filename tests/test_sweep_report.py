@@ -1,0 +1,218 @@
+"""`mtrl sweep` (local Ray, skip/resume, bad files) and `mtrl report` (tables, figures, numbers)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtrl.config import ConfigError
+from mtrl.logging import read_metrics
+from mtrl.report import bootstrap_ci, interquartile_mean, make_report
+from mtrl.sweep import load_sweep, run_state, run_sweep
+
+REPO = Path(__file__).resolve().parent.parent
+SYNTHETIC = REPO / "configs" / "synthetic.yaml"
+TINY = [
+    "total_steps=300",
+    "warmup_steps=100",
+    "log_every=50",
+    "eval_every=150",
+    "eval_episodes=2",
+    "final_eval_episodes=3",
+    "checkpoint_every=100",
+    "agent.hidden_sizes=[16,16]",
+    "agent.batch_size_per_task=16",
+    "agent.diagnostics_every=10",
+]
+
+
+def _write_sweep(tmp_path: Path, out: Path, seeds: int = 2) -> Path:
+    sweep = {
+        "name": "tiny",
+        "seeds": seeds,
+        "out": str(out),
+        "overrides": TINY,
+        "resources": {"cpus": 1},
+        "runs": [
+            {"preset": str(SYNTHETIC), "label": "SAC"},
+            {
+                "preset": str(SYNTHETIC),
+                "label": "SAC+PCGrad",
+                "overrides": ["agent.critic_grad=pcgrad", "agent.actor_grad=pcgrad"],
+            },
+        ],
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(json.dumps(sweep))  # JSON is YAML
+    return path
+
+
+def _final_scores(run_dir: Path) -> tuple[float, dict[str, float]]:
+    final = [r for r in read_metrics(run_dir) if r["kind"] == "final_eval"][-1]
+    tasks = {
+        k.split("/")[1]: v for k, v in final.items() if k.startswith("tasks/") and "success" in k
+    }
+    return final["eval/mean_success_rate"], tasks
+
+
+def test_sweep_on_local_ray_then_rerun_skips_and_report_matches_the_metrics(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "runs"
+    sweep = load_sweep(_write_sweep(tmp_path, out))
+    assert len(sweep.runs) == 4
+    lines: list[str] = []
+    results = run_sweep(sweep, num_cpus=2, say=lines.append)
+    assert [r["status"] for r in results] == ["finished"] * 4, results
+    assert all(run_state(run.run_dir) == "finished" for run in sweep.runs)
+
+    again = run_sweep(load_sweep(_write_sweep(tmp_path, out)), num_cpus=2, say=lines.append)
+    assert [r["status"] for r in again] == ["skipped (finished)"] * 4
+    assert any("4 finished already, 0 to run" in line for line in lines)
+
+    report_dir = tmp_path / "report"
+    report = make_report([out], report_dir)
+    for name in ("table.md", "table.csv", "table.tex", "per_task.csv", "per_task.md"):
+        assert (report_dir / name).stat().st_size > 0
+    for name in ("curves_synthetic.png", "per_task_synthetic.png", "conflict_synthetic.png"):
+        assert (report_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not report["skipped"]
+
+    rows = {row["method"]: row for row in csv.DictReader((report_dir / "table.csv").open())}
+    per_task = list(csv.DictReader((report_dir / "per_task.csv").open()))
+    assert set(rows) == {"SAC", "SAC+PCGrad"}
+    for label, slug in (("SAC", "SAC"), ("SAC+PCGrad", "SAC+PCGrad")):
+        scores = [_final_scores(out / slug / f"seed{seed}") for seed in (0, 1)]
+        assert float(rows[label]["mean"]) == pytest.approx(np.mean([s for s, _ in scores]))
+        assert int(rows[label]["seeds"]) == 2
+        assert (
+            float(rows[label]["ci_low"])
+            <= float(rows[label]["mean"])
+            <= float(rows[label]["ci_high"])
+        )
+        for row in (r for r in per_task if r["method"] == label):
+            expected = np.mean([tasks[row["task"]] for _, tasks in scores])
+            assert float(row["success_rate"]) == pytest.approx(expected)
+    assert "SAC+PCGrad" in (report_dir / "table.tex").read_text().replace("\\", "")
+
+
+def test_a_killed_run_is_resumed_by_the_next_sweep(tmp_path):
+    out = tmp_path / "runs"
+    sweep = load_sweep(_write_sweep(tmp_path, out, seeds=1))
+    first = sweep.runs[0]
+    first.run_dir.parent.mkdir(parents=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mtrl.cli", *first.train_args(threads=1), "total_steps=5000"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not list((first.run_dir / "checkpoints").glob("step_*.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert run_state(first.run_dir) == "resumable"
+
+    results = run_sweep(sweep, use_ray=False, say=lambda line: None)
+    by_label = {r["label"]: r for r in results}
+    assert by_label["SAC"]["status"] == "finished" and by_label["SAC"]["started_as"] == "resumable"
+    assert by_label["SAC+PCGrad"]["started_as"] == "new"
+    steps = [r["step"] for r in read_metrics(first.run_dir) if r["kind"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 5000  # every step once, to the end
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"runs": [{"preset": "configs/synthetic.yaml"}], "seed": 3}, "unknown key seed"),
+        ({"runs": []}, "runs must be a non-empty list"),
+        ({"runs": [{"preset": "nope.yaml"}]}, "config file not found"),
+        ({"runs": [{"preset": "configs/synthetic.yaml", "overides": []}]}, "unknown key overides"),
+        (
+            {"runs": [{"preset": "configs/synthetic.yaml", "overrides": ["agent.critic=mmeo"]}]},
+            "runs[0]: agent.critic: unknown 'mmeo'",
+        ),
+        ({"runs": [{"preset": "configs/synthetic.yaml"}] * 2}, "repeats runs[0]"),
+        ({"runs": [{"preset": "configs/synthetic.yaml"}], "seeds": -1}, "seeds must be"),
+        ({"runs": [{"preset": "configs/synthetic.yaml"}], "resources": {"cpu": 1}}, "unknown key"),
+    ],
+)
+def test_bad_sweep_files_fail_before_anything_runs(tmp_path, body, message):
+    path = tmp_path / "sweep.yaml"
+    text = json.dumps({"out": str(tmp_path / "runs"), **body})
+    path.write_text(text.replace('"configs/synthetic.yaml"', json.dumps(str(SYNTHETIC))))
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_sweep(path)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_and_report_commands_give_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs: 3\n")
+    for args, fragment in (
+        (["sweep", str(bad)], "runs must be a non-empty list"),
+        (["sweep", str(bad), "--max-parallel", "0"], "--max-parallel must be > 0"),
+        (["report", str(tmp_path / "missing")], "no such run directory"),
+        (["report", str(tmp_path)], "no run directories"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "mtrl.cli", *args], capture_output=True, text=True, cwd=REPO
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+def test_report_statistics_on_hand_computed_cases():
+    assert interquartile_mean(np.arange(8.0)) == pytest.approx(3.5)  # mean of 2, 3, 4, 5
+    assert interquartile_mean(np.array([0.0, 1.0, 1.0, 100.0])) == pytest.approx(1.0)
+    assert bootstrap_ci(np.array([0.5, 0.5, 0.5])) == (0.5, 0.5)
+    low, high = bootstrap_ci(np.array([0.0, 1.0] * 10))
+    assert 0.25 < low < 0.5 < high < 0.75
+
+
+def test_independent_baseline_writes_the_common_layout_and_resumes(tmp_path):
+    run_dir = tmp_path / "independent"
+    args = [
+        sys.executable,
+        "-m",
+        "mtrl.cli",
+        "train",
+        "--config",
+        str(SYNTHETIC),
+        *TINY,
+        "agent.algorithm=independent",
+        "label=Independent SAC",
+        f"run_dir={run_dir}",
+        "progress=false",
+    ]
+    half = subprocess.run([*args, "total_steps=150"], capture_output=True, text=True, cwd=REPO)
+    assert half.returncode == 0, half.stderr
+    assert run_state(run_dir) == "finished"
+    resumed = subprocess.run(
+        [sys.executable, "-m", "mtrl.cli", "train", "--resume", str(run_dir), "total_steps=300"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "finished" and info["step"] == 300
+    assert info["parameter_counts"]["actor"] > 0
+    evals = [r for r in read_metrics(run_dir) if r["kind"] in ("eval", "final_eval")]
+    assert [r["step"] for r in evals if r["kind"] == "eval"] == [150, 300]
+    final = json.loads((run_dir / "eval" / "final.json").read_text())
+    assert sorted(final["tasks"]) == [f"point-{i}" for i in range(4)]
+    assert {f"tasks/point-{i}/success_rate" for i in range(4)} <= set(evals[-1])
+    report = make_report([run_dir], tmp_path / "report")
+    (summary,) = report["summaries"]
+    assert summary["method"] == "Independent SAC" and summary["seeds"] == 1
+    assert summary["mean"] == pytest.approx(evals[-1]["eval/mean_success_rate"])
