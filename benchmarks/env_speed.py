@@ -12,21 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Callable
 
 import numpy as np
 
+from mtrl import bench
 from mtrl.envs import SyntheticVecEnv
-
-
-def per_second(step: Callable[[int], None], steps: int, warmup: int = 10) -> float:
-    """Calls ``step(k)`` for k < steps after a warm-up; returns calls per second."""
-    for k in range(warmup):
-        step(k)
-    start = time.perf_counter()
-    for k in range(steps):
-        step(k)
-    return steps / (time.perf_counter() - start)
 
 
 def random_actions(steps: int, num_tasks: int, action_dim: int) -> np.ndarray:
@@ -41,39 +31,11 @@ def synthetic_rate(num_tasks: int, steps: int) -> float:
 
 
 def ours_rate(spec: str, steps: int, vector: str) -> float:
-    from mtrl.envs.metaworld import make_metaworld_env
-
-    with make_metaworld_env(spec, seed=0, vector=vector) as env:
-        env.reset()
-        actions = random_actions(steps, env.num_tasks, env.action_dim)
-        return env.num_tasks * per_second(lambda k: env.step(actions[k]), steps)
+    return bench.ours_rate(spec, steps, vector)
 
 
-def raw_rate(spec: str, steps: int) -> float:
-    """The env classes stepped in a plain loop: no wrappers, no vector env, reset at the limit."""
-    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-
-    from mtrl.envs.metaworld import load_goal_tasks
-
-    envs = []
-    for i, (name, goals) in enumerate(load_goal_tasks(spec, 0)):
-        env = ALL_V3_ENVIRONMENTS[name]()
-        env.set_task(goals[0])
-        env.seed(i)
-        env.reset()
-        envs.append(env)
-    actions = random_actions(steps, len(envs), 4)
-
-    def step(k: int) -> None:
-        for env, action in zip(envs, actions[k], strict=True):
-            *_, truncated, _ = env.step(action)
-            if truncated:
-                env.reset()
-
-    rate = len(envs) * per_second(step, steps)
-    for env in envs:
-        env.close()
-    return rate
+raw_rate = bench.raw_rate
+per_second = bench.per_second
 
 
 def main() -> None:

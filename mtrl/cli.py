@@ -1,4 +1,4 @@
-"""``mtrl train | eval | export | sweep | report``: parse, validate, call. Bad input is one line on stderr and exit code 2."""
+"""``mtrl train | eval | export | sweep | report | bench``: parse, validate, call. Bad input is one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -114,6 +114,12 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from mtrl.bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtrl", description="Multi-task RL on Meta-World v3.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -172,13 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="report", help="where the tables and PNGs go")
     report.add_argument("--debug", action="store_true", help="show tracebacks")
     report.set_defaults(handler=_report)
+
+    bench = commands.add_parser(
+        "bench", help="throughput: sgemm peak, update FLOP/s, env steps/s, the loop's time split"
+    )
+    bench.add_argument("bench_args", nargs="*", help="--quick, --no-mt50, --hidden, --batch")
+    bench.set_defaults(handler=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from mtrl.errors import USER_ERRORS
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":  # only `mtrl bench` passes its options through
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "bench":
+        args.bench_args = [*args.bench_args, *extra]
     try:
         return args.handler(args)
     except USER_ERRORS as error:

@@ -36,8 +36,12 @@ class EnvConfig:
     reward_version: str = "v2"
     # Episode length; 0 means the suite's own (500 for Meta-World, 50 for synthetic).
     max_episode_steps: int = 0
-    # "sync" (default, measured fastest on few cores) or "async" (one process per task; ~12 GB for MT50).
+    # "sync" (one process), "sharded" (the tasks split over `workers` processes, each stepping a
+    # sync sub-vector; the trainer's process steps the first shard) or "async" (gymnasium's, one
+    # process per task; slower on few cores and ~12 GB for MT50).
     vector: str = "sync"
+    # Processes for vector=sharded; 0: one per CPU core.
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ class Config:
 # Values a field may take, where it is a closed set; registries are checked where they live.
 CHOICES: dict[str, tuple[str, ...]] = {
     "env.reward_version": ("v1", "v2"),
-    "env.vector": ("sync", "async"),
+    "env.vector": ("sync", "async", "sharded"),
     "device": ("auto", "cpu", "cuda"),
     "agent.algorithm": ("mt_sac", "independent"),
 }

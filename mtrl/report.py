@@ -225,24 +225,37 @@ def _curve_band(
     return np.array(steps), values.mean(0), bands[:, 0], bands[:, 1]
 
 
+def _styles(count: int) -> list[dict]:
+    """Distinct color/line-style pairs for up to 40 methods (tab20 colors, then dashed)."""
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab20"].colors if count > 10 else [f"C{k}" for k in range(10)]
+    return [
+        {"color": colors[k % len(colors)], "linestyle": "-" if k < len(colors) else "--"}
+        for k in range(count)
+    ]
+
+
 def _plot_curves(rows: list[MethodRow], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for row in rows:
+    fig, ax = plt.subplots(figsize=(8 + (3 if len(rows) > 6 else 0), 4.5))
+    for row, style in zip(rows, _styles(len(rows)), strict=True):
         steps, mean, low, high = _curve_band([run.curve for run in row.runs])
         if len(steps) == 0:
             continue
-        (line,) = ax.plot(steps, mean, label=f"{row.label} (n={len(row.runs)})")
-        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+        ax.plot(steps, mean, label=f"{row.label} (n={len(row.runs)})", linewidth=1.5, **style)
+        ax.fill_between(
+            steps, low, high, color=style["color"], alpha=0.12 if len(rows) > 6 else 0.2
+        )
     ax.set(
         xlabel="environment steps (per task)",
-        ylabel="mean success rate",
+        ylabel="mean success rate (95% CI over seeds)",
         title=title,
         ylim=(-0.02, 1.02),
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -281,23 +294,23 @@ def _plot_heatmap(summaries: list[dict], path: Path, title: str) -> None:
 def _plot_conflict(rows: list[MethodRow], path: Path, title: str) -> bool:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     drawn = False
     for ax, key in zip(axes, CONFLICT_KEYS, strict=True):
-        for row in rows:
+        for row, style in zip(rows, _styles(len(rows)), strict=True):
             curves = [run.conflict.get(key, []) for run in row.runs]
             if not all(curves):
                 continue
             steps, mean, low, high = _curve_band(curves)
             if len(steps) == 0:
                 continue
-            (line,) = ax.plot(steps, mean, label=row.label)
-            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+            ax.plot(steps, mean, label=row.label, linewidth=1.2, **style)
+            ax.fill_between(steps, low, high, color=style["color"], alpha=0.12)
             drawn = True
         ax.set(xlabel="environment steps (per task)", ylabel=key.split("/")[-1].replace("_", " "))
         ax.grid(alpha=0.3)
     if drawn:
-        axes[0].legend(fontsize=7)
+        axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
     if drawn:

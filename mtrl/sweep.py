@@ -112,7 +112,9 @@ def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | Non
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"{path}: resources.{key} must be a number >= 0, got {value!r}")
     common = _as_overrides(data.get("overrides"), str(path))
-    root = Path(out) if out else Path(data.get("out") or Path("runs") / "sweeps" / name)
+    # Absolute, so that Ray workers find it whatever their working directory (on a cluster it must
+    # be a filesystem every node shares).
+    root = (Path(out) if out else Path(data.get("out") or Path("runs") / "sweeps" / name)).resolve()
     entries = data.get("runs")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: runs must be a non-empty list of {{preset, overrides, label}}")

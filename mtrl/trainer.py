@@ -36,6 +36,9 @@ from mtrl.replay import TaskReplay
 EVAL_SEED_OFFSET = 1_000_003  # evaluation envs draw goals from a stream training never sees
 
 
+TIME_PARTS = ("env", "inference", "replay", "update")  # the loop's timed parts
+
+
 class RunError(RuntimeError):
     """A run that cannot start or continue; the CLI prints it on one line."""
 
@@ -120,6 +123,7 @@ class Trainer:
             "reward_version": config.env.reward_version,
             "max_episode_steps": config.env.max_episode_steps or None,
             "vector": config.env.vector,
+            "workers": config.env.workers,
         }
         self.env: MultiTaskVecEnv = make_env(config.env.name, config.seed, **env_options)
         self._env_options = env_options
@@ -168,18 +172,14 @@ class Trainer:
         """
         config = self.config
         logger = RunLogger(self.run_dir, config.total_steps, self.step, config.progress)
-        timers = {"env": 0.0, "update": 0.0}
+        timers = dict.fromkeys(TIME_PARTS, 0.0)
         window_start, window_steps, window_updates = time.perf_counter(), 0, self.updates
         metrics: dict[str, torch.Tensor] = {}
         with StopSignals() as stop:
             try:
                 while self.step < config.total_steps:
-                    tick = time.perf_counter()
-                    self._collect()
-                    tock = time.perf_counter()
-                    timers["env"] += tock - tick
-                    metrics.update(self._update() or {})  # diagnostics persist until renewed
-                    timers["update"] += time.perf_counter() - tock
+                    self._collect(timers)
+                    metrics.update(self._update(timers) or {})  # diagnostics persist
                     self.step += 1
                     window_steps += 1
                     logger.advance(1)
@@ -192,7 +192,7 @@ class Trainer:
                         logger.advance(0, self._postfix(scalars))
                         window_start, window_steps = time.perf_counter(), 0
                         window_updates = self.updates
-                        timers = {"env": 0.0, "update": 0.0}
+                        timers = dict.fromkeys(TIME_PARTS, 0.0)
                     if config.eval_every and self.step % config.eval_every == 0:
                         self._evaluate(logger, config.eval_episodes)
                     if config.checkpoint_every and self.step % config.checkpoint_every == 0:
@@ -214,13 +214,19 @@ class Trainer:
         self._write_run_info("finished")
         return results
 
-    def _collect(self) -> None:
+    def _collect(self, timers: dict[str, float]) -> None:
+        start = time.perf_counter()
         if self.step < self.config.warmup_steps:
             action = self.rng.uniform(-1.0, 1.0, (self.env.num_tasks, self.env.action_dim))
         else:
             action = self.agent.act(self.obs)
+        acted = time.perf_counter()
         step = self.env.step(action)
+        stepped = time.perf_counter()
         self.replay.add(self.obs, action, step.reward, step.next_obs, step.terminated)
+        timers["inference"] += acted - start
+        timers["env"] += stepped - acted
+        timers["replay"] += time.perf_counter() - stepped
         self.episode_return += step.reward
         self.episode_success |= step.success
         done = step.terminated | step.truncated
@@ -231,7 +237,7 @@ class Trainer:
             self.episode_return[done], self.episode_success[done] = 0.0, False
         self.obs = step.obs
 
-    def _update(self) -> dict[str, torch.Tensor] | None:
+    def _update(self, timers: dict[str, float]) -> dict[str, torch.Tensor] | None:
         batch_size = self.config.agent.batch_size_per_task
         if self.step < self.config.warmup_steps or len(self.replay) < batch_size:
             return None
@@ -239,7 +245,12 @@ class Trainer:
         metrics = None
         while self.update_credit >= 1.0:
             self.update_credit -= 1.0
-            metrics = self.agent.update(self.replay.sample(batch_size, self.device))
+            start = time.perf_counter()
+            batch = self.replay.sample(batch_size, self.device)
+            sampled = time.perf_counter()
+            metrics = self.agent.update(batch)
+            timers["replay"] += sampled - start
+            timers["update"] += time.perf_counter() - sampled
             if self.agent.consecutive_skipped >= self.config.max_nonfinite_updates:
                 self._write_run_info("failed")
                 last = step_checkpoints(self.run_dir)
@@ -260,9 +271,11 @@ class Trainer:
             "charts/updates": float(self.updates),
             "charts/nonfinite_updates": float(self.agent.skipped_updates),
             "charts/env_steps_per_s": steps * num_tasks / max(elapsed, 1e-9),
-            "charts/time_env_fraction": timers["env"] / max(elapsed, 1e-9),
-            "charts/time_update_fraction": timers["update"] / max(elapsed, 1e-9),
         }
+        # Where the wall-clock went (fractions of the window; "other" is logging, bookkeeping).
+        for part, seconds in timers.items():
+            scalars[f"charts/time_{part}_fraction"] = seconds / max(elapsed, 1e-9)
+        scalars["charts/time_other_fraction"] = max(0.0, 1.0 - sum(timers.values()) / elapsed)
         if not np.all(np.isnan(self.last_success)):
             scalars["charts/train_success_rate"] = float(np.nanmean(self.last_success))
             scalars["charts/train_return"] = float(np.nanmean(self.last_return))

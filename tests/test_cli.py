@@ -54,11 +54,14 @@ def steps_of(run_dir: Path, kind: str) -> list[int]:
     return [record["step"] for record in map(json.loads, lines) if record["kind"] == kind]
 
 
-def train_resume_eval(tmp_path: Path, env_name: str, tasks: list[str]) -> None:
+def train_resume_eval(
+    tmp_path: Path, env_name: str, tasks: list[str], extra: tuple[str, ...] = ()
+) -> None:
     run_dir = tmp_path / "run"
     first = mtrl(
         "train",
         f"env.name={env_name}",
+        *extra,
         "total_steps=100",
         "eval_every=100",
         "checkpoint_every=100",
@@ -101,7 +104,10 @@ def test_mt1_trains_checkpoints_resumes_and_evaluates(tmp_path):
 
 @pytest.mark.metaworld
 def test_mt10_trains_checkpoints_resumes_and_evaluates_a_subset(tmp_path):
-    train_resume_eval(tmp_path, "MT10", ["push-v3", "reach-v3"])
+    # Stepped by two processes of five tasks each (env.vector=sharded), training and evaluation.
+    train_resume_eval(
+        tmp_path, "MT10", ["push-v3", "reach-v3"], ("env.vector=sharded", "env.workers=2")
+    )
 
 
 @pytest.mark.metaworld

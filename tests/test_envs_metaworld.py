@@ -260,6 +260,34 @@ def test_async_matches_sync() -> None:
 
 
 @pytest.mark.metaworld
+def test_sharded_matches_sync_step_for_step() -> None:
+    """Three tasks in two worker shards (2 + 1 tasks): the same transitions as one sync env,
+    across episode ends; rendering and the terminate-on-success switch reach the workers."""
+    spec = "reach-v3,push-v3,door-open-v3"
+    actions = np.random.default_rng(2).uniform(-1, 1, size=(45, 3, 4))
+
+    def transitions(env) -> list[tuple]:
+        env.reset()
+        return [tuple(vars(env.step(action)).values()) for action in actions]
+
+    with mw.make_metaworld_env(spec, seed=0, max_episode_steps=20) as env:
+        sync = transitions(env)
+    with mw.make_metaworld_env(
+        spec, seed=0, max_episode_steps=20, vector="sharded", workers=2, render=True
+    ) as env:
+        assert (env.num_tasks, env.obs_dim) == (3, 39 + 3)
+        assert env.task_names == spec.split(",")
+        env.set_terminate_on_success(False)
+        sharded = transitions(env)
+        frame = env.render(2)  # door-open, in the second worker
+        assert frame.shape[-1] == 3 and frame.std() > 0
+    assert len(sharded) == len(sync)
+    for ours, theirs in zip(sharded, sync, strict=True):
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.metaworld
 def test_scripted_success_and_final_step_semantics() -> None:
     with mw.make_metaworld_env("MT1:reach-v3", seed=0, max_episode_steps=100) as env:
         obs = env.reset()

@@ -51,6 +51,7 @@ def make_env(
     render: bool = False,
     goal_seed: int | None = None,
     tasks: list[str] | None = None,
+    workers: int = 0,
 ) -> MultiTaskVecEnv:
     """Builds the named task set; ``max_episode_steps=None`` means the suite's own default.
 
@@ -59,8 +60,8 @@ def make_env(
     fixed goals and one reward and is vectorised in numpy, so it ignores ``goal_seed``,
     ``reward_version``, ``vector`` and ``render`` (it can always render).
     """
-    if vector not in ("sync", "async"):
-        raise EnvError(f"vector must be 'sync' or 'async', got {vector!r}")
+    if vector not in ("sync", "async", "sharded"):
+        raise EnvError(f"vector must be 'sync', 'async' or 'sharded', got {vector!r}")
     if not is_metaworld(name):
         steps = SYNTHETIC_MAX_EPISODE_STEPS if max_episode_steps is None else max_episode_steps
         return SyntheticVecEnv(_synthetic_num_tasks(name), seed=seed, max_episode_steps=steps)
@@ -74,6 +75,7 @@ def make_env(
         if max_episode_steps is None
         else max_episode_steps,
         vector=vector,
+        workers=workers,
         render=render,
         goal_seed=goal_seed,
         tasks=tasks,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import difflib
 import functools
+import itertools
 import os
 import re
 import weakref
@@ -25,12 +26,13 @@ from metaworld.types import Task
 from metaworld.wrappers import AutoTerminateOnSuccessWrapper, RandomTaskSelectWrapper
 
 from mtrl.envs.base import EnvError, VecStep
+from mtrl.envs.sharded import ShardedVecEnv
 
 STATE_DIM = 39  # hand (4) + objects (14), the same again for the previous frame, goal (3)
 ACTION_DIM = 4
 DEFAULT_MAX_EPISODE_STEPS = 500
 REWARD_VERSIONS = ("v1", "v2")
-VECTOR_MODES = ("sync", "async")
+VECTOR_MODES = ("sync", "async", "sharded")
 VALID_SPECS = "MT10, MT25, MT50, MT1:<task>, or comma-separated v3 task names (reach-v3,push-v3)"
 
 _BENCHMARK_CLASSES = {"MT10": env_dict.MT10_V3, "MT25": env_dict.MT25_V3, "MT50": env_dict.MT50_V3}
@@ -257,7 +259,8 @@ def make_metaworld_env(
     camera: str | int | None = None,
     goal_seed: int | None = None,
     tasks: Sequence[str] | None = None,
-) -> MetaWorldVecEnv:
+    workers: int = 0,
+) -> MetaWorldVecEnv | ShardedVecEnv:
     """Builds the task set; options are checked before the (slow) goal generation.
 
     ``seed`` seeds task i's env with ``seed + i`` (which goal is drawn at each reset, and the
@@ -296,6 +299,21 @@ def make_metaworld_env(
                 camera=camera,
             )
         )
+    if vector == "sharded":  # contiguous shards of tasks, one process each (sharded.py)
+        count = max(1, min(len(selected), workers or os.cpu_count() or 1))
+        bounds = np.linspace(0, len(selected), count + 1).round().astype(int)
+        builders = [
+            functools.partial(
+                MetaWorldVecEnv,
+                env_fns[a:b],
+                selected[a:b],
+                max_episode_steps,
+                render=render,
+                one_hot_dim=len(all_names),
+            )
+            for a, b in itertools.pairwise(bounds)
+        ]
+        return ShardedVecEnv(builders)
     return MetaWorldVecEnv(
         env_fns,
         selected,

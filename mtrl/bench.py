@@ -1,0 +1,266 @@
+"""``mtrl bench`` (and ``benchmarks/throughput.py``): where a training step's time goes, one run.
+
+Prints, side by side: (a) this machine's fp32 matmul peak (one large sgemm); (b) the FLOP/s the
+MT-SAC update achieves (FLOPs counted from the layer shapes) and its share of (a); (c) raw
+Meta-World steps/s for the task set against steps/s inside our vector env; (d) the training loop's
+time split (env stepping, policy inference, replay, update, logging and the rest); (e) end-to-end
+env steps/s of training on MT1, MT10 and MT50, and stable-baselines3's SAC on MT1 with the same
+network, batch and update ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ACTION_DIM = 4
+
+
+def per_second(step: Callable[[int], object], calls: int, warmup: int = 3) -> float:
+    """Calls of ``step(k)`` per second, after a warm-up."""
+    for k in range(warmup):
+        step(k)
+    start = time.perf_counter()
+    for k in range(calls):
+        step(k)
+    return calls / (time.perf_counter() - start)
+
+
+# ------------------------------------------------------------------------------------ compute
+def sgemm_peak(size: int = 2048, calls: int = 10) -> float:
+    """FLOP/s of a [size, size] @ [size, size] fp32 matmul, the machine's practical peak."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    return 2 * size**3 * per_second(lambda k: a @ b, calls)
+
+
+def mlp_flops(rows: int, widths: tuple[int, ...]) -> int:
+    """Forward FLOPs of an MLP (2 per multiply-add) on ``rows`` rows."""
+    return sum(2 * rows * a * b for a, b in pairwise(widths))
+
+
+def update_flops(obs_dim: int, num_tasks: int, hidden: tuple[int, ...], batch: int) -> int:
+    """Matmul FLOPs of one MT-SAC update with the shared networks (backward = 2 x forward):
+    TD target (actor, 2 target critics), critic step (2 critics forward and backward), actor step
+    (actor forward and backward, 2 critics forward and their input-gradient pass)."""
+    rows = num_tasks * batch
+    actor = mlp_flops(rows, (obs_dim, *hidden, 2 * ACTION_DIM))
+    critic = mlp_flops(rows, (obs_dim + ACTION_DIM, *hidden, 1))
+    target = actor + 2 * critic
+    critic_step = 2 * 3 * critic
+    actor_step = 3 * actor + 2 * critic + 2 * critic
+    return target + critic_step + actor_step
+
+
+def update_seconds(num_tasks: int, obs_dim: int, hidden: tuple[int, ...], batch: int) -> float:
+    """Median seconds of one full MT-SAC update (mean gradient) on a random [T, B] batch."""
+    from mtrl.agents.sac import Batch, MultiTaskSAC
+    from mtrl.config import AgentConfig
+
+    g = torch.Generator().manual_seed(0)
+    one_hot = torch.eye(num_tasks).unsqueeze(1).expand(num_tasks, batch, num_tasks)
+
+    def observations() -> torch.Tensor:
+        state = torch.randn(num_tasks, batch, obs_dim - num_tasks, generator=g)
+        return torch.cat([state, one_hot], -1)
+
+    data = Batch(
+        observations(),
+        torch.rand(num_tasks, batch, ACTION_DIM, generator=g) * 2 - 1,
+        torch.randn(num_tasks, batch, generator=g),
+        observations(),
+        torch.zeros(num_tasks, batch),
+    )
+    config = AgentConfig(hidden_sizes=hidden, batch_size_per_task=batch, diagnostics_every=0)
+    agent = MultiTaskSAC(obs_dim, ACTION_DIM, num_tasks, config)
+    times = []
+    for k in range(12):
+        start = time.perf_counter()
+        agent.update(data)
+        if k >= 2:
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+# ---------------------------------------------------------------------------------------- envs
+def ours_rate(spec: str, steps: int, vector: str = "sync") -> float:
+    """Task steps/s of random actions through our vector env."""
+    from mtrl.envs.metaworld import make_metaworld_env
+
+    with make_metaworld_env(spec, seed=0, vector=vector) as env:
+        env.reset()
+        actions = np.random.default_rng(0).uniform(-1, 1, (steps, env.num_tasks, env.action_dim))
+        return env.num_tasks * per_second(lambda k: env.step(actions[k]), steps)
+
+
+def raw_rate(spec: str, steps: int) -> float:
+    """Task steps/s of the env classes in a plain loop: no wrappers, reset at the time limit."""
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    from mtrl.envs.metaworld import load_goal_tasks
+
+    envs = []
+    for i, (name, goals) in enumerate(load_goal_tasks(spec, 0)):
+        env = ALL_V3_ENVIRONMENTS[name]()
+        env.set_task(goals[0])
+        env.seed(i)
+        env.reset()
+        envs.append(env)
+    actions = np.random.default_rng(0).uniform(-1, 1, (steps, len(envs), ACTION_DIM))
+
+    def step(k: int) -> None:
+        for env, action in zip(envs, actions[k], strict=True):
+            *_, truncated, _ = env.step(action)
+            if truncated:
+                env.reset()
+
+    rate = len(envs) * per_second(step, steps)
+    for env in envs:
+        env.close()
+    return rate
+
+
+# ---------------------------------------------------------------------------------- training
+def training_window(
+    spec: str, steps: int, hidden: tuple[int, ...], batch: int, warmup: int
+) -> dict[str, float]:
+    """A short MT-SAC run; the scalars of its last log window (after warm-up): env steps/s and
+    the loop's time split."""
+    from mtrl.config import build_config
+    from mtrl.logging import read_metrics
+    from mtrl.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as directory:
+        run_dir = Path(directory) / "run"
+        config = build_config(
+            None,
+            [
+                f"env.name={spec}",
+                f"total_steps={warmup + steps}",
+                f"warmup_steps={warmup}",
+                f"log_every={steps}",
+                f"agent.hidden_sizes={list(hidden)}",
+                f"agent.batch_size_per_task={batch}",
+                f"replay_capacity_per_task={warmup + steps}",
+                "agent.diagnostics_every=0",
+                "eval_every=0",
+                "final_eval_episodes=1",
+                "checkpoint_every=0",
+                "progress=false",
+                f"run_dir={run_dir}",
+            ],
+        )
+        trainer = Trainer(config, run_dir)
+        try:
+            trainer.train()
+        finally:
+            trainer.close()
+        return [r for r in read_metrics(run_dir) if r["kind"] == "train"][-1]
+
+
+def sb3_rate(steps: int, hidden: tuple[int, ...], batch: int, warmup: int) -> float:
+    """stable-baselines3 SAC on MT1 reach-v3 (our env as a gymnasium env), env steps/s after
+    warm-up, one update per step."""
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from mtrl.agents.independent import SingleTaskEnv
+    from mtrl.envs import make_env
+
+    env = DummyVecEnv([lambda: SingleTaskEnv(make_env("MT1:reach-v3", 0), 0)])
+    model = SAC(
+        "MlpPolicy",
+        env,
+        buffer_size=warmup + steps,
+        learning_starts=warmup,
+        batch_size=batch,
+        policy_kwargs={"net_arch": list(hidden)},
+        seed=0,
+        device="cpu",
+    )
+    model.learn(warmup, progress_bar=False)
+    start = time.perf_counter()
+    model.learn(steps, reset_num_timesteps=False, progress_bar=False)
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+# ---------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mtrl bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps: a smoke run")
+    parser.add_argument("--no-mt50", action="store_true", help="skip the MT50 rows (~2 GB)")
+    parser.add_argument("--hidden", nargs="+", type=int, default=[400, 400, 400])
+    parser.add_argument("--batch", type=int, default=128, help="samples per task")
+    args = parser.parse_args(argv)
+    hidden, batch = tuple(args.hidden), args.batch
+    steps = {"MT1:reach-v3": 400, "MT10": 150, "MT50": 40}
+    env_steps = {"MT1:reach-v3": 2000, "MT10": 300, "MT50": 60}
+    warmup = 200
+    if args.quick:
+        steps = {k: max(5, v // 20) for k, v in steps.items()}
+        env_steps = {k: max(5, v // 20) for k, v in env_steps.items()}
+        warmup = batch
+    specs = ["MT1:reach-v3", "MT10"] + ([] if args.no_mt50 else ["MT50"])
+    obs_dims = {"MT1:reach-v3": 40, "MT10": 49, "MT50": 89}
+    tasks = {"MT1:reach-v3": 1, "MT10": 10, "MT50": 50}
+
+    print(
+        f"mtrl bench: {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, networks {list(hidden)}, {batch} samples per task"
+    )
+    size = 1024 if args.quick else 2048
+    peak = sgemm_peak(size)
+    print(f"\n(a) fp32 matmul peak ({size}^3 sgemm): {peak / 1e9:,.1f} GFLOP/s")
+
+    print("\n(b) MT-SAC update (mean gradient, shared networks)")
+    print("| tasks | rows | ms/update | GFLOP/update | GFLOP/s | x sgemm peak |")
+    print("|---|---|---|---|---|---|")
+    for spec in specs:
+        seconds = update_seconds(tasks[spec], obs_dims[spec], hidden, batch)
+        flops = update_flops(obs_dims[spec], tasks[spec], hidden, batch)
+        print(
+            f"| {spec} | {tasks[spec] * batch} | {seconds * 1e3:.1f} | {flops / 1e9:.2f} | "
+            f"{flops / seconds / 1e9:.1f} | {flops / seconds / peak:.2f} |"
+        )
+
+    print("\n(c) env steps/s (task steps, random actions)")
+    print("| task set | raw Meta-World loop | our sync vector env | ratio |")
+    print("|---|---|---|---|")
+    for spec in specs:
+        raw = raw_rate(spec, env_steps[spec])
+        ours = ours_rate(spec, env_steps[spec])
+        print(f"| {spec} | {raw:,.0f} | {ours:,.0f} | {ours / raw:.2f} |")
+
+    print("\n(d, e) training: env steps/s end to end and where the time goes")
+    print("| run | env steps/s | env | inference | replay | update | other |")
+    print("|---|---|---|---|---|---|---|")
+    rates = {}
+    for spec in specs:
+        window = training_window(spec, steps[spec], hidden, batch, warmup)
+        rates[spec] = window["charts/env_steps_per_s"]
+        parts = [
+            window[f"charts/time_{p}_fraction"]
+            for p in ("env", "inference", "replay", "update", "other")
+        ]
+        print(
+            f"| mtrl {spec} | {rates[spec]:,.0f} | " + " | ".join(f"{p:.0%}" for p in parts) + " |"
+        )
+    sb3 = sb3_rate(steps["MT1:reach-v3"], hidden, batch, warmup)
+    print(f"| stable-baselines3 MT1:reach-v3 | {sb3:,.0f} | | | | | |")
+    print(
+        f"\nMT1 end to end: mtrl {rates['MT1:reach-v3'] / sb3:.2f}x stable-baselines3's env steps/s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
