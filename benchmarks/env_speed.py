@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from mtrl import bench
+from mtrl.bench import ours_rate, per_second, raw_rate
 from mtrl.envs import SyntheticVecEnv
 
 
@@ -28,14 +28,6 @@ def synthetic_rate(num_tasks: int, steps: int) -> float:
     env.reset()
     actions = random_actions(steps, num_tasks, env.action_dim)
     return num_tasks * per_second(lambda k: env.step(actions[k]), steps)
-
-
-def ours_rate(spec: str, steps: int, vector: str) -> float:
-    return bench.ours_rate(spec, steps, vector)
-
-
-raw_rate = bench.raw_rate
-per_second = bench.per_second
 
 
 def main() -> None:

@@ -120,10 +120,6 @@ def task_specific_names(module: nn.Module) -> set[str]:
     return names
 
 
-def is_task_specific(module: nn.Module, name: str) -> bool:
-    return name in task_specific_names(module)
-
-
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -131,7 +127,6 @@ def parameter_count(module: nn.Module) -> int:
 __all__ = [
     "NETWORKS",
     "check_network",
-    "is_task_specific",
     "make_network",
     "matched_width",
     "network_count",
