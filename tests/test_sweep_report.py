@@ -35,20 +35,19 @@ TINY = [
 
 
 def _write_sweep(tmp_path: Path, out: Path, seeds: int = 2) -> Path:
+    """Two presets (the synthetic one, and a PCGrad variant of it) x ``seeds`` seeds."""
+    pcgrad = tmp_path / "pcgrad.yaml"
+    pcgrad.write_text(
+        f"base: {SYNTHETIC}\nlabel: SAC+PCGrad\n"
+        "agent:\n  critic_grad: pcgrad\n  actor_grad: pcgrad\n"
+    )
     sweep = {
         "name": "tiny",
         "seeds": seeds,
         "out": str(out),
         "overrides": TINY,
         "resources": {"cpus": 1},
-        "runs": [
-            {"preset": str(SYNTHETIC), "label": "SAC"},
-            {
-                "preset": str(SYNTHETIC),
-                "label": "SAC+PCGrad",
-                "overrides": ["agent.critic_grad=pcgrad", "agent.actor_grad=pcgrad"],
-            },
-        ],
+        "runs": [{"preset": str(SYNTHETIC), "label": "SAC"}, {"preset": "pcgrad.yaml"}],
     }
     path = tmp_path / "sweep.yaml"
     path.write_text(json.dumps(sweep))  # JSON is YAML
