@@ -18,7 +18,7 @@ from torch import nn
 from mtrl.agents.networks.task_routed import TaskRoutedBody
 from mtrl.agents.sac import MultiTaskSAC
 from mtrl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
-from mtrl.config import ConfigError, from_dict
+from mtrl.config import Config, ConfigError, from_dict
 
 TASK_POLICY = "task_policy"
 
@@ -45,29 +45,44 @@ def load_training_checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
     return path, load_checkpoint(path)
 
 
-def export_task_policy(checkpoint: str | Path, task: str, out: str | Path) -> Path:
-    path, payload = load_training_checkpoint(Path(checkpoint))
-    if payload.get("kind") == TASK_POLICY:
-        raise ConfigError(f"{path} is already an exported task policy")
+def read_run(path: Path, payload: dict[str, Any]) -> tuple[Config, list[str], int, int]:
+    """The run's config, task names, observation and action sizes, from a checkpoint payload."""
     try:
         config = from_dict(payload["config"])
         trained = [str(name) for name in payload["task_names"]]
-        obs_dim, action_dim = int(payload["obs_dim"]), int(payload["action_dim"])
+        return config, trained, int(payload["obs_dim"]), int(payload["action_dim"])
     except (KeyError, TypeError, ConfigError) as error:
         raise CheckpointError(f"{path}: not a training checkpoint ({error})") from None
-    if task not in trained:
-        raise ConfigError(f"the policy was not trained on {task}; its tasks: {', '.join(trained)}")
-    agent = MultiTaskSAC(obs_dim, action_dim, len(trained), config.agent)
-    if not isinstance(agent.actor.body, TaskRoutedBody):
-        raise ConfigError(
-            f"agent.actor is '{config.agent.actor}': only a task_routed actor has one task's "
-            "path to export (train with agent.actor=task_routed)"
-        )
+
+
+def load_agent(
+    path: Path, payload: dict[str, Any], device: torch.device | str = "cpu"
+) -> MultiTaskSAC:
+    """The trained agent of a training checkpoint; a state that does not fit is one line."""
+    config, trained, obs_dim, action_dim = read_run(path, payload)
+    agent = MultiTaskSAC(obs_dim, action_dim, len(trained), config.agent, device)
     try:
         agent.load_state_dict(payload["agent"])
     except (KeyError, RuntimeError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0][:200]
         raise CheckpointError(f"{path}: agent state does not fit ({first_line})") from None
+    return agent
+
+
+def export_task_policy(checkpoint: str | Path, task: str, out: str | Path) -> Path:
+    path, payload = load_training_checkpoint(Path(checkpoint))
+    if payload.get("kind") == TASK_POLICY:
+        raise ConfigError(f"{path} is already an exported task policy")
+    config, trained, obs_dim, action_dim = read_run(path, payload)
+    if task not in trained:
+        raise ConfigError(f"the policy was not trained on {task}; its tasks: {', '.join(trained)}")
+    if not config.agent.actor.startswith("task_routed"):
+        raise ConfigError(
+            f"agent.actor is '{config.agent.actor}': only a task_routed actor has one task's "
+            "path to export (train with agent.actor=task_routed)"
+        )
+    agent = load_agent(path, payload)
+    assert isinstance(agent.actor.body, TaskRoutedBody)
     path_mlp = agent.actor.body.extract(trained.index(task))
     linears = [m for m in path_mlp if isinstance(m, nn.Linear)]
     layer_sizes = [linears[0].in_features] + [m.out_features for m in linears]

@@ -15,12 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtrl.agents.sac import MultiTaskSAC
-from mtrl.checkpoint import CheckpointError
-from mtrl.config import ConfigError, from_dict
+from mtrl.config import ConfigError
 from mtrl.envs import is_metaworld, make_env
 from mtrl.evaluation import TaskResult, evaluate, format_table
-from mtrl.export import TASK_POLICY, load_task_policy, load_training_checkpoint
+from mtrl.export import (
+    TASK_POLICY,
+    load_agent,
+    load_task_policy,
+    load_training_checkpoint,
+    read_run,
+)
 from mtrl.trainer import EVAL_SEED_OFFSET, resolve_device
 
 
@@ -45,12 +49,7 @@ def evaluate_checkpoint(
     device: str = "auto",
 ) -> dict[str, TaskResult]:
     path, payload = load_training_checkpoint(Path(checkpoint))
-    try:
-        config = from_dict(payload["config"])
-        trained = [str(name) for name in payload["task_names"]]
-        obs_dim, action_dim = int(payload["obs_dim"]), int(payload["action_dim"])
-    except (KeyError, TypeError, ConfigError) as error:
-        raise CheckpointError(f"{path}: not a training checkpoint ({error})") from None
+    config, trained, _, _ = read_run(path, payload)
     if episodes is not None and episodes <= 0:
         raise ConfigError(f"--episodes must be > 0, got {episodes}")
     episodes = episodes or config.final_eval_episodes
@@ -65,14 +64,7 @@ def evaluate_checkpoint(
 
     else:
         selected = _select_tasks(trained, tasks)
-        agent = MultiTaskSAC(
-            obs_dim, action_dim, len(trained), config.agent, resolve_device(device)
-        )
-        try:
-            agent.load_state_dict(payload["agent"])
-        except (KeyError, RuntimeError, ValueError) as error:
-            first_line = str(error).strip().splitlines()[0][:200]
-            raise CheckpointError(f"{path}: agent state does not fit ({first_line})") from None
+        agent = load_agent(path, payload, resolve_device(device))
 
         def policy(obs: np.ndarray) -> np.ndarray:
             return agent.act(obs, deterministic=True)
