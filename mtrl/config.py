@@ -373,37 +373,33 @@ def from_dict(data: dict[str, Any]) -> Config:
     return _apply(Config, Config(), data)
 
 
-def _check_network(key: str, spec: str, hidden_sizes: tuple[int, ...], num_tasks: int) -> None:
-    """Builds the body once so bad names, options and values fail up front."""
-    from mtrl.agents.networks import NETWORKS, check_network
+def _check_spec(key: str, spec: str, registry: dict, build) -> None:
+    """A ``name:opt=val`` spec: the name must be in ``registry``, and ``build(spec)`` (a cheap build)
+    must accept its options, so bad names, options and values fail up front, on one line."""
     from mtrl.gradients import parse_spec
 
     try:
         name, _ = parse_spec(spec)
     except ValueError as error:
         raise ConfigError(f"{key}: {error}") from None
-    if name not in NETWORKS:
-        raise ConfigError(f"{key}: unknown '{name}'{_suggest(name, sorted(NETWORKS))}")
+    if name not in registry:
+        raise ConfigError(f"{key}: unknown '{name}'{_suggest(name, sorted(registry))}")
     try:
-        check_network(spec, hidden_sizes, num_tasks)
+        build(spec)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{key}: {error}") from None
+
+
+def _check_network(key: str, spec: str, hidden_sizes: tuple[int, ...], num_tasks: int) -> None:
+    from mtrl.agents.networks import NETWORKS, check_network
+
+    _check_spec(key, spec, NETWORKS, lambda s: check_network(s, hidden_sizes, num_tasks))
 
 
 def _check_gradient_method(key: str, spec: str) -> None:
-    """Builds the method once (cheaply, for 2 tasks) so bad names and options fail up front."""
-    from mtrl.gradients import GRADIENT_METHODS, make, parse_spec
+    from mtrl.gradients import GRADIENT_METHODS, make
 
-    try:
-        name, _ = parse_spec(spec)
-    except ValueError as error:
-        raise ConfigError(f"{key}: {error}") from None
-    if name not in GRADIENT_METHODS:
-        raise ConfigError(f"{key}: unknown '{name}'{_suggest(name, sorted(GRADIENT_METHODS))}")
-    try:
-        make(spec, num_tasks=2)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{key}: {error}") from None
+    _check_spec(key, spec, GRADIENT_METHODS, lambda s: make(s, num_tasks=2))
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:

@@ -19,6 +19,7 @@ from mtrl.agents.networks.layers import (
     linear_count,
     mlp,
     mlp_count,
+    positive,
     task_index,
 )
 
@@ -27,12 +28,6 @@ def _mix(gate_logits: torch.Tensor, expert_outputs: list[torch.Tensor]) -> torch
     """softmax(gate) [G, B, K] times K expert outputs [G, B, d] -> [G, B, d]."""
     gate = torch.softmax(gate_logits, -1)
     return (gate.unsqueeze(-1) * torch.stack(expert_outputs, -2)).sum(-2)
-
-
-def _positive(name: str, **values: int) -> None:
-    for key, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}: {key} must be a positive integer, got {value!r}")
 
 
 class MMoEBody(nn.Module):
@@ -49,7 +44,7 @@ class MMoEBody(nn.Module):
         experts: int = 4,
     ) -> None:
         super().__init__()
-        _positive("mmoe", experts=experts)
+        positive("mmoe", experts=experts)
         self.num_tasks = num_tasks
         self.experts = nn.ModuleList(mlp(obs_dim, hidden_sizes) for _ in range(experts))
         self.gates = TaskLinear(num_tasks, obs_dim, experts)
@@ -94,7 +89,7 @@ class CGCBody(nn.Module):
         task_experts: int = 1,
     ) -> None:
         super().__init__()
-        _positive("cgc", shared_experts=shared_experts, task_experts=task_experts)
+        positive("cgc", shared_experts=shared_experts, task_experts=task_experts)
         self.num_tasks = num_tasks
         self.shared_experts = nn.ModuleList(
             mlp(obs_dim, hidden_sizes) for _ in range(shared_experts)
@@ -196,7 +191,7 @@ class PLEBody(nn.Module):
         task_experts: int = 1,
     ) -> None:
         super().__init__()
-        _positive("ple", shared_experts=shared_experts, task_experts=task_experts)
+        positive("ple", shared_experts=shared_experts, task_experts=task_experts)
         self.num_tasks = num_tasks
         widths = (obs_dim, *hidden_sizes)
         self.levels = nn.ModuleList(

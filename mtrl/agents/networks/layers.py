@@ -24,6 +24,13 @@ import torch
 from torch import nn
 
 
+def positive(name: str, **values: int) -> None:
+    """Raises ValueError naming the network and option unless each value is an integer >= 1."""
+    for key, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}: {key} must be a positive integer, got {value!r}")
+
+
 def task_index(x: torch.Tensor, num_tasks: int) -> torch.Tensor:
     """The task of each group of x [G, B, obs] (its one-hot is the last T features) -> [G]."""
     return x[:, 0, -num_tasks:].argmax(-1)

@@ -15,7 +15,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from mtrl.agents.networks.layers import linear_count
+from mtrl.agents.networks.layers import linear_count, positive
 
 
 class SoftModularBody(nn.Module):
@@ -32,8 +32,7 @@ class SoftModularBody(nn.Module):
         modules: int = 4,
     ) -> None:
         super().__init__()
-        if not isinstance(modules, int) or isinstance(modules, bool) or modules < 1:
-            raise ValueError(f"soft_modular: modules must be a positive integer, got {modules!r}")
+        positive("soft_modular", modules=modules)
         if len(hidden_sizes) < 2:
             raise ValueError("soft_modular: needs two or more hidden layers (module layers)")
         self.num_tasks, self.num_modules = num_tasks, modules
