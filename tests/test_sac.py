@@ -199,3 +199,28 @@ def test_update_runs_with_every_surgery_method(method):
         metrics = agent.update(_batch(seed=seed))
     assert all(torch.isfinite(v).all() for v in metrics.values())
     assert "gradients/actor/conflict_fraction" in metrics
+
+
+@pytest.mark.parametrize(
+    "bad_value, loss_value, steps",
+    [
+        (float("inf"), 1.0, False),
+        (float("nan"), 1.0, False),
+        (3e38, 1.0, True),
+        (1.0, float("nan"), False),
+    ],
+)
+def test_the_optimizer_step_is_skipped_exactly_when_a_gradient_or_loss_is_non_finite(
+    bad_value, loss_value, steps
+):
+    agent = _agent()
+    params = list(agent.critic.parameters())
+    before = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = torch.full_like(p, 1e-3)
+    params[2].grad[0, 0] = bad_value  # one element of one parameter: finite-but-huge still steps
+    losses = torch.tensor([1.0, loss_value, 2.0])
+    assert agent._optimizer_step(agent.critic, "critic", losses) is steps
+    moved = [not torch.equal(b, p) for b, p in zip(before, params, strict=True)]
+    assert all(moved) if steps else not any(moved)
+    assert (params[2].grad is None) is (not steps)

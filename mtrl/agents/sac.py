@@ -360,10 +360,16 @@ class MultiTaskSAC:
         """Steps unless a loss or gradient is non-finite (then nothing changes); returns whether
         it stepped. The check costs one host sync per step, which the safety is worth."""
         params = [p for p in module.parameters() if p.grad is not None]
-        checks = [torch.isfinite(task_losses).all()] + [
-            torch.isfinite(p.grad).all() for p in params
-        ]
-        if not bool(torch.stack(checks).all()):
+        # One fused check of every tensor (the one mixed-precision scalers use; its "unscale" by
+        # 1 leaves values as they are) instead of an isfinite + all per parameter: 1.5 ms of a
+        # 12 ms update at MT1 went to those small ops.
+        nonfinite = torch.zeros(1, device=self.device)
+        torch._amp_foreach_non_finite_check_and_unscale_(
+            [task_losses.detach().clone()] + [p.grad for p in params],
+            nonfinite,
+            torch.ones(1, device=self.device),
+        )
+        if bool(nonfinite):
             for param in params:
                 param.grad = None
             return False
