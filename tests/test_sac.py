@@ -183,7 +183,7 @@ def test_pcgrad_leaves_task_heads_with_their_own_gradient():
     grads, losses = agent._per_task_gradients(
         agent._critic_task_loss, params, dims, batch.obs, batch.action, agent.td_target(batch)
     )
-    agent._apply(agent.critic, "critic", grads, losses[0], diagnose=True, metrics=(m := {}))
+    agent._apply("critic", grads, losses[0], diagnose=True, metrics=(m := {}))
     head = agent.critic.members[0].heads.weight.grad  # [T, hidden, out]
     assert grads["members.0.heads.weight"].shape == (T, 16, 1)  # one slice per task, no T x T
     assert torch.allclose(head, grads["members.0.heads.weight"] / T)
@@ -220,7 +220,7 @@ def test_the_optimizer_step_is_skipped_exactly_when_a_gradient_or_loss_is_non_fi
         p.grad = torch.full_like(p, 1e-3)
     params[2].grad[0, 0] = bad_value  # one element of one parameter: finite-but-huge still steps
     losses = torch.tensor([1.0, loss_value, 2.0])
-    assert agent._optimizer_step(agent.critic, "critic", losses) is steps
+    assert agent._optimizer_step("critic", losses) is steps
     moved = [not torch.equal(b, p) for b, p in zip(before, params, strict=True)]
     assert all(moved) if steps else not any(moved)
     assert (params[2].grad is None) is (not steps)
