@@ -22,14 +22,23 @@ class TaskReplay:
         self, num_tasks: int, obs_dim: int, action_dim: int, capacity_per_task: int, seed: int = 0
     ) -> None:
         self.num_tasks, self.capacity = num_tasks, capacity_per_task
-        shape = (num_tasks, capacity_per_task)
-        self.storage = {
-            "obs": torch.zeros(*shape, obs_dim),
-            "action": torch.zeros(*shape, action_dim),
-            "reward": torch.zeros(*shape),
-            "next_obs": torch.zeros(*shape, obs_dim),
-            "terminated": torch.zeros(*shape),
-        }
+        # One [T, N, F] tensor holds every field, so a write and a batch are one copy each rather
+        # than one per field; ``storage`` names each field's view into it.
+        widths = {
+            "obs": obs_dim,
+            "action": action_dim,
+            "reward": None,
+            "next_obs": obs_dim,
+            "terminated": None,
+        }  # fmt: skip (None: one scalar per transition)
+        self._columns: dict[str, slice | int] = {}
+        start = 0
+        for name in _FIELDS:
+            width = widths[name]
+            self._columns[name] = start if width is None else slice(start, start + width)
+            start += width or 1
+        self._rows = torch.zeros(num_tasks, capacity_per_task, start)
+        self.storage = {name: self._rows[..., cols] for name, cols in self._columns.items()}
         self.cursor = 0
         self.size = 0
         self.generator = torch.Generator().manual_seed(seed)
@@ -46,9 +55,10 @@ class TaskReplay:
         next_obs: np.ndarray,  # [T, obs_dim]
         terminated: np.ndarray,  # [T]
     ) -> None:
-        values = (obs, action, reward, next_obs, terminated)
-        for name, value in zip(_FIELDS, values, strict=True):
-            self.storage[name][:, self.cursor] = torch.as_tensor(value, dtype=torch.float32)
+        row = np.concatenate(
+            [obs, action, reward[:, None], next_obs, terminated[:, None]], axis=1, dtype=np.float32
+        )  # [T, F], in _FIELDS order
+        self._rows[:, self.cursor] = torch.from_numpy(row)
         self.cursor = (self.cursor + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
@@ -59,8 +69,8 @@ class TaskReplay:
         index = torch.randint(
             self.size, (self.num_tasks, batch_size), generator=self.generator
         )  # [T, B]
-        gathered = {name: data[self._task_rows, index] for name, data in self.storage.items()}
-        return Batch(**{k: v.to(device, non_blocking=True) for k, v in gathered.items()})
+        rows = self._rows[self._task_rows, index].to(device, non_blocking=True)  # [T, B, F]
+        return Batch(**{name: rows[..., cols] for name, cols in self._columns.items()})
 
     def state_dict(self) -> dict[str, Any]:
         """Only the filled part is saved: a young run's checkpoint stays small."""
@@ -85,4 +95,4 @@ class TaskReplay:
 
     def nbytes(self) -> int:
         """Bytes of the full buffer (what a checkpoint with the replay holds when it is full)."""
-        return sum(data.numel() * data.element_size() for data in self.storage.values())
+        return self._rows.numel() * self._rows.element_size()

@@ -18,7 +18,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from mtrl.config import Config, save_config
 from mtrl.envs import is_metaworld, make_env
@@ -29,8 +28,8 @@ from mtrl.trainer import (
     EVAL_SEED_OFFSET,
     RunError,
     StopSignals,
+    configure_torch,
     prepare_run_dir,
-    resolve_device,
 )
 
 
@@ -78,9 +77,7 @@ class IndependentTrainer:
 
         self.config, self.run_dir = config, run_dir
         prepare_run_dir(run_dir, resume)
-        if config.torch_threads > 0:
-            torch.set_num_threads(config.torch_threads)
-        self.device = resolve_device(config.device)
+        self.device = configure_torch(config)
         self._env_options = {
             "reward_version": config.env.reward_version,
             "max_episode_steps": config.env.max_episode_steps or None,

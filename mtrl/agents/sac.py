@@ -145,9 +145,10 @@ class MultiTaskSAC:
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """obs [T, obs_dim] -> actions [T, A] in [-1, 1]."""
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
-        if deterministic:
-            return torch.tanh(self.actor(obs_t)[0]).squeeze(1).cpu().numpy()
-        return self.actor.sample(obs_t)[0].squeeze(1).cpu().numpy()
+        mean, log_std = self.actor(obs_t)
+        if not deterministic:  # the policy's sample, without the log-probability acting never uses
+            mean = mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(mean).squeeze(1).cpu().numpy()
 
     # ----------------------------------------------------------------------------------- update
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
