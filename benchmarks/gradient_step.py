@@ -5,8 +5,9 @@ All rows of a shape are measured in one run, interleaved round by round (so drif
 hit every row alike), and reported as medians and as ratios to the ``mean`` update:
 
 - "critic update, <method>": the critic's share of an update (TD targets, per-task losses, the
-  method, the Adam step), and the same with PCGrad done the usual way, one backward pass per task
-  through the shared graph (facebookresearch/mtrl's way, the reference);
+  method, the Adam step), with the defaults (the per-task pass compiled, ``agent.compile``); the
+  same for pcgrad with the pass run eagerly; and PCGrad done the usual way, one backward pass per
+  task through the shared graph (facebookresearch/mtrl's way, the reference);
 - "full update": critic, actor, temperatures and targets, with the method on critic and actor;
 - "per-task grads: vmap" vs "per-task grads: T passes": the critic's per-task gradients from one
   ``torch.func`` vmap pass, and from one forward and backward pass per task on its own rows;
@@ -152,13 +153,14 @@ def run_shape(shape: str, hidden: tuple[int, ...], batch_size: int, repeats: int
     generator = torch.Generator().manual_seed(0)
     batch = random_batch(num_tasks, obs_dim, batch_size, generator)
 
-    def agent_with(method: str) -> MultiTaskSAC:
+    def agent_with(method: str, compile: bool = True) -> MultiTaskSAC:
         config = AgentConfig(
             hidden_sizes=hidden,
             batch_size_per_task=batch_size,
             critic_grad=method,
             actor_grad=method,
             diagnostics_every=0,
+            compile=compile,
         )
         return MultiTaskSAC(obs_dim, ACTION_DIM, num_tasks, config, seed=0)
 
@@ -166,6 +168,8 @@ def run_shape(shape: str, hidden: tuple[int, ...], batch_size: int, repeats: int
     for method in METHODS:
         agent = agent_with(method)
         rows[f"critic update, {method}"] = lambda agent=agent: critic_update(agent, batch)
+    eager = agent_with("pcgrad", compile=False)
+    rows["critic update, pcgrad, eager pass"] = lambda: critic_update(eager, batch)
     reference = agent_with("mean")
     rows["critic update, pcgrad by T backward passes"] = lambda: critic_update_by_backward_loop(
         reference, batch

@@ -83,6 +83,11 @@ class AgentConfig:
     # Every N updates, compute per-task gradients (one vmap pass) to log the gradient-conflict
     # diagnostics (cosines, conflicting pairs, magnitude similarity), also for ``mean``; 0: never.
     diagnostics_every: int = 1000
+    # Compile the per-task gradient pass (vmap over tasks) with torch.compile on its first use:
+    # seconds of compiling once, then ~15% off every update of the methods that need per-task
+    # gradients (MT10 critic update with pcgrad: 41 -> 35 ms). Falls back to eager with a warning
+    # where compiling fails. The mean-gradient path is never compiled (measured slower).
+    compile: bool = True
 
 
 @dataclass(frozen=True)

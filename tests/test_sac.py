@@ -224,3 +224,41 @@ def test_the_optimizer_step_is_skipped_exactly_when_a_gradient_or_loss_is_non_fi
     moved = [not torch.equal(b, p) for b, p in zip(before, params, strict=True)]
     assert all(moved) if steps else not any(moved)
     assert (params[2].grad is None) is (not steps)
+
+
+@pytest.mark.parametrize("network", ["shared", "multihead"])
+def test_the_compiled_per_task_pass_gives_the_eager_gradients_and_updates(network):
+    """The default (agent.compile) path: compiled once per loss, then reused, same numbers."""
+    compiled = _agent(actor=network, critic=network, critic_grad="pcgrad", actor_grad="pcgrad")
+    eager = _agent(
+        actor=network, critic=network, critic_grad="pcgrad", actor_grad="pcgrad", compile=False
+    )
+    with torch._dynamo.config.patch(disable=False):
+        for seed in range(3):
+            for agent in (compiled, eager):
+                torch.manual_seed(seed)
+                agent.update(_batch(seed=seed))
+    assert set(compiled._per_task_passes) == {"_critic_task_loss", "_actor_task_loss"}
+    assert all(hasattr(p, "_torchdynamo_orig_callable") for p in compiled._per_task_passes.values())
+    for a, b in zip(compiled.critic.parameters(), eager.critic.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(compiled.actor.parameters(), eager.actor.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_failing_compile_falls_back_to_the_eager_pass_with_a_warning(monkeypatch):
+    def broken(fn, **kwargs):
+        def fails(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken)
+    agent, eager = _agent(critic_grad="pcgrad"), _agent(critic_grad="pcgrad", compile=False)
+    with pytest.warns(UserWarning, match="torch.compile of the per-task gradient pass failed"):
+        torch.manual_seed(0)
+        agent.update(_batch())
+    torch.manual_seed(0)
+    eager.update(_batch())
+    for a, b in zip(agent.critic.parameters(), eager.critic.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -12,6 +12,7 @@ import copy
 import functools
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +137,7 @@ class MultiTaskSAC:
         self.alpha_optimizer = adam([self.log_alpha], lr=config.alpha_lr)
         self.critic_method = gradients.make(config.critic_grad, num_tasks, seed=seed)
         self.actor_method = gradients.make(config.actor_grad, num_tasks, seed=seed + 1)
+        self._per_task_passes: dict[str, Any] = {}  # loss name -> its (compiled) vmap pass
         self.updates = 0
         self.skipped_updates = 0  # updates with a non-finite loss or gradient, never applied
         self.consecutive_skipped = 0
@@ -305,15 +307,33 @@ class MultiTaskSAC:
         own = self.task_specific[role]
         return params, {n: 0 if n in own else None for n in params}
 
-    @staticmethod
-    def _per_task_gradients(loss_fn, params, param_dims, *task_args):
+    def _per_task_gradients(self, loss_fn, params, param_dims, *task_args):
         """One vmap pass: per-task gradients {name: [T, ...]} and the loss function's aux. A
         task argument is batched on dimension 0, or is a (pytree, its vmap dims) pair."""
         arg_dims = [arg[1] if isinstance(arg, tuple) else 0 for arg in task_args]
         args = [arg[0] if isinstance(arg, tuple) else arg for arg in task_args]
-        return torch.func.vmap(
-            torch.func.grad(loss_fn, has_aux=True), in_dims=(param_dims, *arg_dims)
-        )(params, *args)
+        key = loss_fn.__name__
+        if key not in self._per_task_passes:
+            per_task = torch.func.vmap(
+                torch.func.grad(loss_fn, has_aux=True), in_dims=(param_dims, *arg_dims)
+            )
+            if not self.config.compile:
+                self._per_task_passes[key] = per_task
+                return per_task(params, *args)
+            try:
+                compiled = torch.compile(per_task, dynamic=False)
+                result = compiled(params, *args)
+            except Exception as error:  # no C++ toolchain, an unsupported op: eager still works
+                warnings.warn(
+                    f"torch.compile of the per-task gradient pass failed "
+                    f"({type(error).__name__}); running it eagerly",
+                    stacklevel=2,
+                )
+                self._per_task_passes[key] = per_task
+                return per_task(params, *args)
+            self._per_task_passes[key] = compiled
+            return result
+        return self._per_task_passes[key](params, *args)
 
     def _weighted_mean_step(self, role: str, task_losses: torch.Tensor, metrics: dict) -> bool:
         """Gradient of the method's weighted mean loss in one backward pass, then a step."""
