@@ -24,21 +24,32 @@ import torch
 ACTION_DIM = 4
 
 
-def per_second(step: Callable[[int], object], calls: int, warmup: int = 3) -> float:
+def synchronize(device: torch.device) -> None:
+    """Waits for queued GPU work, so that a timer measures it (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def per_second(
+    step: Callable[[int], object], calls: int, warmup: int = 3, device: torch.device | None = None
+) -> float:
     """Calls of ``step(k)`` per second, after a warm-up."""
+    device = device or torch.device("cpu")
     for k in range(warmup):
         step(k)
+    synchronize(device)
     start = time.perf_counter()
     for k in range(calls):
         step(k)
+    synchronize(device)
     return calls / (time.perf_counter() - start)
 
 
 # ------------------------------------------------------------------------------------ compute
-def sgemm_peak(size: int = 2048, calls: int = 10) -> float:
-    """FLOP/s of a [size, size] @ [size, size] fp32 matmul, the machine's practical peak."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    return 2 * size**3 * per_second(lambda k: a @ b, calls)
+def sgemm_peak(size: int = 2048, calls: int = 10, device: torch.device | None = None) -> float:
+    """FLOP/s of a [size, size] @ [size, size] fp32 matmul, the device's practical peak."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    return 2 * size**3 * per_second(lambda k: a @ b, calls, device=device)
 
 
 def mlp_flops(rows: int, widths: tuple[int, ...]) -> int:
@@ -59,8 +70,15 @@ def update_flops(obs_dim: int, num_tasks: int, hidden: tuple[int, ...], batch: i
     return target + critic_step + actor_step
 
 
-def update_seconds(num_tasks: int, obs_dim: int, hidden: tuple[int, ...], batch: int) -> float:
+def update_seconds(
+    num_tasks: int,
+    obs_dim: int,
+    hidden: tuple[int, ...],
+    batch: int,
+    device: torch.device | None = None,
+) -> float:
     """Median seconds of one full MT-SAC update (mean gradient) on a random [T, B] batch."""
+    device = device or torch.device("cpu")
     from mtrl.agents.sac import Batch, MultiTaskSAC
     from mtrl.config import AgentConfig
 
@@ -72,18 +90,24 @@ def update_seconds(num_tasks: int, obs_dim: int, hidden: tuple[int, ...], batch:
         return torch.cat([state, one_hot], -1)
 
     data = Batch(
-        observations(),
-        torch.rand(num_tasks, batch, ACTION_DIM, generator=g) * 2 - 1,
-        torch.randn(num_tasks, batch, generator=g),
-        observations(),
-        torch.zeros(num_tasks, batch),
+        *(
+            x.to(device)
+            for x in (
+                observations(),
+                torch.rand(num_tasks, batch, ACTION_DIM, generator=g) * 2 - 1,
+                torch.randn(num_tasks, batch, generator=g),
+                observations(),
+                torch.zeros(num_tasks, batch),
+            )
+        )
     )
     config = AgentConfig(hidden_sizes=hidden, batch_size_per_task=batch, diagnostics_every=0)
-    agent = MultiTaskSAC(obs_dim, ACTION_DIM, num_tasks, config)
+    agent = MultiTaskSAC(obs_dim, ACTION_DIM, num_tasks, config, device)
     times = []
     for k in range(12):
         start = time.perf_counter()
         agent.update(data)
+        synchronize(device)
         if k >= 2:
             times.append(time.perf_counter() - start)
     return float(np.median(times))
@@ -129,7 +153,7 @@ def raw_rate(spec: str, steps: int) -> float:
 
 # ---------------------------------------------------------------------------------- training
 def training_window(
-    spec: str, steps: int, hidden: tuple[int, ...], batch: int, warmup: int
+    spec: str, steps: int, hidden: tuple[int, ...], batch: int, warmup: int, device: str = "cpu"
 ) -> dict[str, float]:
     """A short MT-SAC run; the scalars of its last log window (after warm-up): env steps/s and
     the loop's time split."""
@@ -155,6 +179,7 @@ def training_window(
                 "checkpoint_every=0",
                 "progress=false",
                 f"run_dir={run_dir}",
+                f"device={device}",
             ],
         )
         trainer = Trainer(config, run_dir)
@@ -165,15 +190,26 @@ def training_window(
         return [r for r in read_metrics(run_dir) if r["kind"] == "train"][-1]
 
 
-def sb3_rate(steps: int, hidden: tuple[int, ...], batch: int, warmup: int) -> float:
+def sb3_rate(
+    steps: int,
+    hidden: tuple[int, ...],
+    batch: int,
+    warmup: int,
+    device: str = "cpu",
+    flush_denormal: bool = False,
+) -> float:
     """stable-baselines3 SAC on MT1 reach-v3 (our env as a gymnasium env), env steps/s after
-    warm-up, one update per step."""
+    warm-up, one update per step. Meant for a fresh process (``sb3_rate_in_fresh_process``):
+    the float settings of the caller's process (our trainer flushes denormals) stay out of it
+    unless ``flush_denormal`` asks for the same."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from mtrl.agents.independent import SingleTaskEnv
     from mtrl.envs import make_env
 
+    if flush_denormal:
+        torch.set_flush_denormal(True)
     env = DummyVecEnv([lambda: SingleTaskEnv(make_env("MT1:reach-v3", 0), 0)])
     model = SAC(
         "MlpPolicy",
@@ -183,7 +219,7 @@ def sb3_rate(steps: int, hidden: tuple[int, ...], batch: int, warmup: int) -> fl
         batch_size=batch,
         policy_kwargs={"net_arch": list(hidden)},
         seed=0,
-        device="cpu",
+        device=device,
     )
     model.learn(warmup, progress_bar=False)
     start = time.perf_counter()
@@ -193,39 +229,55 @@ def sb3_rate(steps: int, hidden: tuple[int, ...], batch: int, warmup: int) -> fl
     return rate
 
 
+def sb3_rate_in_fresh_process(*args: object, **kwargs: object) -> float:
+    """``sb3_rate`` in a spawned process: its torch starts with default settings."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(sb3_rate, args, kwargs)
+
+
 # ---------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
+    from mtrl.trainer import resolve_device
+
     parser = argparse.ArgumentParser(prog="mtrl bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps: a smoke run")
     parser.add_argument("--no-mt50", action="store_true", help="skip the MT50 rows (~2 GB)")
     parser.add_argument("--hidden", nargs="+", type=int, default=[400, 400, 400])
     parser.add_argument("--batch", type=int, default=128, help="samples per task")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     args = parser.parse_args(argv)
     hidden, batch = tuple(args.hidden), args.batch
-    steps = {"MT1:reach-v3": 400, "MT10": 150, "MT50": 40}
+    device = resolve_device(args.device)
+    # MT1's window is long: denormal floats build up over the first thousand updates, and
+    # stable-baselines3 (which does not flush them) slows down with them.
+    steps = {"MT1:reach-v3": 1500, "MT10": 150, "MT50": 40}
     env_steps = {"MT1:reach-v3": 2000, "MT10": 300, "MT50": 60}
     warmup = 200
     if args.quick:
-        steps = {k: max(5, v // 20) for k, v in steps.items()}
+        steps = {k: max(5, v // 50) for k, v in steps.items()}
         env_steps = {k: max(5, v // 20) for k, v in env_steps.items()}
         warmup = batch
     specs = ["MT1:reach-v3", "MT10"] + ([] if args.no_mt50 else ["MT50"])
     obs_dims = {"MT1:reach-v3": 40, "MT10": 49, "MT50": 89}
     tasks = {"MT1:reach-v3": 1, "MT10": 10, "MT50": 50}
 
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"mtrl bench: {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, networks {list(hidden)}, {batch} samples per task"
+        f"{torch.get_num_threads()} threads, device {name}, networks {list(hidden)}, "
+        f"{batch} samples per task"
     )
     size = 1024 if args.quick else 2048
-    peak = sgemm_peak(size)
+    peak = sgemm_peak(size, device=device)
     print(f"\n(a) fp32 matmul peak ({size}^3 sgemm): {peak / 1e9:,.1f} GFLOP/s")
 
     print("\n(b) MT-SAC update (mean gradient, shared networks)")
     print("| tasks | rows | ms/update | GFLOP/update | GFLOP/s | x sgemm peak |")
     print("|---|---|---|---|---|---|")
     for spec in specs:
-        seconds = update_seconds(tasks[spec], obs_dims[spec], hidden, batch)
+        seconds = update_seconds(tasks[spec], obs_dims[spec], hidden, batch, device)
         flops = update_flops(obs_dims[spec], tasks[spec], hidden, batch)
         print(
             f"| {spec} | {tasks[spec] * batch} | {seconds * 1e3:.1f} | {flops / 1e9:.2f} | "
@@ -245,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     rates = {}
     for spec in specs:
-        window = training_window(spec, steps[spec], hidden, batch, warmup)
+        window = training_window(spec, steps[spec], hidden, batch, warmup, device.type)
         rates[spec] = window["charts/env_steps_per_s"]
         parts = [
             window[f"charts/time_{p}_fraction"]
@@ -254,10 +306,16 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| mtrl {spec} | {rates[spec]:,.0f} | " + " | ".join(f"{p:.0%}" for p in parts) + " |"
         )
-    sb3 = sb3_rate(steps["MT1:reach-v3"], hidden, batch, warmup)
-    print(f"| stable-baselines3 MT1:reach-v3 | {sb3:,.0f} | | | | | |")
+    sb3 = {}
+    for flush, label in ((False, "as shipped"), (True, "flushing denormals, as mtrl does")):
+        sb3[flush] = sb3_rate_in_fresh_process(
+            steps["MT1:reach-v3"], hidden, batch, warmup, device.type, flush
+        )
+        print(f"| stable-baselines3 MT1:reach-v3, {label} | {sb3[flush]:,.0f} | | | | | |")
+    mt1 = rates["MT1:reach-v3"]
     print(
-        f"\nMT1 end to end: mtrl {rates['MT1:reach-v3'] / sb3:.2f}x stable-baselines3's env steps/s"
+        f"\nMT1 end to end: mtrl {mt1 / sb3[False]:.2f}x stable-baselines3's env steps/s as "
+        f"shipped, {mt1 / sb3[True]:.2f}x stable-baselines3 with denormals flushed too"
     )
     return 0
 

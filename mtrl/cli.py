@@ -182,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="throughput: sgemm peak, update FLOP/s, env steps/s, the loop's time split"
     )
-    bench.add_argument("bench_args", nargs="*", help="--quick, --no-mt50, --hidden, --batch")
+    bench.add_argument(
+        "bench_args", nargs="*", help="--quick, --no-mt50, --hidden, --batch, --device"
+    )
     bench.set_defaults(handler=_bench)
     return parser
 

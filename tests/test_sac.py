@@ -226,20 +226,22 @@ def test_the_optimizer_step_is_skipped_exactly_when_a_gradient_or_loss_is_non_fi
     assert (params[2].grad is None) is (not steps)
 
 
+@pytest.mark.parametrize("method", ["mean", "pcgrad"])
 @pytest.mark.parametrize("network", ["shared", "multihead"])
-def test_the_compiled_per_task_pass_gives_the_eager_gradients_and_updates(network):
-    """The default (agent.compile) path: compiled once per loss, then reused, same numbers."""
-    compiled = _agent(actor=network, critic=network, critic_grad="pcgrad", actor_grad="pcgrad")
-    eager = _agent(
-        actor=network, critic=network, critic_grad="pcgrad", actor_grad="pcgrad", compile=False
-    )
+def test_compiled_gradient_passes_take_the_eager_steps(network, method):
+    """The default (agent.compile): the mean loss's or the per-task pass compiled once per loss
+    and reused; the same steps as plain autograd (mean) or the eager vmap pass (pcgrad)."""
+    kwargs = {"actor": network, "critic": network, "critic_grad": method, "actor_grad": method}
+    compiled, eager = _agent(**kwargs), _agent(**kwargs, compile=False)
     with torch._dynamo.config.patch(disable=False):
         for seed in range(3):
             for agent in (compiled, eager):
                 torch.manual_seed(seed)
                 agent.update(_batch(seed=seed))
-    assert set(compiled._per_task_passes) == {"_critic_task_loss", "_actor_task_loss"}
-    assert all(hasattr(p, "_torchdynamo_orig_callable") for p in compiled._per_task_passes.values())
+    kind = "mean" if method == "mean" else "task"
+    assert set(compiled._passes) == {f"_critic_{kind}_loss", f"_actor_{kind}_loss"}
+    assert not eager._passes or method == "pcgrad"
+    assert all(hasattr(p, "_torchdynamo_orig_callable") for p in compiled._passes.values())
     for a, b in zip(compiled.critic.parameters(), eager.critic.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
     for a, b in zip(compiled.actor.parameters(), eager.actor.parameters(), strict=True):
@@ -255,7 +257,9 @@ def test_a_failing_compile_falls_back_to_the_eager_pass_with_a_warning(monkeypat
 
     monkeypatch.setattr(torch, "compile", broken)
     agent, eager = _agent(critic_grad="pcgrad"), _agent(critic_grad="pcgrad", compile=False)
-    with pytest.warns(UserWarning, match="torch.compile of the per-task gradient pass failed"):
+    with pytest.warns(
+        UserWarning, match="torch.compile of the gradient pass _critic_task_loss failed"
+    ):
         torch.manual_seed(0)
         agent.update(_batch())
     torch.manual_seed(0)

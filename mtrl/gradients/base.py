@@ -17,6 +17,9 @@ class GradientMethod:
     """
 
     needs_task_grads: bool = True
+    # Whether ``loss_weights`` is the same every step (the mean): the agent may then differentiate
+    # the mean loss in a compiled pass instead of re-weighting the losses it has just computed.
+    constant_loss_weights: bool = True
     # Whether the implied per-task weights are worth logging (weightings, PCGrad's implied weights).
     reports_weights: bool = True
 

@@ -20,6 +20,7 @@ TINY = 1e-8
 
 class LossWeighting(GradientMethod):
     needs_task_grads = False
+    constant_loss_weights = False
 
     def __init__(self, num_tasks: int, seed: int = 0, normalize: bool = True) -> None:
         super().__init__(num_tasks, seed)
