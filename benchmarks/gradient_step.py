@@ -37,6 +37,11 @@ from mtrl.agents.sac import Batch, MultiTaskSAC
 from mtrl.config import AgentConfig
 from mtrl.gradients.pcgrad import random_orders
 
+# Every agent here compiles its own gradient passes (agent.compile), dozens in one process; torch's
+# default of 8 compiled variants per function would silently leave the later agents eager.
+torch._dynamo.config.recompile_limit = 1024
+torch._dynamo.config.accumulated_recompile_limit = 8192
+
 SHAPES = {"MT10": (10, 39 + 10), "MT50": (50, 39 + 50)}  # tasks, observation size
 ACTION_DIM = 4
 METHODS = [

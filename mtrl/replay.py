@@ -39,10 +39,15 @@ class TaskReplay:
             start += width or 1
         self._rows = torch.zeros(num_tasks, capacity_per_task, start)
         self.storage = {name: self._rows[..., cols] for name, cols in self._columns.items()}
+        self._flat_rows = self._rows.view(num_tasks * capacity_per_task, start)  # [T * N, F]
+        self._task_offsets = torch.arange(num_tasks).unsqueeze(1) * capacity_per_task  # [T, 1]
+        # For a CUDA learner: batches are gathered into pinned memory and copied asynchronously;
+        # the event says when the last copy has left the buffer.
+        self._pinned: torch.Tensor | None = None
+        self._copied: torch.cuda.Event | None = None
         self.cursor = 0
         self.size = 0
         self.generator = torch.Generator().manual_seed(seed)
-        self._task_rows = torch.arange(num_tasks).unsqueeze(1)  # [T, 1]
 
     def __len__(self) -> int:
         return self.size
@@ -69,8 +74,24 @@ class TaskReplay:
         index = torch.randint(
             self.size, (self.num_tasks, batch_size), generator=self.generator
         )  # [T, B]
-        rows = self._rows[self._task_rows, index].to(device, non_blocking=True)  # [T, B, F]
+        flat = (index + self._task_offsets).view(-1)  # [T * B] rows of _flat_rows
+        if torch.device(device).type == "cuda":
+            rows = self._gather_to_cuda(flat, device)
+        else:
+            rows = self._flat_rows.index_select(0, flat)
+        rows = rows.view(self.num_tasks, batch_size, -1)  # [T, B, F]
         return Batch(**{name: rows[..., cols] for name, cols in self._columns.items()})
+
+    def _gather_to_cuda(self, flat: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+        if self._pinned is None or self._pinned.shape[0] != flat.shape[0]:
+            self._pinned = torch.empty(flat.shape[0], self._flat_rows.shape[1], pin_memory=True)
+        elif self._copied is not None:
+            self._copied.synchronize()  # the previous batch's copy has finished reading it
+        torch.index_select(self._flat_rows, 0, flat, out=self._pinned)
+        rows = self._pinned.to(device, non_blocking=True)
+        self._copied = torch.cuda.Event()
+        self._copied.record()
+        return rows
 
     def state_dict(self) -> dict[str, Any]:
         """Only the filled part is saved: a young run's checkpoint stays small."""

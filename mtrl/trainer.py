@@ -447,6 +447,7 @@ RESUMABLE_KEYS = (
     "log_every",
     "device",
     "torch_threads",
+    "agent.compile",
     "progress",
     "label",
 )

@@ -288,7 +288,7 @@ class MultiTaskSAC:
             )
             finite = self._apply("critic", grads, losses, diagnose, metrics)
             return losses, q_means.mean(), finite
-        if self.config.compile and method.constant_loss_weights:
+        if self._compiles and method.constant_loss_weights:
             grads, (losses, q_mean) = self._gradient_pass(
                 self._critic_mean_loss,
                 None,
@@ -327,7 +327,7 @@ class MultiTaskSAC:
             )
             finite = self._apply("actor", grads, losses, diagnose, metrics)
             return losses, log_probs, finite
-        if self.config.compile and method.constant_loss_weights:
+        if self._compiles and method.constant_loss_weights:
             critic_params = self._task_params("critic")[0]
             grads, (losses, log_probs) = self._gradient_pass(
                 self._actor_mean_loss,
@@ -367,7 +367,7 @@ class MultiTaskSAC:
         gradient = torch.func.grad(loss_fn, has_aux=True)
         eager = gradient if in_dims is None else torch.func.vmap(gradient, in_dims=in_dims)
         self._passes[key] = eager
-        if not self.config.compile:
+        if not self._compiles:
             return eager(params, *args)
         try:
             compiled = torch.compile(eager, dynamic=False)
@@ -381,6 +381,14 @@ class MultiTaskSAC:
             return eager(params, *args)
         self._passes[key] = compiled
         return result
+
+    @property
+    def _compiles(self) -> bool:
+        """``agent.compile``, unless torch.compile is off for the whole process
+        (TORCH_COMPILE_DISABLE=1): then plain autograd is the faster eager way to the mean."""
+        import torch._dynamo  # noqa: PLC0415 (torch imports it lazily; so does this)
+
+        return self.config.compile and not torch._dynamo.config.disable
 
     def _set_and_step(
         self, role: str, grads: dict[str, torch.Tensor], losses: torch.Tensor
