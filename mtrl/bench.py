@@ -2,10 +2,12 @@
 
 Prints, side by side: (a) this machine's fp32 matmul peak (one large sgemm); (b) the FLOP/s the
 MT-SAC update achieves (FLOPs counted from the layer shapes) and its share of (a); (c) raw
-Meta-World steps/s for the task set against steps/s inside our vector env; (d) the training loop's
-time split (env stepping, policy inference, replay, update, logging and the rest); (e) end-to-end
-env steps/s of training on MT1, MT10 and MT50, and stable-baselines3's SAC on MT1 with the same
-network, batch and update ratio.
+Meta-World steps/s for the task set against steps/s inside our vector env, sync and sharded over
+one process per core; (d) the training loop's time split (env stepping, policy inference, replay,
+update, logging and the rest); (e) end-to-end env steps/s of training on MT1, MT10 (also sharded)
+and MT50, and stable-baselines3's SAC on MT1 with the same network, batch and update ratio, as
+shipped and with denormals flushed as our trainer does. Every update timing and training run is
+made in a fresh process.
 """
 
 from __future__ import annotations
@@ -152,27 +154,41 @@ def raw_rate(spec: str, steps: int) -> float:
 
 
 # ---------------------------------------------------------------------------------- training
+def lead_in(steps: int, warmup: int) -> int:
+    """Untimed steps before a timed window: whole windows, at least the warm-up and 10 updates
+    (by then the gradient passes are compiled)."""
+    return -(-(warmup + 10) // steps) * steps
+
+
 def training_window(
-    spec: str, steps: int, hidden: tuple[int, ...], batch: int, warmup: int, device: str = "cpu"
+    spec: str,
+    steps: int,
+    hidden: tuple[int, ...],
+    batch: int,
+    warmup: int,
+    device: str = "cpu",
+    vector: str = "sync",
 ) -> dict[str, float]:
-    """A short MT-SAC run; the scalars of its last log window (after warm-up): env steps/s and
+    """A short MT-SAC run; the scalars of its last log window, ``steps`` long, which starts after
+    the warm-up and the first updates (and the compiling of the gradient passes): env steps/s and
     the loop's time split."""
     from mtrl.config import build_config
     from mtrl.logging import read_metrics
     from mtrl.trainer import Trainer
 
+    windows = 1 + lead_in(steps, warmup) // steps
     with tempfile.TemporaryDirectory() as directory:
         run_dir = Path(directory) / "run"
         config = build_config(
             None,
             [
                 f"env.name={spec}",
-                f"total_steps={warmup + steps}",
+                f"total_steps={windows * steps}",
                 f"warmup_steps={warmup}",
                 f"log_every={steps}",
                 f"agent.hidden_sizes={list(hidden)}",
                 f"agent.batch_size_per_task={batch}",
-                f"replay_capacity_per_task={warmup + steps}",
+                f"replay_capacity_per_task={windows * steps}",
                 "agent.diagnostics_every=0",
                 "eval_every=0",
                 "final_eval_episodes=1",
@@ -180,6 +196,7 @@ def training_window(
                 "progress=false",
                 f"run_dir={run_dir}",
                 f"device={device}",
+                f"env.vector={vector}",
             ],
         )
         trainer = Trainer(config, run_dir)
@@ -198,10 +215,10 @@ def sb3_rate(
     device: str = "cpu",
     flush_denormal: bool = False,
 ) -> float:
-    """stable-baselines3 SAC on MT1 reach-v3 (our env as a gymnasium env), env steps/s after
-    warm-up, one update per step. Meant for a fresh process (``sb3_rate_in_fresh_process``):
-    the float settings of the caller's process (our trainer flushes denormals) stay out of it
-    unless ``flush_denormal`` asks for the same."""
+    """stable-baselines3 SAC on MT1 reach-v3 (our env as a gymnasium env), one update per step:
+    env steps/s over ``steps`` steps after the same untimed lead-in as ``training_window``'s. Meant for a fresh process
+    (``in_fresh_process``): the float settings of the caller's process (our trainer
+    flushes denormals) stay out of it unless ``flush_denormal`` asks for the same."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -214,14 +231,14 @@ def sb3_rate(
     model = SAC(
         "MlpPolicy",
         env,
-        buffer_size=warmup + steps,
+        buffer_size=lead_in(steps, warmup) + steps,
         learning_starts=warmup,
         batch_size=batch,
         policy_kwargs={"net_arch": list(hidden)},
         seed=0,
         device=device,
     )
-    model.learn(warmup, progress_bar=False)
+    model.learn(lead_in(steps, warmup), progress_bar=False)
     start = time.perf_counter()
     model.learn(steps, reset_num_timesteps=False, progress_bar=False)
     rate = steps / (time.perf_counter() - start)
@@ -229,12 +246,17 @@ def sb3_rate(
     return rate
 
 
-def sb3_rate_in_fresh_process(*args: object, **kwargs: object) -> float:
-    """``sb3_rate`` in a spawned process: its torch starts with default settings."""
+def in_fresh_process(function: Callable, *args: object) -> object:
+    """``function(*args)`` in a spawned process, so that no measurement inherits another's state:
+    torch's float settings (our trainer flushes denormals), compiled-code caches, the heap.
+    Measured: MT1 training run in the process that had just timed the MT1/MT10/MT50 updates,
+    66 env steps/s; in a fresh one, 94."""
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(sb3_rate, args, kwargs)
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        return pool.submit(function, *args).result()
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -277,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| tasks | rows | ms/update | GFLOP/update | GFLOP/s | x sgemm peak |")
     print("|---|---|---|---|---|---|")
     for spec in specs:
-        seconds = update_seconds(tasks[spec], obs_dims[spec], hidden, batch, device)
+        seconds = in_fresh_process(
+            update_seconds, tasks[spec], obs_dims[spec], hidden, batch, device
+        )
         flops = update_flops(obs_dims[spec], tasks[spec], hidden, batch)
         print(
             f"| {spec} | {tasks[spec] * batch} | {seconds * 1e3:.1f} | {flops / 1e9:.2f} | "
@@ -285,34 +309,44 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     print("\n(c) env steps/s (task steps, random actions)")
-    print("| task set | raw Meta-World loop | our sync vector env | ratio |")
-    print("|---|---|---|---|")
+    print("| task set | raw Meta-World loop | our sync vector env | ratio | sharded, 1 per core |")
+    print("|---|---|---|---|---|")
     for spec in specs:
         raw = raw_rate(spec, env_steps[spec])
         ours = ours_rate(spec, env_steps[spec])
-        print(f"| {spec} | {raw:,.0f} | {ours:,.0f} | {ours / raw:.2f} |")
+        sharded = ours_rate(spec, env_steps[spec], "sharded") if tasks[spec] > 1 else None
+        print(
+            f"| {spec} | {raw:,.0f} | {ours:,.0f} | {ours / raw:.2f} | "
+            + (f"{sharded:,.0f} |" if sharded else "(one task) |")
+        )
 
     print("\n(d, e) training: env steps/s end to end and where the time goes")
     print("| run | env steps/s | env | inference | replay | update | other |")
     print("|---|---|---|---|---|---|---|")
     rates = {}
-    for spec in specs:
-        window = training_window(spec, steps[spec], hidden, batch, warmup, device.type)
-        rates[spec] = window["charts/env_steps_per_s"]
+    runs = [(spec, "sync") for spec in specs] + [("MT10", "sharded")]
+    for spec, vector in runs:
+        window = in_fresh_process(
+            training_window, spec, steps[spec], hidden, batch, warmup, device.type, vector
+        )
+        rates[spec, vector] = window["charts/env_steps_per_s"]
         parts = [
             window[f"charts/time_{p}_fraction"]
             for p in ("env", "inference", "replay", "update", "other")
         ]
+        name = f"mtrl {spec}" + (", env.vector=sharded" if vector == "sharded" else "")
         print(
-            f"| mtrl {spec} | {rates[spec]:,.0f} | " + " | ".join(f"{p:.0%}" for p in parts) + " |"
+            f"| {name} | {rates[spec, vector]:,.0f} | "
+            + " | ".join(f"{p:.0%}" for p in parts)
+            + " |"
         )
     sb3 = {}
     for flush, label in ((False, "as shipped"), (True, "flushing denormals, as mtrl does")):
-        sb3[flush] = sb3_rate_in_fresh_process(
-            steps["MT1:reach-v3"], hidden, batch, warmup, device.type, flush
+        sb3[flush] = in_fresh_process(
+            sb3_rate, steps["MT1:reach-v3"], hidden, batch, warmup, device.type, flush
         )
         print(f"| stable-baselines3 MT1:reach-v3, {label} | {sb3[flush]:,.0f} | | | | | |")
-    mt1 = rates["MT1:reach-v3"]
+    mt1 = rates["MT1:reach-v3", "sync"]
     print(
         f"\nMT1 end to end: mtrl {mt1 / sb3[False]:.2f}x stable-baselines3's env steps/s as "
         f"shipped, {mt1 / sb3[True]:.2f}x stable-baselines3 with denormals flushed too"
