@@ -24,13 +24,13 @@ class TaskReplay:
         self.num_tasks, self.capacity = num_tasks, capacity_per_task
         # One [T, N, F] tensor holds every field, so a write and a batch are one copy each rather
         # than one per field; ``storage`` names each field's view into it.
-        widths = {
+        widths = {  # None: one scalar per transition, a [T, N] view
             "obs": obs_dim,
             "action": action_dim,
             "reward": None,
             "next_obs": obs_dim,
             "terminated": None,
-        }  # fmt: skip (None: one scalar per transition)
+        }
         self._columns: dict[str, slice | int] = {}
         start = 0
         for name in _FIELDS:

@@ -386,9 +386,11 @@ class MultiTaskSAC:
     def _compiles(self) -> bool:
         """``agent.compile``, unless torch.compile is off for the whole process
         (TORCH_COMPILE_DISABLE=1): then plain autograd is the faster eager way to the mean."""
+        if not self.config.compile:
+            return False
         import torch._dynamo  # noqa: PLC0415 (torch imports it lazily; so does this)
 
-        return self.config.compile and not torch._dynamo.config.disable
+        return not torch._dynamo.config.disable
 
     def _set_and_step(
         self, role: str, grads: dict[str, torch.Tensor], losses: torch.Tensor
