@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="throughput: sgemm peak, update FLOP/s, env steps/s, the loop's time split"
     )
     bench.add_argument(
-        "bench_args", nargs="*", help="--quick, --no-mt50, --hidden, --batch, --device"
+        "bench_args", nargs="*", help="--quick, --no-mt50, --hidden, --batch, --device, --rounds"
     )
     bench.set_defaults(handler=_bench)
     return parser
@@ -197,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "bench":  # only `mtrl bench` passes its options through
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "bench":
-        args.bench_args = [*args.bench_args, *extra]
+        # Everything after the command word, in its order: parse_known_args would split an
+        # option's value (``--device cpu``) from its flag.
+        argv = sys.argv[1:] if argv is None else argv
+        args.bench_args = argv[argv.index("bench") + 1 :]
     try:
         return args.handler(args)
     except USER_ERRORS as error:

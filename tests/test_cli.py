@@ -250,3 +250,14 @@ def test_resume_of_a_finished_synthetic_run_extends_it(tmp_path):
     )
     mtrl("train", "--resume", str(run_dir), "total_steps=90")
     assert steps_of(run_dir, "train") == [30, 60, 90]
+
+
+def test_bench_options_reach_the_benchmark_in_order(monkeypatch):
+    import mtrl.bench
+    from mtrl.cli import main
+
+    received = []
+    monkeypatch.setattr(mtrl.bench, "main", lambda argv: received.append(argv) or 0)
+    args = ["--quick", "--device", "cpu", "--batch", "8", "--hidden", "16", "16", "--rounds", "2"]
+    assert main(["bench", *args]) == 0
+    assert received == [args]
