@@ -2,8 +2,7 @@
 
 Prints, side by side: (a) this machine's fp32 matmul peak (one large sgemm); (b) the FLOP/s the
 MT-SAC update achieves (FLOPs counted from the layer shapes) and its share of (a) or of the peak
-measured beside it, whichever is higher; (c) raw
-Meta-World steps/s for the task set against steps/s inside our vector env, sync and sharded over
+measured beside it, whichever is higher; (c) raw Meta-World steps/s for the task set against steps/s inside our vector env, sync and sharded over
 one process per core; (d) the training loop's time split (env stepping, policy inference, replay,
 update, logging and the rest); (e) end-to-end env steps/s of training on MT1, MT10 (also sharded)
 and MT50, and stable-baselines3's SAC on MT1 with the same network, batch and update ratio, as
@@ -297,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         help="interleaved rounds of the MT1 comparison with stable-baselines3 (median reported)",
     )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     hidden, batch = tuple(args.hidden), args.batch
     device = resolve_device(args.device)
     # MT1's window is long: denormal floats build up over the first thousand updates, and
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     # one round per library a few minutes apart gave 1.57x, then 1.30x, on the same code.
     mt1 = "MT1:reach-v3"
     rounds = []
-    for _ in range(max(1, args.rounds)):
+    for _ in range(args.rounds):
         window = in_fresh_process(
             training_window, mt1, steps[mt1], hidden, batch, warmup, device.type, "sync"
         )
