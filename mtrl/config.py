@@ -61,6 +61,13 @@ class AgentConfig:
     critic_lr: float = 3e-4
     # Learning rate of the per-task log temperatures.
     alpha_lr: float = 3e-4
+    # Adam's epsilon for actor, critic and temperatures (torch's default 1e-8; McLean et al. 2025
+    # use 1e-5).
+    adam_eps: float = 1e-8
+    # Weight initialisation: "torch" (nn.Linear's default) or "he_uniform" (McLean et al. 2025,
+    # rainx0r/mtrl: He-uniform hidden weights, zero biases, output layers uniform in +-1e-3 for the
+    # actor and +-3e-3 for the critic); "he_uniform" is defined for the shared and multihead bodies.
+    init: str = "torch"
     # Initial temperature of every task.
     init_temperature: float = 1.0
     # Per-task entropy target; 0 means the usual -|A|.
@@ -139,6 +146,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "env.vector": ("sync", "async", "sharded"),
     "device": ("auto", "cpu", "cuda"),
     "agent.algorithm": ("mt_sac", "independent"),
+    "agent.init": ("torch", "he_uniform"),
 }
 
 # Fields that must be > 0 (the rest of the numeric fields must be >= 0).
@@ -152,6 +160,7 @@ POSITIVE = {
     "agent.actor_lr",
     "agent.critic_lr",
     "agent.alpha_lr",
+    "agent.adam_eps",
     "agent.init_temperature",
     "agent.batch_size_per_task",
     "agent.tau",
@@ -347,6 +356,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"env.name: {error}") from None
     for key in ("agent.actor", "agent.critic"):
         _check_network(key, _get(flat, key), agent.hidden_sizes, num_tasks)
+        if agent.init != "torch":
+            _check_init(key, _get(flat, key), agent.init)
     return config
 
 
@@ -399,6 +410,18 @@ def _check_network(key: str, spec: str, hidden_sizes: tuple[int, ...], num_tasks
     from mtrl.agents.networks import NETWORKS, check_network
 
     _check_spec(key, spec, NETWORKS, lambda s: check_network(s, hidden_sizes, num_tasks))
+
+
+def _check_init(key: str, spec: str, scheme: str) -> None:
+    from mtrl.agents.networks import HE_UNIFORM_BODIES
+    from mtrl.gradients import parse_spec
+
+    name, _ = parse_spec(spec)
+    if name not in HE_UNIFORM_BODIES:
+        raise ConfigError(
+            f"agent.init={scheme} is defined for {', '.join(HE_UNIFORM_BODIES)} bodies, "
+            f"not {key}={name}"
+        )
 
 
 def _check_gradient_method(key: str, spec: str) -> None:

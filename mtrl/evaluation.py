@@ -1,8 +1,11 @@
-"""Deterministic per-task evaluation, batched across tasks.
+"""Deterministic per-task evaluation, batched across tasks, on Meta-World v3's protocol.
 
-Meta-World v3's protocol: an episode counts as a success if the task reports success at any step, and
-evaluation ends an episode at its first success. All tasks step together; a task that has finished
-its quota keeps stepping (the vector env steps every task) but is no longer counted.
+The protocol (Meta-World's docs, "evaluation"; ``metaworld.evaluation.evaluation``): deterministic
+actions, one episode per training goal per task, an episode counts as a success if the task reports
+success at any step, and it ends at its first success. Drawing goals at random instead (Meta-World's
+``RandomTaskSelectWrapper``) makes a 50-episode evaluation see only ~32 of the 50 goals, so
+``goal_schedule`` fixes which goal each episode runs on. All tasks step together; a task that has
+finished its quota keeps stepping (the vector env steps every task) but is no longer counted.
 """
 
 from __future__ import annotations
@@ -19,6 +22,24 @@ from mtrl.envs.base import MultiTaskVecEnv
 
 Policy = Callable[[np.ndarray], np.ndarray]  # obs [T, obs_dim] -> actions [T, A]
 
+# The protocol's name in run.json and reports (see ``goal_schedule``).
+GOAL_SCHEME = "each-training-goal-once"
+
+
+def goal_schedule(episodes: int, num_goals: int) -> list[int]:
+    """The goal index of each of a task's ``episodes`` evaluation episodes.
+
+    ``episodes == num_goals`` (Meta-World's 50): every goal exactly once, in order. Fewer: a fixed,
+    evenly spaced subset (goal ``floor(k * num_goals / episodes)`` for episode k; 5 of 50 -> 0, 10,
+    20, 30, 40), the same at every evaluation of every run, so periodic evaluations of one run
+    compare like with like. More: whole cycles of all goals, then the evenly spaced subset for the
+    remainder.
+    """
+    if episodes < 1 or num_goals < 1:
+        raise ValueError(f"need episodes >= 1 and num_goals >= 1, got {episodes}, {num_goals}")
+    cycles, rest = divmod(episodes, num_goals)
+    return list(range(num_goals)) * cycles + [(k * num_goals) // rest for k in range(rest)]
+
 
 @dataclass(frozen=True)
 class TaskResult:
@@ -26,6 +47,8 @@ class TaskResult:
     mean_return: float
     mean_length: float
     episodes: int
+    goal_indices: tuple[int, ...] = ()  # episode k ran on training goal goal_indices[k]
+    successes: tuple[bool, ...] = ()  # episode k's success
 
 
 def evaluate(
@@ -34,8 +57,9 @@ def evaluate(
     episodes: int,
     record: dict[int, list[np.ndarray]] | None = None,
 ) -> dict[str, TaskResult]:
-    """Runs ``episodes`` episodes per task; ``record`` maps task indices to lists that receive the
-    RGB frames of that task's first episode (the env must be built for rendering)."""
+    """Runs ``episodes`` episodes per task on the goals of ``goal_schedule``; ``record`` maps task
+    indices to lists that receive the RGB frames of that task's first episode (the env must be
+    built for rendering)."""
     num_tasks = env.num_tasks
     successes = np.zeros((num_tasks, episodes), dtype=bool)
     returns = np.zeros((num_tasks, episodes))
@@ -46,7 +70,9 @@ def evaluate(
     running_success = np.zeros(num_tasks, dtype=bool)
     record = record or {}
 
+    goals = goal_schedule(episodes, env.num_goals)
     env.set_terminate_on_success(True)
+    env.set_goal_schedule(goals)
     try:
         obs = env.reset()
         _record_frames(env, record, finished)
@@ -68,12 +94,15 @@ def evaluate(
             _record_frames(env, record, finished)
     finally:
         env.set_terminate_on_success(False)
+        env.set_goal_schedule(None)
     return {
         name: TaskResult(
             success_rate=float(successes[i].mean()),
             mean_return=float(returns[i].mean()),
             mean_length=float(lengths[i].mean()),
             episodes=episodes,
+            goal_indices=tuple(goals),
+            successes=tuple(bool(s) for s in successes[i]),
         )
         for i, name in enumerate(env.task_names)
     }
@@ -122,5 +151,5 @@ def log_evaluation(
         (run_dir / "eval").mkdir(exist_ok=True)
         table = {name: asdict(result) for name, result in results.items()}
         (run_dir / "eval" / "final.json").write_text(
-            json.dumps({"step": step, "tasks": table}, indent=2)
+            json.dumps({"step": step, "goal_scheme": GOAL_SCHEME, "tasks": table}, indent=2)
         )

@@ -17,7 +17,7 @@ import torch
 
 from mtrl.config import ConfigError
 from mtrl.envs import is_metaworld, make_env
-from mtrl.evaluation import TaskResult, evaluate, format_table
+from mtrl.evaluation import GOAL_SCHEME, TaskResult, evaluate, format_table
 from mtrl.export import (
     TASK_POLICY,
     load_agent,
@@ -101,6 +101,7 @@ def evaluate_checkpoint(
             {
                 "checkpoint": str(path),
                 "episodes": episodes,
+                "goal_scheme": GOAL_SCHEME,
                 "tasks": {task: asdict(result) for task, result in results.items()},
             },
             indent=2,

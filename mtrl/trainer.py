@@ -32,6 +32,7 @@ from mtrl.envs.base import MultiTaskVecEnv
 from mtrl.evaluation import TaskResult, evaluate, log_evaluation, mean_success
 from mtrl.logging import METRICS_FILE, RunLogger
 from mtrl.replay import TaskReplay
+from mtrl.run import RunInfo
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation envs draw goals from a stream training never sees
 
@@ -169,6 +170,14 @@ class Trainer:
         if resume:
             self._restore(load_checkpoint(latest_checkpoint(run_dir)))
         save_config(config, run_dir / "config.yaml")
+        self.run_info = RunInfo(
+            run_dir,
+            config,
+            self.task_names,
+            self.agent.parameter_counts(),
+            str(self.device),
+            resume=resume,
+        )
         self._write_run_info("running")
 
     @property
@@ -347,6 +356,7 @@ class Trainer:
                 "replay": self.replay.generator.get_state(),
             },
             "best_success": self.keeper.best_success,
+            "run": self.run_info.record(),  # provenance and protocol
             "episodes": {  # numpy arrays would need unpickling code: stored as tensors
                 "return": torch.as_tensor(self.episode_return),
                 "success": torch.as_tensor(self.episode_success),
@@ -360,7 +370,9 @@ class Trainer:
         if env_state is not None:
             payload["env"] = {"state": env_state(), "obs": torch.as_tensor(self.obs)}
         score = mean_success(self.last_eval) if self.last_eval is not None else None
-        return self.keeper.save(self.step, payload, score)
+        path = self.keeper.save(self.step, payload, score)
+        self._write_run_info("running")  # run.json's step follows the checkpoints
+        return path
 
     def _checkpoint_bytes(self) -> int:
         """An estimate of one checkpoint: networks, targets, Adam moments, optionally the replay."""
@@ -394,14 +406,7 @@ class Trainer:
         _drop_metrics_after(self.run_dir, self.step)
 
     def _write_run_info(self, status: str) -> None:
-        info = {
-            "status": status,
-            "step": self.step,
-            "task_names": self.task_names,
-            "parameter_counts": self.agent.parameter_counts(),
-            "device": str(self.device),
-        }
-        (self.run_dir / "run.json").write_text(json.dumps(info, indent=2))
+        self.run_info.write(status, self.step)
 
     def close(self) -> None:
         self.env.close()

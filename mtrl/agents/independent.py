@@ -24,6 +24,7 @@ from mtrl.envs import is_metaworld, make_env
 from mtrl.envs.base import MultiTaskVecEnv
 from mtrl.evaluation import TaskResult, evaluate, log_evaluation
 from mtrl.logging import RunLogger
+from mtrl.run import RunInfo
 from mtrl.trainer import (
     EVAL_SEED_OFFSET,
     RunError,
@@ -124,6 +125,15 @@ class IndependentTrainer:
             self.models.append(model)
         self.last_eval: dict[str, TaskResult] | None = None
         save_config(config, run_dir / "config.yaml")
+        self.run_info = RunInfo(
+            run_dir,
+            config,
+            self.task_names,
+            self.parameter_counts(),
+            str(self.device),
+            resume=resume,
+            algorithm="independent",
+        )
         self._write_run_info("running")
 
     def _task_env(self, index: int, name: str) -> MultiTaskVecEnv:
@@ -174,9 +184,8 @@ class IndependentTrainer:
             model.save(directory / f"{index:03d}.zip")
         state = self.models_dir / "state.json"
         temporary = state.with_suffix(".tmp")
-        temporary.write_text(
-            json.dumps({"step": self.step, "models": directory.name, "task_names": self.task_names})
-        )
+        record = {"step": self.step, "models": directory.name, "task_names": self.task_names}
+        temporary.write_text(json.dumps(record | self.run_info.record()))
         temporary.replace(state)
         for old in self.models_dir.glob("step_*"):
             if old != directory:
@@ -221,15 +230,7 @@ class IndependentTrainer:
         return {"actor": actor * len(self.models), "critic": critic * len(self.models)}
 
     def _write_run_info(self, status: str) -> None:
-        info = {
-            "status": status,
-            "step": self.step,
-            "task_names": self.task_names,
-            "parameter_counts": self.parameter_counts(),
-            "device": str(self.device),
-            "algorithm": "independent",
-        }
-        (self.run_dir / "run.json").write_text(json.dumps(info, indent=2))
+        self.run_info.write(status, self.step)
 
     def close(self) -> None:
         for env in self.envs:

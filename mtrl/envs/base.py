@@ -6,6 +6,7 @@ replay never branch on the suite. Row i of every array belongs to task i (``task
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,6 +41,7 @@ class MultiTaskVecEnv(Protocol):
     obs_dim: int  # state dimension + T (the one-hot)
     action_dim: int
     max_episode_steps: int
+    num_goals: int  # training goals per task (Meta-World: 50, fixed by the seed; synthetic: 1)
 
     @property
     def num_tasks(self) -> int: ...
@@ -54,6 +56,12 @@ class MultiTaskVecEnv(Protocol):
 
     def set_terminate_on_success(self, flag: bool) -> None:
         """Evaluation ends an episode at its first success (Meta-World's evaluation protocol)."""
+        ...
+
+    def set_goal_schedule(self, indices: Sequence[int] | None) -> None:
+        """From the next reset on, each task's k-th episode runs on its goal ``indices[k % n]``
+        (Meta-World's evaluation protocol: every training goal once); None: a random goal at each
+        reset again, as in training."""
         ...
 
     def render(self, task_index: int) -> np.ndarray:

@@ -92,6 +92,41 @@ def load_goal_tasks(spec: str, seed: int) -> GoalTasks:
     )
 
 
+class GoalSelect(RandomTaskSelectWrapper):
+    """Meta-World's random goal at each reset (training), or a fixed schedule (evaluation).
+
+    Training keeps Meta-World's own draw with replacement, on the same random stream. Evaluation
+    follows Meta-World's protocol of one episode per training goal: after ``set_goal_schedule``,
+    the k-th reset takes goal ``schedule[k % len(schedule)]``. ``goal_index`` is the goal of the
+    episode under way (-1 before the first reset).
+    """
+
+    def __init__(self, env: gym.Env, tasks: list[Task]) -> None:
+        super().__init__(env, tasks)
+        self.schedule: list[int] | None = None
+        self.scheduled_resets = 0
+        self.goal_index = -1
+
+    def set_goal_schedule(self, indices: Sequence[int] | None) -> None:
+        if indices is not None:
+            indices = [int(i) for i in indices]
+            if not indices or min(indices) < 0 or max(indices) >= len(self.tasks):
+                raise EnvError(f"a goal schedule needs indices in [0, {len(self.tasks)})")
+        self.schedule, self.scheduled_resets = indices, 0
+
+    def _set_random_task(self) -> None:
+        self.goal_index = int(self.np_random.choice(len(self.tasks)))
+        self.unwrapped.set_task(self.tasks[self.goal_index])
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if self.schedule is None:
+            return super().reset(seed=seed, options=options)
+        self.goal_index = self.schedule[self.scheduled_resets % len(self.schedule)]
+        self.scheduled_resets += 1
+        self.unwrapped.set_task(self.tasks[self.goal_index])
+        return self.env.reset(seed=seed, options=options)
+
+
 class TaskObservation(gym.ObservationWrapper):
     """Appends the task one-hot and casts to float32 under unbounded bounds.
 
@@ -142,7 +177,7 @@ def make_task_env(
     env.toggle_terminate_on_success(False)
     env = TaskObservation(env, task_index, num_tasks)
     # Draws one of the 50 goals at each reset from the base env's np_random (seeded above).
-    return RandomTaskSelectWrapper(env, list(goals))
+    return GoalSelect(env, list(goals))
 
 
 def success_from_info(info: dict[str, Any], done: np.ndarray) -> np.ndarray:
@@ -185,6 +220,7 @@ class MetaWorldVecEnv:
         self.obs_dim = STATE_DIM + (len(task_names) if one_hot_dim is None else one_hot_dim)
         self.action_dim = ACTION_DIM
         self.max_episode_steps = max_episode_steps
+        self.num_goals = min(len(goals) for goals in self._vec.get_attr("tasks"))
 
     @property
     def num_tasks(self) -> int:
@@ -219,6 +255,13 @@ class MetaWorldVecEnv:
 
     def set_terminate_on_success(self, flag: bool) -> None:
         self._vec.call("toggle_terminate_on_success", bool(flag))
+
+    def set_goal_schedule(self, indices: Sequence[int] | None) -> None:
+        self._vec.call("set_goal_schedule", None if indices is None else list(indices))
+
+    def goal_indices(self) -> list[int]:
+        """The goal index of the episode under way, per task (-1 before the first reset)."""
+        return [int(i) for i in self._vec.get_attr("goal_index")]
 
     def render(self, task_index: int) -> np.ndarray:
         if not self._render:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 
 import numpy as np
@@ -39,6 +39,9 @@ def _serve(connection: Connection, build: ShardBuilder) -> None:
                 connection.send(("ok", env.reset()))
             elif command == "terminate_on_success":
                 env.set_terminate_on_success(argument)
+                connection.send(("ok", None))
+            elif command == "goal_schedule":
+                env.set_goal_schedule(argument)
                 connection.send(("ok", None))
             elif command == "render":
                 connection.send(("ok", env.render(argument)))
@@ -95,6 +98,7 @@ class ShardedVecEnv:
             raise
         self.obs_dim, self.action_dim = self._local.obs_dim, self._local.action_dim
         self.max_episode_steps = self._local.max_episode_steps
+        self.num_goals = self._local.num_goals
         self._sizes = sizes
         self._bounds = np.cumsum([0, *sizes])
 
@@ -140,8 +144,15 @@ class ShardedVecEnv:
 
     def set_terminate_on_success(self, flag: bool) -> None:
         self._local.set_terminate_on_success(flag)
+        self._tell_workers("terminate_on_success", bool(flag))
+
+    def set_goal_schedule(self, indices: Sequence[int] | None) -> None:
+        self._local.set_goal_schedule(indices)
+        self._tell_workers("goal_schedule", None if indices is None else list(indices))
+
+    def _tell_workers(self, command: str, argument: object) -> None:
         for connection in self._connections:
-            connection.send(("terminate_on_success", bool(flag)))
+            connection.send((command, argument))
         for connection in self._connections:
             self._receive(connection)
 

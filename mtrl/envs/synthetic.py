@@ -9,6 +9,8 @@ which is what the gradient methods (PCGrad, ...) exist to handle.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from mtrl.envs.base import EnvError, VecStep
@@ -26,6 +28,7 @@ class SyntheticVecEnv:
     """
 
     action_dim = 2
+    num_goals = 1  # each task has one fixed goal
 
     def __init__(
         self,
@@ -100,6 +103,11 @@ class SyntheticVecEnv:
 
     def set_terminate_on_success(self, flag: bool) -> None:
         self._terminate_on_success = bool(flag)
+
+    def set_goal_schedule(self, indices: Sequence[int] | None) -> None:
+        """One goal per task: a schedule can only name goal 0."""
+        if indices is not None and any(int(i) != 0 for i in indices):
+            raise EnvError("the synthetic env has one goal per task; a schedule can only name 0")
 
     def state_dict(self) -> dict:
         """Positions, episode clocks and the start-position stream: enough to resume exactly.

@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from mtrl.agents.networks.experts import CGCBody, MMoEBody, PLEBody
-from mtrl.agents.networks.layers import Ensemble
+from mtrl.agents.networks.layers import Ensemble, he_uniform_init
 from mtrl.agents.networks.mlp import MultiHeadBody, SharedBody
 from mtrl.agents.networks.soft_modular import SoftModularBody
 from mtrl.agents.networks.task_routed import TaskRoutedBody
@@ -120,12 +120,29 @@ def task_specific_names(module: nn.Module) -> set[str]:
     return names
 
 
+# Bodies whose output layer is known (``output_layer()``), so agent.init=he_uniform can scale it.
+HE_UNIFORM_BODIES = ("shared", "multihead")
+
+
+def initialise(network: nn.Module, scheme: str, output_bound: float) -> None:
+    """Re-initialises a body (or each member of an ensemble) by ``scheme`` (agent.init)."""
+    if scheme == "torch":
+        return
+    members = network.members if isinstance(network, Ensemble) else [network]
+    for member in members:
+        if not isinstance(member, (SharedBody, MultiHeadBody)):
+            raise ValueError(f"agent.init={scheme} is defined for {', '.join(HE_UNIFORM_BODIES)}")
+        he_uniform_init(member, member.output_layer(), output_bound)
+
+
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
 __all__ = [
+    "HE_UNIFORM_BODIES",
     "NETWORKS",
+    "initialise",
     "check_network",
     "make_network",
     "matched_width",

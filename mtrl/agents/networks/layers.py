@@ -63,6 +63,22 @@ class TaskLinear(nn.Module):
         return num_tasks * (in_features + 1) * out_features
 
 
+def he_uniform_init(body: nn.Module, output_layer: nn.Module, output_bound: float) -> None:
+    """McLean et al. 2025's initialisation (rainx0r/mtrl, after the Flax defaults they set): every
+    hidden weight He-uniform (bound sqrt(6 / fan_in), which keeps ReLU activations at unit scale),
+    biases zero, and the output layer uniform in +-``output_bound`` (weights and bias) so that the
+    first actions and Q-values start near zero instead of wherever a random projection puts them."""
+    with torch.no_grad():
+        for module in body.modules():
+            if isinstance(module, (nn.Linear, TaskLinear)):
+                fan_in = module.weight.shape[-1 if isinstance(module, nn.Linear) else -2]
+                bound = math.sqrt(6.0 / fan_in)
+                module.weight.uniform_(-bound, bound)
+                module.bias.zero_()
+        output_layer.weight.uniform_(-output_bound, output_bound)
+        output_layer.bias.uniform_(-output_bound, output_bound)
+
+
 def linear_count(in_features: int, out_features: int) -> int:
     return (in_features + 1) * out_features
 

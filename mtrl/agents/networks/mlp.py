@@ -23,6 +23,9 @@ class SharedBody(nn.Module):
         """x [G, B, obs] -> [G, B, out]."""
         return self.net(x)
 
+    def output_layer(self) -> nn.Module:
+        return self.net[-1]
+
     @staticmethod
     def count(obs_dim: int, out_dim: int, num_tasks: int, hidden_sizes: tuple[int, ...]) -> int:
         return mlp_count(obs_dim, hidden_sizes, out_dim)
@@ -43,6 +46,9 @@ class MultiHeadBody(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.heads(self.trunk(x), task_index(x, self.num_tasks))
+
+    def output_layer(self) -> nn.Module:
+        return self.heads
 
     @staticmethod
     def count(obs_dim: int, out_dim: int, num_tasks: int, hidden_sizes: tuple[int, ...]) -> int:

@@ -1,0 +1,205 @@
+"""Our MT10 curve beside McLean et al. 2025's: MT-MH-SAC W = 256, the first 100k steps per task.
+
+Trains ``configs/mt10/scaling/mtmhsac_w0256.yaml`` (McLean et al.'s setup, every value's source in
+the file) for ``--steps`` steps per task on each seed, evaluating every ``--eval-every`` steps with
+50 episodes per task (one per training goal), and writes our curve (IQM over seeds x tasks with a
+95% stratified-bootstrap interval, the mean, and every seed) beside their published points as a
+Markdown table, a JSON and a figure under ``--out``.
+
+Resumable and incremental: each seed is an ordinary run directory under ``--out/runs/seed<k>``; a
+finished seed is skipped, an unfinished one resumed from its checkpoint (the replay buffer is
+checkpointed too, so a resumed seed learns as an uninterrupted one), and a new ``--seeds`` list adds
+seeds to the ones already there. Each seed's wall-clock time is summed over its invocations.
+
+    nice python benchmarks/reference_mt10.py --seeds 0 1 2     # ~1.5-2 h per seed on 2 cores
+    python benchmarks/reference_mt10.py --report-only           # table and figure from what exists
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESET = ROOT / "configs" / "mt10" / "scaling" / "mtmhsac_w0256.yaml"
+# McLean et al. 2025 (their Fig. and rainx0r/mtrl's width-scaling runs), MT10, W = 256: steps per
+# task -> mean success over their 10 seeds.
+PUBLISHED = {50_000: 0.19, 100_000: 0.28, 250_000: 0.54, 1_000_000: 0.70, 2_000_000: 0.74}
+
+
+def train_seed(seed: int, args: argparse.Namespace) -> None:
+    run_dir = args.out / "runs" / f"seed{seed}"
+    timing_path = run_dir / "timing.json"
+    if (run_dir / "eval" / "final.json").is_file():
+        print(f"seed {seed}: finished, skipped")
+        return
+    options = [
+        f"total_steps={args.steps}",
+        f"eval_every={args.eval_every}",
+        "eval_episodes=50",
+        "final_eval_episodes=50",
+        f"checkpoint_every={args.checkpoint_every}",
+        "checkpoint_replay=true",
+        "keep_checkpoints=1",
+        f"torch_threads={args.torch_threads}",
+        "progress=false",
+    ]
+    if any(run_dir.glob("checkpoints/step_*.pt")):
+        command = ["mtrl", "train", "--resume", str(run_dir), *options]
+    else:
+        command = ["mtrl", "train", "--config", str(PRESET), f"seed={seed}", f"run_dir={run_dir}"]
+        command += options
+    print(f"seed {seed}: {' '.join(command)}", flush=True)
+    start = time.time()
+    done = subprocess.run(command, cwd=ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"})
+    seconds = time.time() - start
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"sessions": []}
+    timing["sessions"].append(
+        {"started": time.strftime("%Y-%m-%d %H:%M", time.localtime(start)), "seconds": seconds}
+    )
+    timing["seconds"] = sum(session["seconds"] for session in timing["sessions"])
+    timing_path.write_text(json.dumps(timing, indent=2))
+    if done.returncode != 0:
+        sys.exit(f"seed {seed}: mtrl train exited with {done.returncode}; rerun to resume")
+
+
+def seed_curves(out: Path) -> dict[int, dict]:
+    """Per seed: {step: [per-task success]} from its evaluations, and its wall-clock seconds."""
+    from mtrl.logging import read_metrics
+
+    curves = {}
+    for run_dir in sorted((out / "runs").glob("seed*")):
+        if not (run_dir / "metrics.jsonl").is_file():
+            continue
+        points: dict[int, dict[str, float]] = {}
+        for record in read_metrics(run_dir):
+            if record.get("kind") not in ("eval", "final_eval"):
+                continue
+            points[int(record["step"])] = {
+                key.split("/")[1]: float(value)
+                for key, value in record.items()
+                if key.startswith("tasks/") and key.endswith("/success_rate")
+            }
+        timing_path = run_dir / "timing.json"
+        seconds = json.loads(timing_path.read_text())["seconds"] if timing_path.is_file() else None
+        finished = (run_dir / "eval" / "final.json").is_file()
+        curves[int(run_dir.name.removeprefix("seed"))] = {
+            "points": points,
+            "seconds": seconds,
+            "finished": finished,
+        }
+    return curves
+
+
+def report(out: Path, reps: int) -> str:
+    from mtrl.stats import aggregate_interval
+
+    curves = seed_curves(out)
+    steps = sorted({step for curve in curves.values() for step in curve["points"]})
+    rows, table = [], {}
+    for step in steps:
+        seeds = [s for s, curve in curves.items() if step in curve["points"]]
+        tasks = sorted(curves[seeds[0]]["points"][step])
+        scores = np.array([[curves[s]["points"][step][t] for t in tasks] for s in seeds])
+        iqm, low, high = aggregate_interval(scores, "iqm", reps=reps, seed=0)
+        table[step] = {
+            "seeds": seeds,
+            "iqm": iqm,
+            "iqm_ci": [low, high],
+            "mean": float(scores.mean()),
+            "per_seed": {s: float(scores[i].mean()) for i, s in enumerate(seeds)},
+            "published": PUBLISHED.get(step),
+        }
+        per_seed = ", ".join(f"{table[step]['per_seed'][s]:.2f}" for s in seeds)
+        published = f"{PUBLISHED[step]:.2f}" if step in PUBLISHED else "-"
+        rows.append(
+            f"| {step // 1000}k | {len(seeds)} | {iqm:.2f} [{low:.2f}, {high:.2f}] | "
+            f"{scores.mean():.2f} | {per_seed} | {published} |"
+        )
+    timing = ", ".join(
+        f"seed {s}: {c['seconds'] / 3600:.2f} h" + ("" if c["finished"] else " (unfinished)")
+        for s, c in curves.items()
+        if c["seconds"] is not None
+    )
+    text = "\n".join(
+        [
+            "| steps per task | seeds | IQM [95% CI] | mean | per seed (mean over tasks) "
+            "| McLean et al. 2025 |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Wall-clock per seed (2-core CPU, torch_threads=1): {timing or 'n/a'}.",
+        ]
+    )
+    (out / "table.md").write_text(text + "\n")
+    (out / "curve.json").write_text(json.dumps({str(k): v for k, v in table.items()}, indent=2))
+    plot(out / "curve.png", table, curves)
+    return text
+
+
+def plot(path: Path, table: dict, curves: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = sorted(table)
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=120)
+    for seed, curve in curves.items():
+        xs = sorted(curve["points"])
+        ys = [np.mean(list(curve["points"][x].values())) for x in xs]
+        axis.plot(np.array(xs) / 1e3, ys, color="tab:blue", alpha=0.3, lw=1)
+    iqm = [table[s]["iqm"] for s in steps]
+    low = [table[s]["iqm_ci"][0] for s in steps]
+    high = [table[s]["iqm_ci"][1] for s in steps]
+    x = np.array(steps) / 1e3
+    axis.plot(x, iqm, color="tab:blue", lw=2, marker="o", label="mtrl (IQM, 95% CI; thin: seeds)")
+    axis.fill_between(x, low, high, color="tab:blue", alpha=0.2)
+    limit = max(steps) if steps else 100_000
+    published = sorted((s, v) for s, v in PUBLISHED.items() if s <= max(limit, 100_000))
+    axis.plot(
+        [s / 1e3 for s, _ in published],
+        [v for _, v in published],
+        "s--",
+        color="tab:red",
+        label="McLean et al. 2025 (W=256)",
+    )
+    axis.set_xlabel("steps per task (thousands)")
+    axis.set_ylabel("success rate")
+    axis.set_ylim(0, 1)
+    axis.set_title("MT10, MT-MH-SAC 3 x 256")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=100_000, help="steps per task")
+    parser.add_argument("--eval-every", type=int, default=25_000)
+    parser.add_argument("--checkpoint-every", type=int, default=10_000)
+    parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--bootstrap-reps", type=int, default=5_000)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/reference_mt10")
+    parser.add_argument("--report-only", action="store_true", help="no training: table and figure")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        for seed in args.seeds:
+            train_seed(seed, args)
+    print(report(args.out, args.bootstrap_reps))
+
+
+if __name__ == "__main__":
+    main()
