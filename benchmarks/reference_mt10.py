@@ -100,7 +100,7 @@ def seed_curves(out: Path) -> dict[int, dict]:
 
 
 def report(out: Path, reps: int) -> str:
-    from mtrl.stats import aggregate_interval
+    from mtrl.stats import aggregate_estimates
 
     curves = seed_curves(out)
     steps = sorted({step for curve in curves.values() for step in curve["points"]})
@@ -109,7 +109,7 @@ def report(out: Path, reps: int) -> str:
         seeds = [s for s, curve in curves.items() if step in curve["points"]]
         tasks = sorted(curves[seeds[0]]["points"][step])
         scores = np.array([[curves[s]["points"][step][t] for t in tasks] for s in seeds])
-        iqm, low, high = aggregate_interval(scores, "iqm", reps=reps, seed=0)
+        iqm, low, high = aggregate_estimates(scores, reps=reps, seed=0)["iqm"].as_tuple()
         table[step] = {
             "seeds": seeds,
             "iqm": iqm,
@@ -153,7 +153,7 @@ def plot(path: Path, table: dict, curves: dict) -> None:
 
     steps = sorted(table)
     figure, axis = plt.subplots(figsize=(6, 4), dpi=120)
-    for seed, curve in curves.items():
+    for curve in curves.values():
         xs = sorted(curve["points"])
         ys = [np.mean(list(curve["points"][x].values())) for x in xs]
         axis.plot(np.array(xs) / 1e3, ys, color="tab:blue", alpha=0.3, lw=1)

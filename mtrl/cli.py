@@ -105,7 +105,13 @@ def _sweep(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from mtrl.report import make_report
 
-    report = make_report(args.run_dirs, args.out)
+    report = make_report(
+        args.run_dirs,
+        args.out,
+        bootstrap_reps=args.bootstrap_reps,
+        bootstrap_seed=args.bootstrap_seed,
+        mixed_protocols=args.mixed_protocols,
+    )
     for path in report["skipped"]:
         print(f"skipped (no final evaluation yet): {path}")
     print((Path(args.out) / "table.md").read_text())
@@ -176,6 +182,21 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="ablation tables and plots from run directories")
     report.add_argument("run_dirs", nargs="+", help="run directories, or directories holding them")
     report.add_argument("--out", default="report", help="where the tables and PNGs go")
+    report.add_argument(
+        "--bootstrap-reps",
+        type=int,
+        default=2000,
+        help="stratified-bootstrap repetitions per interval (default 2000; rliable's examples "
+        "use 50000 for published numbers)",
+    )
+    report.add_argument(
+        "--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resampling"
+    )
+    report.add_argument(
+        "--mixed-protocols",
+        action="store_true",
+        help="report runs evaluated under different protocols in one table (marked as mixed)",
+    )
     report.add_argument("--debug", action="store_true", help="show tracebacks")
     report.set_defaults(handler=_report)
 

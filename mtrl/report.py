@@ -1,27 +1,73 @@
-"""``mtrl report``: run directories -> the ablation table (Markdown, CSV, LaTeX) and figures (PNG).
+"""``mtrl report``: run directories -> ablation tables (Markdown, CSV, LaTeX), statistics and figures.
 
 Reports read only run directories: ``config.yaml`` for the method label and env, ``metrics.jsonl``
-for everything measured. A run's score is its final evaluation's mean success rate over tasks (the
-``final_eval`` record). Per method: the mean over seeds, a 95% percentile-bootstrap confidence
-interval over seeds, and the interquartile mean over all (seed, task) scores, the aggregate rliable
-(Agarwal et al. 2021) recommends for few runs; per task, the mean over seeds.
+for everything measured, ``run.json`` for the evaluation protocol and provenance. A run's score is
+its FINAL evaluation: the ``final_eval`` record of ``metrics.jsonl`` (the numbers of
+``eval/final.json``, which is read when the record is missing), per task, with the run's
+``final_eval_episodes`` episodes per task. It is never the ``best.pt`` checkpoint's evaluation:
+picking the best of many noisy evaluations is biased upwards, and more so the more often a run
+evaluated.
+
+Statistics (``mtrl.stats``, after Agarwal et al. 2021, "Deep RL at the Edge of the Statistical
+Precipice", whose library is rliable): a method's scores are a [seeds, tasks] matrix of final
+success rates; its interquartile mean (IQM), mean, median and optimality gap get 95% stratified
+bootstrap intervals (the seeds resampled within each task, percentile intervals, ``--bootstrap-reps``
+repetitions, 2,000 by default where rliable's examples use 50,000; ``--bootstrap-seed`` fixes them).
+Within an env every ordered pair of methods gets P(X > Y) with its interval, every method a
+performance profile (the fraction of (seed, task) scores above each threshold) with bands, and the
+learning curves show the IQM over seeds x tasks at each evaluation with a bootstrap band. A method
+with one seed still gets its point estimates; its intervals collapse to the point (that is what the
+CSV and JSON files hold) and the Markdown and LaTeX tables print them as "n/a"; its P(X > Y)
+intervals come from resampling the other method's seeds alone.
+
+Outputs under ``--out``: ``table.*`` (mean success with its interval, IQM, seeds), ``per_task.*``,
+``aggregates.{csv,md,tex}``, ``probability_of_improvement.{csv,png}``, ``summary.json`` (all of
+it, plus every run's protocol and provenance) and per env ``curves_<env>.png``,
+``per_task_<env>.png``, ``aggregates_<env>.png``, ``performance_profile_<env>.png`` and, where runs
+logged them, ``conflict_<env>.png``.
+
+Protocol: scores are comparable only when measured the same way, so within one env all runs must
+agree on env, reward version, episode length, final-evaluation episodes, goal scheme and steps per
+task (``PROTOCOL_KEYS``); otherwise the report stops with one line naming the two protocols, unless
+``mixed_protocols`` is set, when the tables say "mixed protocols" and list them. Runs made before
+``run.json`` recorded a protocol get one from their ``config.yaml``, with an unknown goal scheme.
+
+This module loads the runs, groups them by method, checks their protocols and runs the report;
+``mtrl.report_tables`` writes the tables and ``mtrl.report_figures`` draws the figures, both from
+plain data (summaries, curves, score matrices), so the imports point one way: from here to them.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from mtrl import stats
 from mtrl.config import Config, ConfigError, load_config
 from mtrl.logging import read_metrics
+from mtrl.report_figures import (
+    PROFILE_TAUS,
+    plot_aggregates,
+    plot_conflict,
+    plot_curves,
+    plot_heatmap,
+    plot_improvement,
+    plot_profile,
+)
+from mtrl.report_tables import write_tables
+from mtrl.run import COMPARED_PROTOCOL_FIELDS, read_run_info
 
-BOOTSTRAP_SAMPLES = 10_000
 CONFLICT_KEYS = ("gradients/critic/cosine_mean", "gradients/critic/conflict_fraction")
+PROTOCOL_KEYS = COMPARED_PROTOCOL_FIELDS
+"""The protocol fields that must agree within one table (env, reward version, episode length,
+final-evaluation episodes, goal scheme, steps per task; not the seed, evaluation episodes during
+training or parameter counts, which may differ between methods), as ``mtrl.run`` defines them."""
+UNKNOWN_GOAL_SCHEME = "unknown (run made before protocol records)"
 
 
 def method_label(config: Config) -> str:
@@ -41,10 +87,18 @@ class Run:
     task_success: dict[str, float]  # the final evaluation, per task
     curve: list[tuple[int, float]]  # (step, mean success) of every evaluation
     conflict: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    task_curve: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # per task
+    protocol: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] | None = None
+    parameters: dict[str, int | None] = field(default_factory=dict)  # actor, critic
+    resumed_at: list[str] = field(default_factory=list)
 
     @property
     def score(self) -> float:
         return float(np.mean(list(self.task_success.values())))
+
+    def protocol_key(self) -> tuple:
+        return tuple(self.protocol.get(key) for key in PROTOCOL_KEYS)
 
 
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:
@@ -64,51 +118,118 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+def _task_values(record: dict, suffix: str = "/success_rate") -> dict[str, float]:
+    prefix = "tasks/"
+    return {
+        key[len(prefix) : -len(suffix)]: float(value)
+        for key, value in record.items()
+        if key.startswith(prefix) and key.endswith(suffix)
+    }
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _episode_steps(env: str, steps: Any) -> Any:
+    """0 in a config means the suite's own episode length: resolve it so old and new runs match."""
+    if steps not in (0, None):
+        return steps
+    from mtrl.envs import METAWORLD_MAX_EPISODE_STEPS, SYNTHETIC_MAX_EPISODE_STEPS, is_metaworld
+
+    return METAWORLD_MAX_EPISODE_STEPS if is_metaworld(env) else SYNTHETIC_MAX_EPISODE_STEPS
+
+
+def run_protocol(config: Config, info: dict) -> dict[str, Any]:
+    """The run's evaluation protocol: ``run.json``'s record, or for runs made before it existed,
+    what ``config.yaml`` says (the goal scheme is then unknown)."""
+    from mtrl.envs import is_metaworld
+
+    recorded = info.get("protocol")
+    if isinstance(recorded, dict):
+        protocol = dict(recorded)
+    else:  # as mtrl.run writes it: no reward version outside Meta-World
+        metaworld = is_metaworld(config.env.name)
+        protocol = {
+            "env": config.env.name,
+            "reward_version": config.env.reward_version if metaworld else None,
+            "max_episode_steps": config.env.max_episode_steps,
+            "final_eval_episodes": config.final_eval_episodes,
+            "goal_scheme": UNKNOWN_GOAL_SCHEME,
+            "steps_per_task": config.total_steps,
+            "seed": config.seed,
+        }
+    protocol["max_episode_steps"] = _episode_steps(
+        str(protocol.get("env", config.env.name)), protocol.get("max_episode_steps")
+    )
+    return protocol
+
+
+def _parameters(protocol: dict, info: dict) -> dict[str, int | None]:
+    counts = info.get("parameter_counts") if isinstance(info.get("parameter_counts"), dict) else {}
+    return {
+        "actor": protocol.get("actor_parameters", counts.get("actor")),
+        "critic": protocol.get("critic_parameters", counts.get("critic")),
+    }
+
+
 def load_run(path: Path) -> Run | None:
     """A finished run; None when it has no final evaluation yet."""
     config = load_config(path / "config.yaml")
     records = read_metrics(path)
     finals = [r for r in records if r["kind"] == "final_eval"]
-    if not finals:
-        return None
-    final = finals[-1]
-    prefix, suffix = "tasks/", "/success_rate"
-    task_success = {
-        key[len(prefix) : -len(suffix)]: float(value)
-        for key, value in final.items()
-        if key.startswith(prefix) and key.endswith(suffix)
-    }
     curve = [
         (int(r["step"]), float(r["eval/mean_success_rate"]))
         for r in records
         if r["kind"] in ("eval", "final_eval")
     ]
+    task_curve = [
+        (int(r["step"]), _task_values(r)) for r in records if r["kind"] in ("eval", "final_eval")
+    ]
+    if finals:
+        task_success = _task_values(finals[-1])
+    else:  # the record may be lost (a torn last line): eval/final.json holds the same numbers
+        final = _read_json(path / "eval" / "final.json")
+        tasks = final.get("tasks")
+        if not isinstance(tasks, dict) or not tasks:
+            return None
+        task_success = {name: float(result["success_rate"]) for name, result in tasks.items()}
+        if "step" in final:
+            curve.append((int(final["step"]), float(np.mean(list(task_success.values())))))
+            task_curve.append((int(final["step"]), dict(task_success)))
+    if not task_success:
+        return None
     conflict = {
         key: [(int(r["step"]), float(r[key])) for r in records if r["kind"] == "train" and key in r]
         for key in CONFLICT_KEYS
     }
+    info = read_run_info(path)
+    protocol = run_protocol(config, info)
+    provenance = info.get("provenance") if isinstance(info.get("provenance"), dict) else None
     return Run(
-        path, config.env.name, method_label(config), config.seed, task_success, curve, conflict
+        path,
+        config.env.name,
+        method_label(config),
+        config.seed,
+        task_success,
+        curve,
+        conflict,
+        task_curve,
+        protocol,
+        provenance,
+        _parameters(protocol, info),
+        list(info.get("resumed_at") or []),
     )
 
 
-def bootstrap_ci(
-    scores: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
-) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean of ``scores`` (resampling runs)."""
-    if len(scores) < 2:
-        return float(scores.mean()), float(scores.mean())
-    rng = np.random.default_rng(seed)
-    means = scores[rng.integers(0, len(scores), (samples, len(scores)))].mean(1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def interquartile_mean(values: np.ndarray) -> float:
-    """Mean of the middle 50% (rliable's IQM): drops the lowest and highest quarter."""
-    values = np.sort(values.ravel())
-    cut = int(np.floor(0.25 * len(values)))
-    return float(values[cut : len(values) - cut].mean())
+def _common_tasks(runs: list[Run]) -> list[str]:
+    """Tasks every run evaluated, in the first run's order."""
+    shared = set.intersection(*(set(run.task_success) for run in runs))
+    return [task for task in runs[0].task_success if task in shared]
 
 
 @dataclass
@@ -121,21 +242,45 @@ class MethodRow:
     def scores(self) -> np.ndarray:
         return np.array([run.score for run in self.runs])
 
-    def summary(self) -> dict:
-        low, high = bootstrap_ci(self.scores)
-        all_tasks = np.array([list(run.task_success.values()) for run in self.runs])
+    @property
+    def tasks(self) -> list[str]:
+        return _common_tasks(self.runs)
+
+    def score_matrix(self, tasks: list[str] | None = None) -> np.ndarray:
+        """Final success rates [seeds, tasks] (rliable's layout)."""
+        tasks = self.tasks if tasks is None else tasks
+        return np.array([[run.task_success[t] for t in tasks] for run in self.runs], dtype=float)
+
+    def parameters(self) -> dict[str, str]:
+        """Actor and critic parameter counts ("?" where unrecorded; all values if seeds differ)."""
+        out = {}
+        for part in ("actor", "critic"):
+            values = list(dict.fromkeys(run.parameters.get(part) for run in self.runs))
+            out[part] = "/".join("?" if v is None else str(v) for v in values)
+        return out
+
+    def summary(self, reps: int = stats.DEFAULT_REPS, seed: int = 0) -> dict:
+        estimates = stats.aggregate_estimates(self.score_matrix(), reps=reps, seed=seed)
+        mean = estimates["mean"]
         return {
             "env": self.env,
             "method": self.label,
-            "mean": float(self.scores.mean()),
-            "ci_low": low,
-            "ci_high": high,
-            "iqm": interquartile_mean(all_tasks),
+            "mean": mean.point,
+            "ci_low": mean.low,
+            "ci_high": mean.high,
+            "iqm": estimates["iqm"].point,
             "seeds": len(self.runs),
+            "tasks": len(self.tasks),
+            "aggregates": {
+                name: {"point": e.point, "low": e.low, "high": e.high}
+                for name, e in estimates.items()
+            },
+            "parameters": self.parameters(),
             "per_seed": {str(run.seed): run.score for run in self.runs},
             "per_task": {
                 task: float(np.mean([run.task_success[task] for run in self.runs]))
                 for task in self.runs[0].task_success
+                if all(task in run.task_success for run in self.runs)
             },
         }
 
@@ -150,186 +295,130 @@ def group_runs(runs: list[Run]) -> list[MethodRow]:
     ]
 
 
-# ------------------------------------------------------------------------------------ tables
-def _markdown(summaries: list[dict]) -> str:
-    lines = [
-        "| env | method | success (mean) | 95% CI | IQM | seeds |",
-        "|---|---|---|---|---|---|",
-    ]
-    for s in summaries:
-        lines.append(
-            f"| {s['env']} | {s['method']} | {s['mean']:.3f} | [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
-            f" | {s['iqm']:.3f} | {s['seeds']} |"
+# ---------------------------------------------------------------------------------- protocol
+def _protocol_text(protocol: dict) -> str:
+    return ", ".join(f"{key} {protocol.get(key)}" for key in PROTOCOL_KEYS)
+
+
+def env_protocol(env: str, rows: list[MethodRow], mixed_protocols: bool = False) -> dict[str, Any]:
+    """The env's protocol for its tables; refuses runs measured differently unless told."""
+    runs = [run for row in rows for run in row.runs]
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.protocol_key(), []).append(run)
+    if len(groups) > 1 and not mixed_protocols:
+        (first, *_), (other, *_) = list(groups.values())[:2]
+        keys = [k for k in PROTOCOL_KEYS if first.protocol.get(k) != other.protocol.get(k)]
+        left = ", ".join(f"{k} {first.protocol.get(k)}" for k in keys)
+        right = ", ".join(str(other.protocol.get(k)) for k in keys)
+        raise ConfigError(
+            f"runs in one table have different protocols: {left} ({first.path}) vs {right} "
+            f"({other.path}); pass --mixed-protocols to report them together"
         )
-    return "\n".join(lines) + "\n"
+    protocols = []
+    for members in groups.values():
+        entry = {key: members[0].protocol.get(key) for key in PROTOCOL_KEYS}
+        methods: dict[str, list[int]] = defaultdict(list)
+        for run in members:
+            methods[run.label].append(run.seed)
+        entry["methods"] = {label: sorted(seeds) for label, seeds in methods.items()}
+        protocols.append(entry)
+    return {
+        "env": env,
+        "mixed": len(groups) > 1,
+        "protocols": protocols,
+        "parameters": {row.label: row.parameters() for row in rows},
+    }
 
 
-def _per_task_markdown(summaries: list[dict]) -> str:
-    tasks = list(dict.fromkeys(t for s in summaries for t in s["per_task"]))
-    lines = ["| env | method | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
-    for s in summaries:
-        cells = [f"{s['per_task'][t]:.2f}" if t in s["per_task"] else "" for t in tasks]
-        lines.append(f"| {s['env']} | {s['method']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _latex_escape(text: str) -> str:
-    for char in "\\&%$#_{}":
-        text = text.replace(char, "\\" + char)
-    return text
-
-
-def _latex(summaries: list[dict]) -> str:
-    lines = [
-        "\\begin{tabular}{llcccc}",
-        "\\toprule",
-        "Env & Method & Success & 95\\% CI & IQM & Seeds \\\\",
-        "\\midrule",
-    ]
-    for s in summaries:
-        lines.append(
-            f"{_latex_escape(s['env'])} & {_latex_escape(s['method'])} & {s['mean']:.3f} & "
-            f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}] & {s['iqm']:.3f} & {s['seeds']} \\\\"
-        )
-    lines += ["\\bottomrule", "\\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def _write_csv(path: Path, summaries: list[dict]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["env", "method", "mean", "ci_low", "ci_high", "iqm", "seeds"])
-        for s in summaries:
-            writer.writerow(
-                [s["env"], s["method"], s["mean"], s["ci_low"], s["ci_high"], s["iqm"], s["seeds"]]
+def protocol_line(protocol: dict) -> str:
+    """One line for under a table: the protocol (or the mixed ones) and parameters per method."""
+    params = "; ".join(
+        f"{label} {p['actor']}/{p['critic']}" for label, p in protocol["parameters"].items()
+    )
+    if protocol["mixed"]:
+        parts = []
+        for k, entry in enumerate(protocol["protocols"], 1):
+            who = ", ".join(
+                f"{label} seeds {','.join(map(str, seeds))}"
+                for label, seeds in entry["methods"].items()
             )
-
-
-def _write_per_task_csv(path: Path, summaries: list[dict]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["env", "method", "task", "success_rate"])
-        for s in summaries:
-            for task, value in s["per_task"].items():
-                writer.writerow([s["env"], s["method"], task, value])
-
-
-# ----------------------------------------------------------------------------------- figures
-def _curve_band(
-    curves: list[list[tuple[int, float]]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and 95% bootstrap band over seeds at the steps every seed evaluated."""
-    steps = sorted(set.intersection(*(set(s for s, _ in curve) for curve in curves)))
-    values = np.array([[dict(curve)[s] for s in steps] for curve in curves])  # [seeds, steps]
-    bands = np.array([bootstrap_ci(values[:, k], samples=2000) for k in range(len(steps))])
-    return np.array(steps), values.mean(0), bands[:, 0], bands[:, 1]
-
-
-def _styles(count: int) -> list[dict]:
-    """Distinct color/line-style pairs for up to 40 methods (tab20 colors, then dashed)."""
-    import matplotlib
-
-    colors = matplotlib.colormaps["tab20"].colors if count > 10 else [f"C{k}" for k in range(10)]
-    return [
-        {"color": colors[k % len(colors)], "linestyle": "-" if k < len(colors) else "--"}
-        for k in range(count)
-    ]
-
-
-def _plot_curves(rows: list[MethodRow], path: Path, title: str) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8 + (3 if len(rows) > 6 else 0), 4.5))
-    for row, style in zip(rows, _styles(len(rows)), strict=True):
-        steps, mean, low, high = _curve_band([run.curve for run in row.runs])
-        if len(steps) == 0:
-            continue
-        ax.plot(steps, mean, label=f"{row.label} (n={len(row.runs)})", linewidth=1.5, **style)
-        ax.fill_between(
-            steps, low, high, color=style["color"], alpha=0.12 if len(rows) > 6 else 0.2
-        )
-    ax.set(
-        xlabel="environment steps (per task)",
-        ylabel="mean success rate (95% CI over seeds)",
-        title=title,
-        ylim=(-0.02, 1.02),
+            parts.append(f"({k}) {_protocol_text(entry)} [{who}]")
+        text = f"mixed protocols: {' '.join(parts)}"
+    else:
+        text = _protocol_text(protocol["protocols"][0])
+    return (
+        f"Protocol ({protocol['env']}): {text}. Parameters (actor/critic): {params}. "
+        "Score: final evaluation success rate."
     )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
-def _plot_heatmap(summaries: list[dict], path: Path, title: str) -> None:
-    import matplotlib.pyplot as plt
-
-    tasks = list(dict.fromkeys(t for s in summaries for t in s["per_task"]))
-    grid = np.array([[s["per_task"].get(t, np.nan) for t in tasks] for s in summaries])
-    fig, ax = plt.subplots(
-        figsize=(max(5, 0.5 * len(tasks) + 3), max(2.5, 0.4 * len(summaries) + 1.5))
-    )
-    image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(summaries)), [s["method"] for s in summaries], fontsize=8)
-    if grid.size <= 400:
-        for (i, j), value in np.ndenumerate(grid):
-            if np.isfinite(value):
-                ax.text(
-                    j,
-                    i,
-                    f"{value:.2f}",
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="w" if value < 0.5 else "k",
-                )
-    fig.colorbar(image, ax=ax, label="final success rate (mean over seeds)")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _plot_conflict(rows: list[MethodRow], path: Path, title: str) -> bool:
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    drawn = False
-    for ax, key in zip(axes, CONFLICT_KEYS, strict=True):
-        for row, style in zip(rows, _styles(len(rows)), strict=True):
-            curves = [run.conflict.get(key, []) for run in row.runs]
-            if not all(curves):
+# ------------------------------------------------------------------------------ statistics
+def improvement_rows(
+    rows: list[MethodRow], reps: int = stats.DEFAULT_REPS, seed: int = 0
+) -> list[dict]:
+    """P(X > Y) with its interval for every ordered pair of methods in one env, over the tasks
+    both evaluated (each unordered pair is bootstrapped once; P(Y > X) is 1 - P(X > Y) exactly,
+    resample by resample, so its interval is the mirror image)."""
+    out: list[dict] = []
+    for i, x in enumerate(rows):
+        for y in rows[i + 1 :]:
+            tasks = [t for t in x.tasks if t in set(y.tasks)]
+            if not tasks:
                 continue
-            steps, mean, low, high = _curve_band(curves)
-            if len(steps) == 0:
-                continue
-            ax.plot(steps, mean, label=row.label, linewidth=1.2, **style)
-            ax.fill_between(steps, low, high, color=style["color"], alpha=0.12)
-            drawn = True
-        ax.set(xlabel="environment steps (per task)", ylabel=key.split("/")[-1].replace("_", " "))
-        ax.grid(alpha=0.3)
-    if drawn:
-        axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.suptitle(title)
-    fig.tight_layout()
-    if drawn:
-        fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return drawn
+            e = stats.probability_of_improvement_estimate(
+                x.score_matrix(tasks), y.score_matrix(tasks), reps=reps, seed=seed
+            )
+            common = {"env": x.env, "tasks": len(tasks)}
+            out.append(
+                {**common, "method_x": x.label, "method_y": y.label}
+                | {"probability": e.point, "ci_low": e.low, "ci_high": e.high}
+            )
+            out.append(
+                {**common, "method_x": y.label, "method_y": x.label}
+                | {"probability": 1 - e.point, "ci_low": 1 - e.high, "ci_high": 1 - e.low}
+            )
+    return out
 
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
 
 
-def make_report(paths: list[str | Path], out: str | Path) -> dict:
-    """Writes the tables and figures under ``out``; returns {"summaries", "files", "skipped"}."""
+def _run_record(run: Run) -> dict:
+    return {
+        "path": str(run.path),
+        "env": run.env,
+        "method": run.label,
+        "seed": run.seed,
+        "score": run.score,
+        "protocol": run.protocol,
+        "parameters": run.parameters,
+        "provenance": run.provenance,
+        "resumed_at": run.resumed_at,
+    }
+
+
+def make_report(
+    paths: list[str | Path],
+    out: str | Path,
+    bootstrap_reps: int = stats.DEFAULT_REPS,
+    bootstrap_seed: int = 0,
+    mixed_protocols: bool = False,
+) -> dict:
+    """Writes the tables, statistics and figures under ``out``.
+
+    Returns {"summaries" (per method: the table's numbers and the aggregates), "improvement",
+    "protocols", "files", "skipped"}. Every interval uses ``bootstrap_reps`` stratified resamples seeded with
+    ``bootstrap_seed`` (each estimate from the seed itself, so one method's numbers do not
+    depend on which other methods are in the report).
+    """
+    if bootstrap_reps < 1:
+        raise ConfigError(f"--bootstrap-reps must be > 0, got {bootstrap_reps}")
     import matplotlib
 
     matplotlib.use("Agg")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     runs, skipped = [], []
     for path in find_run_dirs(paths):
         run = load_run(path)
@@ -337,27 +426,85 @@ def make_report(paths: list[str | Path], out: str | Path) -> dict:
     if not runs:
         raise ConfigError("none of the runs has a final evaluation yet")
     rows = sorted(group_runs(runs), key=lambda r: (r.env, r.label))
-    summaries = [row.summary() for row in rows]
-    files = {
-        "table.md": _markdown(summaries),
-        "per_task.md": _per_task_markdown(summaries),
-        "table.tex": _latex(summaries),
+    envs = list(dict.fromkeys(row.env for row in rows))
+    protocols = {
+        env: env_protocol(env, [r for r in rows if r.env == env], mixed_protocols) for env in envs
     }
-    for name, text in files.items():
-        (out / name).write_text(text)
-    _write_csv(out / "table.csv", summaries)
-    _write_per_task_csv(out / "per_task.csv", summaries)
-    (out / "summary.json").write_text(json.dumps(summaries, indent=2))
-    written = [out / name for name in (*files, "table.csv", "per_task.csv", "summary.json")]
-    for env in dict.fromkeys(row.env for row in rows):
+    out.mkdir(parents=True, exist_ok=True)
+    reps, seed = bootstrap_reps, bootstrap_seed
+    summaries = [row.summary(reps, seed) for row in rows]
+    improvement = [
+        item
+        for env in envs
+        for item in improvement_rows([r for r in rows if r.env == env], reps, seed)
+    ]
+    lines = {env: protocol_line(p) for env, p in protocols.items()}
+    written = write_tables(out, summaries, improvement, lines)
+    profiles: dict[str, dict] = {}
+    for env in envs:
         env_rows = [row for row in rows if row.env == env]
         env_summaries = [s for s in summaries if s["env"] == env]
         tag = _slug(env)
-        _plot_curves(env_rows, out / f"curves_{tag}.png", f"{env}: success rate during training")
-        _plot_heatmap(env_summaries, out / f"per_task_{tag}.png", f"{env}: final success per task")
-        written += [out / f"curves_{tag}.png", out / f"per_task_{tag}.png"]
-        if _plot_conflict(
-            env_rows, out / f"conflict_{tag}.png", f"{env}: critic gradient conflict"
+        curves = {row.label: [(run.task_curve, run.curve) for run in row.runs] for row in env_rows}
+        plot_curves(
+            curves, out / f"curves_{tag}.png", f"{env}: success rate during training", reps, seed
+        )
+        plot_heatmap(env_summaries, out / f"per_task_{tag}.png", f"{env}: final success per task")
+        plot_aggregates(
+            env_summaries, out / f"aggregates_{tag}.png", f"{env}: final success (95% CIs)"
+        )
+        profiles[env] = plot_profile(
+            {row.label: row.score_matrix() for row in env_rows},
+            out / f"performance_profile_{tag}.png",
+            f"{env}: performance profile (95% CIs)",
+            reps,
+            seed,
+        )
+        written += [
+            out / f"curves_{tag}.png",
+            out / f"per_task_{tag}.png",
+            out / f"aggregates_{tag}.png",
+            out / f"performance_profile_{tag}.png",
+        ]
+        conflict = {
+            key: {row.label: [run.conflict.get(key, []) for run in row.runs] for row in env_rows}
+            for key in CONFLICT_KEYS
+        }
+        if plot_conflict(
+            conflict, out / f"conflict_{tag}.png", f"{env}: critic gradient conflict", reps, seed
         ):
             written.append(out / f"conflict_{tag}.png")
-    return {"summaries": summaries, "files": written, "skipped": skipped}
+    plot_improvement(summaries, improvement, out / "probability_of_improvement.png")
+    written.append(out / "probability_of_improvement.png")
+    summary = {
+        "score": "final evaluation success rate per task (never best.pt)",
+        "bootstrap": {
+            "reps": reps,
+            "seed": seed,
+            "confidence": stats.CONFIDENCE,
+            "method": "percentile; seeds resampled within each task (stratified)",
+        },
+        "methods": summaries,
+        "probability_of_improvement": improvement,
+        "performance_profiles": {
+            env: {
+                "taus": PROFILE_TAUS.tolist(),
+                "methods": {
+                    label: {key: value.tolist() for key, value in profile.items()}
+                    for label, profile in env_profiles.items()
+                },
+            }
+            for env, env_profiles in profiles.items()
+        },
+        "protocols": {env: {**p, "line": lines[env]} for env, p in protocols.items()},
+        "runs": [_run_record(run) for row in rows for run in row.runs],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    written.append(out / "summary.json")
+    return {
+        "summaries": summaries,
+        "improvement": improvement,
+        "protocols": protocols,
+        "files": written,
+        "skipped": skipped,
+    }

@@ -115,6 +115,13 @@ def test_each_episode_runs_on_its_scheduled_goal_and_training_goes_back_to_rando
         assert len(set(drawn)) < 40  # with replacement again: 40 draws of 50 repeat (p > 0.99)
         with pytest.raises(mw.EnvError, match="goal schedule"):
             env.set_goal_schedule([50])
+        # Periodic evaluations of a run (5 episodes) use the same subset every time, and leave
+        # the env drawing at random again.
+        first, second = (evaluate(lambda obs: np.zeros((1, 4)), env, 5) for _ in range(2))
+        assert (
+            first["reach-v3"].goal_indices == second["reach-v3"].goal_indices == (0, 10, 20, 30, 40)
+        )
+        assert env._vec.envs[0].schedule is None
 
 
 def test_synthetic_env_has_one_goal_and_the_same_subset_every_evaluation():

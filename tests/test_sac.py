@@ -272,3 +272,37 @@ def test_a_failing_compile_falls_back_to_the_eager_pass_with_a_warning(monkeypat
     eager.update(_batch())
     for a, b in zip(agent.critic.parameters(), eager.critic.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("body", ["shared", "multihead"])
+def test_he_uniform_init_and_adam_eps_follow_mclean_et_al(body):
+    """agent.init=he_uniform: hidden weights U(+-sqrt(6 / fan_in)) (variance 2 / fan_in), zero
+    biases, outputs U(+-1e-3) (actor) and U(+-3e-3) (critic); agent.adam_eps reaches every Adam."""
+    torch.manual_seed(0)
+    config = AgentConfig(
+        actor=body, critic=body, hidden_sizes=(512, 512), init="he_uniform", adam_eps=1e-5
+    )
+    agent = MultiTaskSAC(OBS, A, T, config)
+    actor = agent.actor.body
+    hidden = actor.net[2] if body == "shared" else actor.trunk[2]  # the 512 -> 512 layer
+    bound = (6.0 / 512) ** 0.5
+    assert hidden.weight.abs().max() <= bound and hidden.weight.abs().max() > 0.95 * bound
+    assert hidden.weight.var().item() == pytest.approx(2.0 / 512, rel=0.02)
+    assert hidden.bias.abs().max() == 0
+    actor_out = actor.output_layer()
+    critic_out = agent.critic.members[1].output_layer()
+    assert actor_out.weight.abs().max() <= 1e-3 and actor_out.bias.abs().max() <= 1e-3
+    assert critic_out.weight.abs().max() <= 3e-3 and critic_out.weight.abs().max() > 2e-3
+    for optimizer in (agent.actor_optimizer, agent.critic_optimizer, agent.alpha_optimizer):
+        assert optimizer.defaults["eps"] == 1e-5
+    default = MultiTaskSAC(OBS, A, T, AgentConfig(actor=body, hidden_sizes=(512, 512)))
+    torch_bound = 1 / 512**0.5  # nn.Linear's own initialisation is kept by default
+    layer = default.actor.body.net[2] if body == "shared" else default.actor.body.trunk[2]
+    assert layer.weight.abs().max() <= torch_bound and layer.bias.abs().max() > 0
+
+
+def test_he_uniform_init_is_refused_for_bodies_without_a_known_output_layer():
+    from mtrl.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match="agent.init=he_uniform is defined for shared, multihead"):
+        build_config(None, ["env.name=synthetic", "agent.init=he_uniform", "agent.critic=mmoe"])

@@ -15,7 +15,8 @@ import pytest
 
 from mtrl.config import ConfigError
 from mtrl.logging import read_metrics
-from mtrl.report import bootstrap_ci, interquartile_mean, make_report
+from mtrl.report import make_report
+from mtrl.stats import aggregate_estimates, interquartile_mean
 from mtrl.sweep import load_sweep, run_state, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
@@ -173,9 +174,11 @@ def test_sweep_and_report_commands_give_one_line_errors(tmp_path):
 def test_report_statistics_on_hand_computed_cases():
     assert interquartile_mean(np.arange(8.0)) == pytest.approx(3.5)  # mean of 2, 3, 4, 5
     assert interquartile_mean(np.array([0.0, 1.0, 1.0, 100.0])) == pytest.approx(1.0)
-    assert bootstrap_ci(np.array([0.5, 0.5, 0.5])) == (0.5, 0.5)
-    low, high = bootstrap_ci(np.array([0.0, 1.0] * 10))
-    assert 0.25 < low < 0.5 < high < 0.75
+    # The report's intervals: stratified bootstrap over seeds ([seeds, tasks] scores).
+    constant = aggregate_estimates(np.full((3, 1), 0.5))["mean"]
+    assert constant.as_tuple() == (0.5, 0.5, 0.5)
+    mean = aggregate_estimates(np.array([[0.0], [1.0]] * 10))["mean"]
+    assert 0.2 < mean.low < mean.point == 0.5 < mean.high < 0.8  # sd of the mean: 0.11
 
 
 def test_independent_baseline_writes_the_common_layout_and_resumes(tmp_path):

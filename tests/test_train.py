@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mtrl.agents.networks import NETWORKS
+from mtrl.checkpoint import load_checkpoint
 from mtrl.config import build_config
 from mtrl.gradients import GRADIENT_METHODS
 from mtrl.logging import read_metrics
@@ -141,6 +143,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert _comparable(split) == _comparable(whole)
     info = json.loads((tmp_path / "split" / "run.json").read_text())
     assert info["status"] == "finished" and info["step"] == 300
+    assert len(info["resumed_at"]) == 1  # the first start time is kept, the resume added
+    assert info["provenance"]["started_at"] <= info["resumed_at"][0]
+    assert info["protocol"]["steps_per_task"] == 300
 
 
 def test_run_directory_layout_and_refusal_to_overwrite(tmp_path):
@@ -168,6 +173,7 @@ def test_run_directory_layout_and_refusal_to_overwrite(tmp_path):
     ]
     info = json.loads((run_dir / "run.json").read_text())
     assert info["parameter_counts"]["actor"] > 0 and info["parameter_counts"]["critic"] > 0
+    _check_provenance(info, run_dir, final)
     records = read_metrics(run_dir)
     train = [r for r in records if r["kind"] == "train"]
     assert [r["step"] for r in train] == [30, 60, 90, 120]
@@ -176,6 +182,36 @@ def test_run_directory_layout_and_refusal_to_overwrite(tmp_path):
     assert "tasks/point-3/success_rate" in evals[-1]
     with pytest.raises(RunError, match="already holds a run"):
         Trainer(build_config(CONFIGS / "synthetic.yaml", [f"run_dir={run_dir}"]), run_dir)
+
+
+def _check_provenance(info: dict, run_dir: Path, final: dict) -> None:
+    """run.json, every checkpoint and the final evaluation say how the numbers were made."""
+    provenance, protocol = info["provenance"], info["protocol"]
+    assert provenance["mtrl_version"] and provenance["versions"]["torch"] == torch.__version__
+    assert set(provenance["versions"]) >= {"python", "metaworld", "mujoco", "gymnasium", "numpy"}
+    assert provenance["git_commit"] is None or len(provenance["git_commit"]) == 40
+    assert provenance["host"] and provenance["started_at"] <= provenance["ended_at"]
+    assert "command" in provenance
+    assert protocol == {
+        "env": "synthetic",
+        "tasks": 4,
+        "reward_version": None,
+        "max_episode_steps": 50,
+        "eval_episodes": 5,
+        "final_eval_episodes": 2,
+        "goal_scheme": "each-training-goal-once",
+        "steps_per_task": 120,
+        "seed": 0,
+        "actor_parameters": info["parameter_counts"]["actor"],
+        "critic_parameters": info["parameter_counts"]["critic"],
+    }
+    for path in (run_dir / "checkpoints").glob("*.pt"):
+        record = load_checkpoint(path)["run"]
+        assert record["protocol"] == protocol
+        assert record["provenance"]["started_at"] == provenance["started_at"]
+    assert final["goal_scheme"] == "each-training-goal-once"
+    assert final["tasks"]["point-0"]["goal_indices"] == [0, 0]
+    assert len(final["tasks"]["point-0"]["successes"]) == 2
 
 
 def test_resume_refuses_to_change_what_the_checkpoint_fixes(tmp_path):

@@ -220,11 +220,15 @@ class MetaWorldVecEnv:
         self.obs_dim = STATE_DIM + (len(task_names) if one_hot_dim is None else one_hot_dim)
         self.action_dim = ACTION_DIM
         self.max_episode_steps = max_episode_steps
-        self.num_goals = min(len(goals) for goals in self._vec.get_attr("tasks"))
 
     @property
     def num_tasks(self) -> int:
         return len(self.task_names)
+
+    @property
+    def num_goals(self) -> int:
+        """Training goals per task (50 in Meta-World's benchmarks)."""
+        return min(len(goals) for goals in self._vec.get_attr("tasks"))
 
     def reset(self) -> np.ndarray:
         obs, _ = self._vec.reset()

@@ -98,13 +98,16 @@ class ShardedVecEnv:
             raise
         self.obs_dim, self.action_dim = self._local.obs_dim, self._local.action_dim
         self.max_episode_steps = self._local.max_episode_steps
-        self.num_goals = self._local.num_goals
         self._sizes = sizes
         self._bounds = np.cumsum([0, *sizes])
 
     @property
     def num_tasks(self) -> int:
         return int(self._bounds[-1])
+
+    @property
+    def num_goals(self) -> int:
+        return self._local.num_goals  # every shard's tasks come from one spec and seed
 
     @staticmethod
     def _receive(connection: Connection):

@@ -1,0 +1,275 @@
+"""``mtrl report``'s figures (matplotlib): learning curves, per-task heatmap, gradient conflict,
+aggregate intervals, performance profile and probability of improvement.
+
+The figures take plain data, the per-method summaries (``MethodRow.summary``), the
+probability-of-improvement rows and, per method label, its seeds' curves or score matrix, so that
+``mtrl.report`` (loading, grouping, protocol checks) imports this module and never the reverse.
+matplotlib is imported inside each function: importing ``mtrl.report`` stays cheap, and the caller
+picks the backend first (``make_report`` uses Agg). Each band and interval is a 95% stratified
+bootstrap one (``mtrl.stats``) with the caller's repetitions and seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mtrl import stats
+
+PROFILE_TAUS = stats.default_taus(101)
+"""The success-rate thresholds of the performance profiles."""
+
+Curve = list[tuple[int, dict[str, float]]]
+"""One run's (step, success per task) at every evaluation."""
+Series = list[tuple[int, float]]
+"""One run's (step, value) of one logged quantity."""
+
+
+def _curve_scores(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray]:
+    """Steps every run evaluated and the scores [runs, tasks, steps] there (tasks every run has
+    at every such step; a run without per-task values counts its mean as one task)."""
+    tables = [{step: values for step, values in curve} for curve in curves]
+    steps = sorted(set.intersection(*(set(t) for t in tables)))
+    if not steps:
+        return np.array([]), np.zeros((len(curves), 0, 0))
+    tasks = set.intersection(*(set(t[s]) for t in tables for s in steps))
+    order = [task for task in tables[0][steps[0]] if task in tasks]
+    values = np.array([[[t[s][task] for s in steps] for task in order] for t in tables])
+    return np.array(steps), values
+
+
+def _mean_curves(curves: list[Series]) -> list[Curve]:
+    """Each value as the one task "mean"."""
+    return [[(step, {"mean": value}) for step, value in curve] for curve in curves]
+
+
+def _curve_band(
+    curves: list[Curve], aggregate: str, reps: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    steps, values = _curve_scores(curves)
+    if len(steps) == 0 or values.shape[1] == 0:
+        return np.array([]), np.array([]), np.array([]), np.array([])
+    point, low, high = stats.curve_estimates(values, aggregate, reps=reps, seed=seed)
+    return steps, point, low, high
+
+
+def _styles(count: int) -> list[dict]:
+    """Distinct color/line-style pairs for up to 40 methods (tab20 colors, then dashed)."""
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab20"].colors if count > 10 else [f"C{k}" for k in range(10)]
+    return [
+        {"color": colors[k % len(colors)], "linestyle": "-" if k < len(colors) else "--"}
+        for k in range(count)
+    ]
+
+
+def _legend(ax, count: int) -> None:
+    """Beside the axes, in columns of at most 30 entries (many methods in one sweep)."""
+    ax.legend(
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        ncol=-(-count // 30),
+    )
+
+
+def plot_curves(
+    curves: dict[str, list[tuple[Curve, Series]]], path: Path, title: str, reps: int, seed: int
+) -> None:
+    """IQM success over seeds x tasks at each evaluation, with its band, a line per method.
+    ``curves``: method label -> per seed (success per task, mean success) at every evaluation;
+    a method where some seed has no per-task values is drawn from the means."""
+    import matplotlib.pyplot as plt
+
+    count = len(curves)
+    fig, ax = plt.subplots(figsize=(8 + (3 * -(-count // 30) if count > 6 else 0), 4.5))
+    for (label, seeds), style in zip(curves.items(), _styles(count), strict=True):
+        task_curves = [task_curve for task_curve, _ in seeds]
+        if not all(any(values for _, values in curve) for curve in task_curves):
+            task_curves = _mean_curves([curve for _, curve in seeds])
+        steps, iqm, low, high = _curve_band(task_curves, "iqm", reps, seed)
+        if len(steps) == 0:
+            continue
+        ax.plot(steps, iqm, label=f"{label} (n={len(seeds)})", linewidth=1.5, **style)
+        ax.fill_between(steps, low, high, color=style["color"], alpha=0.12 if count > 6 else 0.2)
+    ax.set(
+        xlabel="environment steps (per task)",
+        ylabel="IQM success rate (95% stratified bootstrap CI)",
+        title=title,
+        ylim=(-0.02, 1.02),
+    )
+    ax.grid(alpha=0.3)
+    _legend(ax, count)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_heatmap(summaries: list[dict], path: Path, title: str) -> None:
+    """Final success per task (mean over seeds), a row per method."""
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(t for s in summaries for t in s["per_task"]))
+    grid = np.array([[s["per_task"].get(t, np.nan) for t in tasks] for s in summaries])
+    fig, ax = plt.subplots(
+        figsize=(max(5, 0.5 * len(tasks) + 3), max(2.5, 0.4 * len(summaries) + 1.5))
+    )
+    image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(summaries)), [s["method"] for s in summaries], fontsize=8)
+    if grid.size <= 400:
+        for (i, j), value in np.ndenumerate(grid):
+            if np.isfinite(value):
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="w" if value < 0.5 else "k",
+                )
+    fig.colorbar(image, ax=ax, label="final success rate (mean over seeds)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_conflict(
+    series: dict[str, dict[str, list[Series]]], path: Path, title: str, reps: int, seed: int
+) -> bool:
+    """The mean over seeds of two logged gradient statistics, with bands, a panel each.
+    ``series``: logged key -> method label -> per seed (step, value) (every label under every
+    key; a method is left out of a panel when a seed logged nothing). Writes nothing and returns
+    False when no method has data."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    drawn = False
+    for ax, (key, methods) in zip(axes, series.items(), strict=True):
+        for (label, curves), style in zip(methods.items(), _styles(len(methods)), strict=True):
+            if not all(curves):
+                continue
+            steps, mean, low, high = _curve_band(_mean_curves(curves), "mean", reps, seed)
+            if len(steps) == 0:
+                continue
+            ax.plot(steps, mean, label=label, linewidth=1.2, **style)
+            ax.fill_between(steps, low, high, color=style["color"], alpha=0.12)
+            drawn = True
+        ax.set(xlabel="environment steps (per task)", ylabel=key.split("/")[-1].replace("_", " "))
+        ax.grid(alpha=0.3)
+    if drawn:
+        axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    if drawn:
+        fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return drawn
+
+
+def plot_aggregates(summaries: list[dict], path: Path, title: str) -> None:
+    """rliable's interval-estimate figure: a panel per aggregate, a row per method, the 95%
+    interval as a bar and the point estimate as a tick."""
+    import matplotlib.pyplot as plt
+
+    names = list(stats.AGGREGATES)
+    styles = _styles(len(summaries))
+    fig, axes = plt.subplots(
+        1,
+        len(names),
+        figsize=(3.4 * len(names), max(2.4, 1.4 + 0.4 * len(summaries))),
+        squeeze=False,
+    )
+    for ax, name in zip(axes[0], names, strict=True):
+        for k, (s, style) in enumerate(zip(summaries, styles, strict=True)):
+            a = s["aggregates"][name]
+            ax.barh(
+                k, a["high"] - a["low"], left=a["low"], height=0.6, color=style["color"], alpha=0.75
+            )
+            ax.vlines(a["point"], k - 0.3, k + 0.3, color="k", linewidth=1.5)
+        ax.set_yticks(
+            range(len(summaries)), [s["method"] for s in summaries] if ax is axes[0][0] else []
+        )
+        ax.invert_yaxis()
+        ax.set_title(stats.AGGREGATE_TITLES[name] + (" (lower is better)" if "gap" in name else ""))
+        ax.set_xlabel("success rate")
+        ax.margins(x=0.08)
+        ax.grid(axis="x", alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_profile(
+    scores: dict[str, np.ndarray], path: Path, title: str, reps: int, seed: int
+) -> dict[str, dict]:
+    """Performance profiles (the fraction of seed x task scores above each of ``PROFILE_TAUS``)
+    with bands, a line per method. ``scores``: method label -> final success [seeds, tasks].
+    Returns, per label, the profile and its band's low and high ends."""
+    import matplotlib.pyplot as plt
+
+    profiles = {}
+    count = len(scores)
+    fig, ax = plt.subplots(figsize=(7 + (3 * -(-count // 30) if count > 6 else 0), 4.5))
+    for (label, matrix), style in zip(scores.items(), _styles(count), strict=True):
+        profile, low, high = stats.performance_profile(matrix, PROFILE_TAUS, reps=reps, seed=seed)
+        profiles[label] = {"profile": profile, "low": low, "high": high}
+        ax.plot(PROFILE_TAUS, profile, label=label, linewidth=1.5, **style)
+        ax.fill_between(PROFILE_TAUS, low, high, color=style["color"], alpha=0.15)
+    ax.set(
+        xlabel=r"final success rate threshold $\tau$",
+        ylabel=r"fraction of runs x tasks with success $> \tau$",
+        title=title,
+        xlim=(0, 1),
+        ylim=(-0.02, 1.02),
+    )
+    ax.grid(alpha=0.3)
+    _legend(ax, count)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return profiles
+
+
+def plot_improvement(summaries: list[dict], improvement: list[dict], path: Path) -> None:
+    """P(row > column) per env as a matrix (every ordered pair), intervals printed where the
+    cells are large enough to hold them; the methods (rows and columns) in ``summaries``' order."""
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(s["env"] for s in summaries))
+    sizes = [sum(s["env"] == env for s in summaries) for env in envs]
+    width = max(sizes)
+    cell = 0.8 if width <= 12 else 0.22  # inches: room for the intervals, or just the colors
+    fig, axes = plt.subplots(
+        1,
+        len(envs),
+        figsize=(len(envs) * (3 + cell * width), 2.5 + cell * width),
+        squeeze=False,
+    )
+    for ax, env in zip(axes[0], envs, strict=True):
+        labels = [s["method"] for s in summaries if s["env"] == env]
+        grid = np.full((len(labels), len(labels)), np.nan)
+        text = {}
+        for item in (i for i in improvement if i["env"] == env):
+            a, b = labels.index(item["method_x"]), labels.index(item["method_y"])
+            grid[a, b] = item["probability"]
+            text[a, b] = f"{item['probability']:.2f}\n[{item['ci_low']:.2f}, {item['ci_high']:.2f}]"
+        image = ax.imshow(grid, vmin=0, vmax=1, cmap="RdBu", aspect="auto")
+        if len(labels) <= 12:
+            for (a, b), label in text.items():
+                ax.text(b, a, label, ha="center", va="center", fontsize=6)
+        ticks = range(len(labels))
+        ax.set_xticks(ticks, labels, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(ticks, labels, fontsize=7)
+        ax.set(xlabel="Y", ylabel="X", title=f"{env}: P(X > Y) [95% CI]")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
