@@ -1,4 +1,8 @@
-"""``mtrl train | eval | export | sweep | report | bench``: parse, validate, call. Bad input is one line on stderr and exit code 2."""
+"""``mtrl train | eval | export | sweep | report | bench``: parse, validate, call. Bad input is one line on stderr and exit code 2.
+
+So is a run directory that another process is writing (``mtrl.lock``); a run stopped by a write
+the disk refused is one line too, with exit code 1.
+"""
 
 from __future__ import annotations
 
@@ -49,7 +53,8 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     print(f"tensorboard:   tensorboard --logdir {run_dir / 'tensorboard'}")
     print(f"checkpoint:    {latest_checkpoint(run_dir)}")
-    print(f"best:          {trainer.keeper.directory / 'best.pt'} (by mean success rate)")
+    best = trainer.keeper.directory / "best.pt"
+    print(f"best:          {best} (best periodic evaluation: to look at, not to report)")
     print(f"final eval:    {run_dir / 'eval' / 'final.json'}")
     return 0
 
@@ -81,7 +86,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from mtrl.config import ConfigError
-    from mtrl.sweep import format_results, load_sweep, run_sweep
+    from mtrl.sweep import RUNNING_ELSEWHERE, format_results, load_sweep, run_sweep
 
     for flag, value in (("--max-parallel", args.max_parallel), ("--num-cpus", args.num_cpus)):
         if value is not None and value <= 0:
@@ -95,6 +100,12 @@ def _sweep(args: argparse.Namespace) -> int:
         use_ray=not args.no_ray,
     )
     print(format_results(results))
+    elsewhere = [r for r in results if r["status"] == RUNNING_ELSEWHERE]
+    if elsewhere:
+        print(
+            f"mtrl: {len(elsewhere)} of {len(results)} runs are being written by another process "
+            "(running elsewhere) and were left alone; sweep again once they have ended"
+        )
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
         print(f"mtrl: {len(failed)} of {len(results)} runs failed; rerun the sweep to retry them")
@@ -229,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = " ".join(str(error).split())  # one line, whatever the error text holds
         print(f"mtrl: error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return getattr(error, "exit_code", EXIT_BAD_INPUT)
     except KeyboardInterrupt:  # outside the training loop (which stops cleanly on its own)
         print("mtrl: interrupted", file=sys.stderr)
         return 130

@@ -5,3 +5,16 @@ eager gradients. Set before torch is imported, so CLI subprocesses inherit it to
 import os
 
 os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_flush_denormal_leaks():
+    """A Trainer flushes denormals for its whole process (mtrl.trainer.configure_torch); tests
+    share one process, and hypothesis refuses to draw floats once subnormals are flushed, so each
+    test leaves the flag as it found it."""
+    yield
+    import torch
+
+    torch.set_flush_denormal(False)
