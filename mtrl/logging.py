@@ -2,7 +2,8 @@
 
 JSONL is the record reports read (one flushed line per log event, so a killed run keeps every line
 it wrote); TensorBoard is for looking. Keys are namespaced as CleanRL does (``losses/critic``,
-``charts/env_steps_per_s``, ``tasks/<name>/success_rate``).
+``charts/env_steps_per_s``, ``tasks/<name>/success_rate``). A write the disk refuses raises
+``OSError`` naming the file (``metrics.jsonl`` or ``tensorboard/``), for the trainer to stop on.
 """
 
 from __future__ import annotations
@@ -10,12 +11,36 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    return OSError(error.errno, error.strerror or str(error), str(path))
+
+
+def _quiet_tensorboard_threads() -> None:
+    """TensorBoard writes in a thread that, when a write fails, prints a traceback and stores the
+    error for the next ``add_scalar``/``flush`` to raise in the training thread. That second
+    raise is the one that counts (one line from the trainer); the thread's traceback is dropped."""
+    previous = threading.excepthook
+    if getattr(previous, "_mtrl_quiet", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        thread_class = type(args.thread).__name__ if args.thread is not None else ""
+        if thread_class == "_AsyncWriterThread" and issubclass(args.exc_type, OSError):
+            return
+        previous(args)
+
+    hook._mtrl_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 class RunLogger:
@@ -25,8 +50,18 @@ class RunLogger:
         from torch.utils.tensorboard import SummaryWriter  # slow import: only when a run starts
 
         self.run_dir = run_dir
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step)
-        self.metrics = open(run_dir / METRICS_FILE, "a", buffering=1)  # line-buffered
+        _quiet_tensorboard_threads()
+        try:
+            self.writer = SummaryWriter(
+                log_dir=str(run_dir / TENSORBOARD_DIR), purge_step=start_step
+            )
+        except OSError as error:
+            raise _naming(error, run_dir / TENSORBOARD_DIR) from error
+        try:
+            self.metrics = open(run_dir / METRICS_FILE, "a", buffering=1)  # line-buffered
+        except OSError as error:
+            self.writer.close()
+            raise _naming(error, run_dir / METRICS_FILE) from error
         self.bar = tqdm(
             total=total_steps,
             initial=start_step,
@@ -39,12 +74,18 @@ class RunLogger:
 
     def log(self, step: int, scalars: dict[str, float], kind: str = "train") -> None:
         finite = {k: float(v) for k, v in scalars.items()}
-        for key, value in finite.items():
-            if math.isfinite(value):
-                self.writer.add_scalar(key, value, step)
+        try:
+            for key, value in finite.items():
+                if math.isfinite(value):
+                    self.writer.add_scalar(key, value, step)
+        except OSError as error:  # an earlier background write failed
+            raise _naming(error, self.run_dir / TENSORBOARD_DIR) from error
         record: dict[str, Any] = {"step": step, "kind": kind}
         record.update({k: (v if math.isfinite(v) else str(v)) for k, v in finite.items()})
-        self.metrics.write(json.dumps(record) + "\n")
+        try:
+            self.metrics.write(json.dumps(record) + "\n")
+        except OSError as error:
+            raise _naming(error, self.run_dir / METRICS_FILE) from error
 
     def advance(self, steps: int, postfix: dict[str, str] | None = None) -> None:
         self.bar.update(steps)
@@ -55,10 +96,20 @@ class RunLogger:
         self.bar.write(text, file=sys.stderr)
 
     def close(self) -> None:
+        """Flushes and closes everything, also after a failed write; then raises the first
+        ``OSError`` met, if any."""
         self.bar.close()
-        self.writer.flush()
-        self.writer.close()
-        self.metrics.close()
+        failures: list[OSError] = []
+        for name, close in (
+            (TENSORBOARD_DIR, self.writer.close),
+            (METRICS_FILE, self.metrics.close),
+        ):
+            try:
+                close()
+            except OSError as error:
+                failures.append(_naming(error, self.run_dir / name))
+        if failures:
+            raise failures[0]
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -98,7 +98,8 @@ def protocol(config: Config, parameter_counts: dict[str, int]) -> dict[str, Any]
 
 
 class RunInfo:
-    """Writes ``run.json``: status and step (kept true while the run goes on), tasks, parameter
+    """Writes ``run.json``: status and step (kept true while the run goes on: rewritten at every
+    checkpoint, and when the run ends, with the reason where it stopped early), tasks, parameter
     counts, device, provenance and protocol. A resumed run keeps its first start time and adds
     each resume to ``resumed_at``."""
 
@@ -130,15 +131,24 @@ class RunInfo:
         """Provenance and protocol, as checkpoints carry them."""
         return {"provenance": self.provenance, "protocol": self.fixed["protocol"]}
 
-    def write(self, status: str, step: int) -> None:
+    def write(self, status: str, step: int, reason: str | None = None) -> None:
+        """``status``: running, finished, interrupted or failed; ``reason``: why it stopped."""
         if status in ("finished", "interrupted", "failed"):
             self.provenance["ended_at"] = now()
-        info = {"status": status, "step": step, **self.fixed, "provenance": self.provenance}
+        info: dict[str, Any] = {"status": status, "step": step}
+        if reason:
+            info["reason"] = reason
+        info.update({**self.fixed, "provenance": self.provenance})
         if self.resumed_at:
             info["resumed_at"] = self.resumed_at
         temporary = self.path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(info, indent=2))
-        temporary.replace(self.path)
+        try:  # whole or not at all: a full disk leaves the previous run.json
+            temporary.write_text(json.dumps(info, indent=2))
+            temporary.replace(self.path)
+        except OSError as error:
+            raise OSError(error.errno, error.strerror or str(error), str(self.path)) from error
+        finally:
+            temporary.unlink(missing_ok=True)
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:

@@ -2,7 +2,10 @@
 
 A sweep file names the runs; every run is an ordinary ``mtrl train`` in its own process and run
 directory (``<out>/<label>/seed<k>``), so a run that fails or is killed leaves the others alone, and
-sweeping again skips the finished runs and resumes the unfinished ones from their checkpoints::
+sweeping again skips the finished runs and resumes the unfinished ones from their checkpoints. A run
+whose directory another process is writing (its lock is held: an earlier launch of the sweep still
+going, a cluster job) is reported as "running elsewhere" and left alone, never launched a second
+time::
 
     name: pcgrad_ablation_mt10
     seeds: 3                      # or a list: [0, 1, 2]
@@ -30,8 +33,10 @@ from typing import Any
 
 from mtrl.checkpoint import step_checkpoints
 from mtrl.config import ConfigError, build_config, load_yaml
+from mtrl.lock import describe, holder
 from mtrl.report import method_label
 
+RUNNING_ELSEWHERE = "running elsewhere"  # the status of a run another process is writing
 SWEEP_KEYS = {"name", "seeds", "out", "overrides", "resources", "runs"}
 RUN_KEYS = {"preset", "overrides", "label"}
 RESOURCE_KEYS = {"cpus", "gpus"}
@@ -155,8 +160,22 @@ def run_state(run_dir: Path) -> str:
     return "resumable" if step_checkpoints(run_dir) or independent else "new"
 
 
+def _elsewhere(run: SweepRun, writer: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "label": run.label,
+        "seed": run.seed,
+        "run_dir": str(run.run_dir),
+        "status": RUNNING_ELSEWHERE,
+        "error": describe(run.run_dir, writer),
+    }
+
+
 def execute_run(run: SweepRun, threads: int) -> dict[str, Any]:
-    """One ``mtrl train`` process; its output goes to ``<run_dir>.log``. Never raises."""
+    """One ``mtrl train`` process; its output goes to ``<run_dir>.log``. Never raises. A run whose
+    directory another process writes is not launched (nor is its log touched)."""
+    writer = holder(run.run_dir)
+    if writer is not None:
+        return _elsewhere(run, writer)
     state = run_state(run.run_dir)
     run.run_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path = run.run_dir.parent / f"{run.run_dir.name}.log"
@@ -178,6 +197,9 @@ def execute_run(run: SweepRun, threads: int) -> dict[str, Any]:
         log.write(error_text)
     lines = [line for line in error_text.strip().splitlines() if line.strip()]
     ok = returncode == 0 and run_state(run.run_dir) == "finished"
+    writer = None if ok else holder(run.run_dir)
+    if writer is not None:  # another writer took it between the check above and the launch
+        return _elsewhere(run, writer)
     return {
         "label": run.label,
         "seed": run.seed,
@@ -245,11 +267,15 @@ def run_sweep(
     use_ray: bool = True,
     say=print,
 ) -> list[dict[str, Any]]:
-    """Runs every unfinished run of the sweep; returns one result per run (skipped ones too)."""
+    """Runs every unfinished run of the sweep; returns one result per run (skipped ones too: those
+    finished, and those another process is writing, "running elsewhere")."""
     results: list[dict[str, Any]] = []
     pending = []
     for run in sweep.runs:
-        if run_state(run.run_dir) == "finished":
+        writer = holder(run.run_dir)
+        if writer is not None:
+            results.append(_elsewhere(run, writer))
+        elif run_state(run.run_dir) == "finished":
             results.append(
                 {
                     "label": run.label,
@@ -261,16 +287,21 @@ def run_sweep(
             )
         else:
             pending.append(run)
+    elsewhere = [r for r in results if r["status"] == RUNNING_ELSEWHERE]
+    busy = f"{len(elsewhere)} {RUNNING_ELSEWHERE}, " if elsewhere else ""
     say(
-        f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(results)} finished already, "
-        f"{len(pending)} to run"
+        f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(results) - len(elsewhere)} finished "
+        f"already, {busy}{len(pending)} to run"
     )
 
     def report(result: dict[str, Any]) -> None:
-        note = f" ({result['error']})" if result["status"] == "failed" else ""
+        note = f" ({result['error']})" if result["status"] in ("failed", RUNNING_ELSEWHERE) else ""
         say(
             f"  {result['status']:<8} {result['label']} seed {result['seed']}: {result['run_dir']}{note}"
         )
+
+    for result in elsewhere:
+        report(result)
 
     if not pending:
         return results
@@ -301,4 +332,12 @@ def format_results(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Sweep", "SweepRun", "execute_run", "load_sweep", "run_state", "run_sweep"]
+__all__ = [
+    "RUNNING_ELSEWHERE",
+    "Sweep",
+    "SweepRun",
+    "execute_run",
+    "load_sweep",
+    "run_state",
+    "run_sweep",
+]

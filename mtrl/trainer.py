@@ -8,7 +8,10 @@ env) goes into each checkpoint, so ``--resume`` continues the same run.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import random
 import shutil
 import signal
@@ -30,6 +33,7 @@ from mtrl.config import Config, from_dict, save_config, to_dict
 from mtrl.envs import make_env
 from mtrl.envs.base import MultiTaskVecEnv
 from mtrl.evaluation import TaskResult, evaluate, log_evaluation, mean_success
+from mtrl.lock import RunLock, acquire
 from mtrl.logging import METRICS_FILE, RunLogger
 from mtrl.replay import TaskReplay
 from mtrl.run import RunInfo
@@ -42,6 +46,13 @@ TIME_PARTS = ("env", "inference", "replay", "update")  # the loop's timed parts
 
 class RunError(RuntimeError):
     """A run that cannot start or continue; the CLI prints it on one line."""
+
+
+class RunWriteError(RunError):
+    """A run stopped because the disk would not take a write (full, I/O error); the CLI prints it
+    on one line and exits 1. The last good checkpoint is left intact to resume from."""
+
+    exit_code = 1
 
 
 class StopSignals:
@@ -99,17 +110,65 @@ def default_run_dir(config: Config) -> Path:
     return Path("runs") / f"{name}-seed{config.seed}-{stamp}"
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> None:
-    """Fails fast (before hours of training) on a directory that cannot hold the run."""
-    if not resume and (run_dir / "checkpoints").is_dir() and any(run_dir.glob("checkpoints/*.pt")):
-        raise RunError(f"{run_dir} already holds a run; pass --resume {run_dir} or another run_dir")
+def prepare_run_dir(run_dir: Path, resume: bool) -> RunLock:
+    """Locks the run directory for this process (one writer: ``mtrl.lock``) before anything is
+    written in it, and fails fast (before hours of training) on one that cannot hold the run."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock = acquire(run_dir)  # RunLockedError: another process writes it
+    except OSError as error:
+        raise RunError(f"run directory {run_dir} is not writable ({error.strerror})") from None
+    try:
+        if not resume and any(run_dir.glob("checkpoints/*.pt")):
+            raise RunError(
+                f"{run_dir} already holds a run; pass --resume {run_dir} or another run_dir"
+            )
         probe = run_dir / ".write-test"
         probe.write_bytes(b"\0" * 1024)
         probe.unlink()
     except OSError as error:
+        lock.release()
         raise RunError(f"run directory {run_dir} is not writable ({error.strerror})") from None
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+# What a disk says when it cannot take a write (an OSError without a file name, from write(2)).
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
+
+
+def write_failure(
+    error: BaseException, run_dir: Path, step: int, last: Path | None, mark_failed
+) -> RunWriteError | None:
+    """The one line for a write into ``run_dir`` that the disk refused (checkpoints, metrics,
+    TensorBoard, run.json and eval files name their path in the ``OSError``); None for any other
+    error. ``mark_failed(reason)`` records it in run.json if the disk still takes that."""
+    # The first failure, not one that followed it in cleanup (a close after a failed write).
+    while (
+        isinstance(error, OSError)
+        and error.__cause__ is None
+        and not error.__suppress_context__
+        and isinstance(error.__context__, OSError)
+    ):
+        error = error.__context__
+    if not isinstance(error, OSError):
+        return None
+    named = os.fspath(error.filename or "").startswith(os.fspath(run_dir))
+    if not named and error.errno not in DISK_ERRNOS:
+        return None  # not a write into the run directory (a broken pipe to an env worker, say)
+    what = error.filename if named else f"to {run_dir}"
+    reason = f"cannot write {what} ({error.strerror or error}) at step {step}"
+    try:
+        mark_failed(reason)
+    except OSError:
+        pass  # the disk that failed may not take run.json either
+    kept = f"last good checkpoint: {last}" if last else "no checkpoint was written"
+    return RunWriteError(
+        f"{reason}; stopped, {kept}; free space (or fix the disk), then resume with: "
+        f"mtrl train --resume {run_dir}"
+    )
 
 
 def check_free_space(run_dir: Path, needed: int) -> None:
@@ -124,8 +183,19 @@ def check_free_space(run_dir: Path, needed: int) -> None:
 
 class Trainer:
     def __init__(self, config: Config, run_dir: Path, resume: bool = False) -> None:
+        self.lock = prepare_run_dir(run_dir, resume)  # held until close()
+        try:
+            self._setup(config, run_dir, resume)
+        except OSError as error:
+            self.lock.release()
+            where = error.filename or run_dir
+            raise RunError(f"{where}: {error.strerror or error} (starting the run)") from error
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
         self.config, self.run_dir = config, run_dir
-        prepare_run_dir(run_dir, resume)
         self.device = configure_torch(config)
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
@@ -190,7 +260,25 @@ class Trainer:
 
         SIGINT/SIGTERM finish the current step, write a checkpoint and return (the CLI then exits 0
         and prints the resume command); SIGKILL leaves the last periodic checkpoint to resume from.
+        A write the disk refuses (checkpoint, metrics, TensorBoard, run.json) raises
+        ``RunWriteError``, with run.json marked failed where the disk still takes it.
         """
+        try:
+            return self._train()
+        except RunError:
+            raise  # it has marked run.json itself
+        except Exception as error:
+            last = step_checkpoints(self.run_dir)
+            failure = write_failure(
+                error, self.run_dir, self.step, last[-1] if last else None, self._mark_failed
+            )
+            if failure is not None:
+                raise failure from error
+            with contextlib.suppress(OSError):  # run.json says why, where the disk lets it
+                self._mark_failed(" ".join(f"{type(error).__name__}: {error}".split())[:300])
+            raise
+
+    def _train(self) -> dict[str, TaskResult] | None:
         config = self.config
         logger = RunLogger(self.run_dir, config.total_steps, self.step, config.progress)
         timers = dict.fromkeys(TIME_PARTS, 0.0)
@@ -220,7 +308,7 @@ class Trainer:
                         self._checkpoint()
                     if stop.received:
                         path = self._checkpoint()
-                        self._write_run_info("interrupted")
+                        self._write_run_info("interrupted", f"stopped by {stop.received}")
                         logger.message(
                             f"stopped by {stop.received} at step {self.step}; checkpoint {path}"
                         )
@@ -273,13 +361,14 @@ class Trainer:
             timers["replay"] += sampled - start
             timers["update"] += time.perf_counter() - sampled
             if self.agent.consecutive_skipped >= self.config.max_nonfinite_updates:
-                self._write_run_info("failed")
+                reason = (
+                    f"{self.agent.consecutive_skipped} updates in a row had non-finite losses or "
+                    f"gradients (step {self.step})"
+                )
+                self._mark_failed(reason)
                 last = step_checkpoints(self.run_dir)
                 kept = f"last good checkpoint: {last[-1]}" if last else "no checkpoint was written"
-                raise RunError(
-                    f"{self.agent.consecutive_skipped} updates in a row had non-finite losses or "
-                    f"gradients (step {self.step}); stopped, {kept}"
-                )
+                raise RunError(f"{reason}; stopped, {kept}")
         return metrics
 
     # -------------------------------------------------------------------------------- logging
@@ -405,11 +494,18 @@ class Trainer:
         self.last_success = payload["episodes"]["last_success"].numpy().astype(np.float64)
         _drop_metrics_after(self.run_dir, self.step)
 
-    def _write_run_info(self, status: str) -> None:
-        self.run_info.write(status, self.step)
+    def _write_run_info(self, status: str, reason: str | None = None) -> None:
+        self.run_info.write(status, self.step, reason)
+
+    def _mark_failed(self, reason: str) -> None:
+        self._write_run_info("failed", reason)
 
     def close(self) -> None:
-        self.env.close()
+        """Closes the envs and releases the run directory's lock."""
+        try:
+            self.env.close()
+        finally:
+            self.lock.release()
 
 
 def _drop_metrics_after(run_dir: Path, step: int) -> None:
@@ -428,7 +524,12 @@ def _drop_metrics_after(run_dir: Path, step: int) -> None:
     if superseded:
         with open(run_dir / "metrics.superseded.jsonl", "a") as handle:
             handle.write("\n".join(superseded) + "\n")
-    path.write_text("".join(line + "\n" for line in keep))
+    temporary = path.with_name(f".{path.name}.tmp")  # a full disk must not truncate the record
+    try:
+        temporary.write_text("".join(line + "\n" for line in keep))
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def load_run_config(run_dir: Path) -> Config:

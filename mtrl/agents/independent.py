@@ -31,6 +31,7 @@ from mtrl.trainer import (
     StopSignals,
     configure_torch,
     prepare_run_dir,
+    write_failure,
 )
 
 
@@ -73,11 +74,22 @@ class IndependentTrainer:
     """Same surface as ``mtrl.trainer.Trainer`` for the CLI: ``train()``, ``close()``, ``step``."""
 
     def __init__(self, config: Config, run_dir: Path, resume: bool = False) -> None:
+        self.lock = prepare_run_dir(run_dir, resume)  # one writer, held until close()
+        try:
+            self._setup(config, run_dir, resume)
+        except OSError as error:
+            self.lock.release()
+            where = error.filename or run_dir
+            raise RunError(f"{where}: {error.strerror or error} (starting the run)") from error
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
         from stable_baselines3 import SAC
         from stable_baselines3.common.vec_env import DummyVecEnv
 
         self.config, self.run_dir = config, run_dir
-        prepare_run_dir(run_dir, resume)
         self.device = configure_torch(config)
         self._env_options = {
             "reward_version": config.env.reward_version,
@@ -181,7 +193,11 @@ class IndependentTrainer:
         directory = self.models_dir / f"step_{self.step:010d}"
         directory.mkdir(parents=True, exist_ok=True)
         for index, model in enumerate(self.models):
-            model.save(directory / f"{index:03d}.zip")
+            path = directory / f"{index:03d}.zip"
+            try:
+                model.save(path)
+            except OSError as error:  # name the file: write(2) errors carry none
+                raise OSError(error.errno, error.strerror or str(error), str(path)) from error
         state = self.models_dir / "state.json"
         temporary = state.with_suffix(".tmp")
         record = {"step": self.step, "models": directory.name, "task_names": self.task_names}
@@ -190,9 +206,33 @@ class IndependentTrainer:
         for old in self.models_dir.glob("step_*"):
             if old != directory:
                 shutil.rmtree(old, ignore_errors=True)
+        self._write_run_info("running")  # run.json's step follows the checkpoints
         return directory
 
+    def _last_checkpoint(self) -> Path | None:
+        try:
+            state = json.loads((self.models_dir / "state.json").read_text())
+            return self.models_dir / state["models"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def train(self) -> dict[str, TaskResult] | None:
+        """As ``Trainer.train``: a write the disk refuses raises ``RunWriteError``."""
+        try:
+            return self._train()
+        except OSError as error:
+            failure = write_failure(
+                error,
+                self.run_dir,
+                self.step,
+                self._last_checkpoint(),
+                lambda reason: self._write_run_info("failed", reason),
+            )
+            if failure is None:
+                raise
+            raise failure from error
+
+    def _train(self) -> dict[str, TaskResult] | None:
         config = self.config
         logger = RunLogger(self.run_dir, config.total_steps, self.step, config.progress)
         chunk = config.eval_every or config.checkpoint_every or config.total_steps
@@ -214,7 +254,7 @@ class IndependentTrainer:
                         self._evaluate(logger, config.eval_episodes, final=False)
                     self._checkpoint()
                     if stop.received:
-                        self._write_run_info("interrupted")
+                        self._write_run_info("interrupted", f"stopped by {stop.received}")
                         return None
                 logger.message(f"final evaluation: {config.final_eval_episodes} episodes per task")
                 results = self._evaluate(logger, config.final_eval_episodes, final=True)
@@ -229,9 +269,13 @@ class IndependentTrainer:
         critic = sum(p.numel() for p in policy.critic.parameters())
         return {"actor": actor * len(self.models), "critic": critic * len(self.models)}
 
-    def _write_run_info(self, status: str) -> None:
-        self.run_info.write(status, self.step)
+    def _write_run_info(self, status: str, reason: str | None = None) -> None:
+        self.run_info.write(status, self.step, reason)
 
     def close(self) -> None:
-        for env in self.envs:
-            env.close()
+        """Closes the envs and releases the run directory's lock."""
+        try:
+            for env in self.envs:
+                env.close()
+        finally:
+            self.lock.release()
