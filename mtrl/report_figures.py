@@ -65,6 +65,17 @@ def _styles(count: int) -> list[dict]:
     ]
 
 
+def _finish(fig, ax, count: int, path: Path) -> None:
+    """Grid, legend, layout, file: the last steps of every line plot."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    _legend(ax, count)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _legend(ax, count: int) -> None:
     """Beside the axes, in columns of at most 30 entries (many methods in one sweep)."""
     ax.legend(
@@ -101,11 +112,7 @@ def plot_curves(
         title=title,
         ylim=(-0.02, 1.02),
     )
-    ax.grid(alpha=0.3)
-    _legend(ax, count)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, count, path)
 
 
 def plot_heatmap(summaries: list[dict], path: Path, title: str) -> None:
@@ -230,11 +237,7 @@ def plot_profile(
         xlim=(0, 1),
         ylim=(-0.02, 1.02),
     )
-    ax.grid(alpha=0.3)
-    _legend(ax, count)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, count, path)
     return profiles
 
 

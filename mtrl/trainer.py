@@ -16,6 +16,7 @@ import random
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,22 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> RunLock:
     return lock
 
 
+def start_locked(run_dir: Path, resume: bool, setup: Callable[[], None]) -> RunLock:
+    """Locks the run directory, then runs a trainer's ``setup``; the lock is released again if
+    setup fails, and otherwise held until the trainer's ``close()``."""
+    lock = prepare_run_dir(run_dir, resume)
+    try:
+        setup()
+    except OSError as error:
+        lock.release()
+        where = error.filename or run_dir
+        raise RunError(f"{where}: {error.strerror or error} (starting the run)") from error
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
 # What a disk says when it cannot take a write (an OSError without a file name, from write(2)).
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
 
@@ -183,16 +200,7 @@ def check_free_space(run_dir: Path, needed: int) -> None:
 
 class Trainer:
     def __init__(self, config: Config, run_dir: Path, resume: bool = False) -> None:
-        self.lock = prepare_run_dir(run_dir, resume)  # held until close()
-        try:
-            self._setup(config, run_dir, resume)
-        except OSError as error:
-            self.lock.release()
-            where = error.filename or run_dir
-            raise RunError(f"{where}: {error.strerror or error} (starting the run)") from error
-        except BaseException:
-            self.lock.release()
-            raise
+        self.lock = start_locked(run_dir, resume, lambda: self._setup(config, run_dir, resume))
 
     def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
         self.config, self.run_dir = config, run_dir

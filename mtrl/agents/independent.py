@@ -30,7 +30,7 @@ from mtrl.trainer import (
     RunError,
     StopSignals,
     configure_torch,
-    prepare_run_dir,
+    start_locked,
     write_failure,
 )
 
@@ -74,16 +74,7 @@ class IndependentTrainer:
     """Same surface as ``mtrl.trainer.Trainer`` for the CLI: ``train()``, ``close()``, ``step``."""
 
     def __init__(self, config: Config, run_dir: Path, resume: bool = False) -> None:
-        self.lock = prepare_run_dir(run_dir, resume)  # one writer, held until close()
-        try:
-            self._setup(config, run_dir, resume)
-        except OSError as error:
-            self.lock.release()
-            where = error.filename or run_dir
-            raise RunError(f"{where}: {error.strerror or error} (starting the run)") from error
-        except BaseException:
-            self.lock.release()
-            raise
+        self.lock = start_locked(run_dir, resume, lambda: self._setup(config, run_dir, resume))
 
     def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
         from stable_baselines3 import SAC
