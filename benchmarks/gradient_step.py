@@ -33,9 +33,10 @@ import torch
 
 from mtrl import gradients
 from mtrl.agents.networks import NETWORKS, matched_width, network_count
-from mtrl.agents.sac import Batch, MultiTaskSAC
+from mtrl.agents.sac import MultiTaskSAC
 from mtrl.config import AgentConfig
 from mtrl.gradients.pcgrad import random_orders
+from mtrl.replay import Batch
 
 # Every agent here compiles its own gradient passes (agent.compile), dozens in one process; torch's
 # default of 8 compiled variants per function would silently leave the later agents eager.

@@ -94,8 +94,7 @@ def sb3_run(
 
     from mtrl.envs import make_env
     from mtrl.envs.metaworld import load_goal_tasks, make_task_env
-    from mtrl.evaluation import evaluate
-    from mtrl.trainer import EVAL_SEED_OFFSET
+    from mtrl.evaluation import EVAL_SEED_OFFSET, evaluate
 
     ((name, goals),) = load_goal_tasks(SPEC, seed)
     env = DummyVecEnv(

@@ -87,8 +87,9 @@ def update_seconds(
 ) -> float:
     """Median seconds of one full MT-SAC update (mean gradient) on a random [T, B] batch."""
     device = device or torch.device("cpu")
-    from mtrl.agents.sac import Batch, MultiTaskSAC
+    from mtrl.agents.sac import MultiTaskSAC
     from mtrl.config import AgentConfig
+    from mtrl.replay import Batch
 
     g = torch.Generator().manual_seed(0)
     one_hot = torch.eye(num_tasks).unsqueeze(1).expand(num_tasks, batch, num_tasks)
@@ -242,7 +243,7 @@ def sb3_rate(
     from stable_baselines3 import SAC
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from mtrl.agents.independent import SingleTaskEnv
+    from mtrl.baselines.independent import SingleTaskEnv
     from mtrl.envs import make_env
 
     if flush_denormal:
@@ -281,7 +282,7 @@ def in_fresh_process(function: Callable, *args: object) -> object:
 
 # ---------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    from mtrl.trainer import resolve_device
+    from mtrl.run import resolve_device
 
     parser = argparse.ArgumentParser(prog="mtrl bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps: a smoke run")

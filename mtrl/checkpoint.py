@@ -19,14 +19,12 @@ from typing import Any
 
 import torch
 
+from mtrl.errors import CheckpointError
+
 MAGIC = b"MTRLCKPT"
 FORMAT_VERSION = 2  # 2: critics as ensemble members, task-specific parameters [T, ...]
 _HEADER = struct.Struct(">8sI32s")  # magic, format version, sha256 of the body
 _STEP_FILE = re.compile(r"step_(\d+)\.pt$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be trusted or used; the message is one line naming the file."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

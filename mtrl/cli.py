@@ -33,7 +33,7 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
     independent = config.agent.algorithm == "independent"
     if independent:  # one stable-baselines3 SAC per task
-        from mtrl.agents.independent import IndependentTrainer
+        from mtrl.baselines.independent import IndependentTrainer
 
         trainer = IndependentTrainer(config, run_dir, resume=bool(args.resume))
     else:

@@ -17,15 +17,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A bad key or value in a preset, a YAML file or an override.
-
-    Always one line: user text echoed into the message (a key, a value) has its line breaks escaped.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
+from mtrl.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -47,7 +39,7 @@ class EnvConfig:
 @dataclass(frozen=True)
 class AgentConfig:
     # "mt_sac": one multi-task SAC (everything below); "independent": one stable-baselines3 SAC per
-    # task (mtrl.agents.independent), the upper-bound baseline of the MTRL papers.
+    # task (mtrl.baselines.independent), the upper-bound baseline of the MTRL papers.
     algorithm: str = "mt_sac"
     # Actor body: a key of mtrl.agents.networks.NETWORKS with options, e.g. "shared" (one MLP on
     # state + one-hot), "multihead", "mmoe:experts=4", "cgc", "ple", "soft_modular:modules=4",

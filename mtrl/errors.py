@@ -1,19 +1,48 @@
-"""The errors that mean "bad input", which the CLI reports in one line with exit code 2."""
+"""Every user-facing error of mtrl, in one leaf module that imports nothing of mtrl.
+
+The CLI prints any ``UserError`` on one line and exits with its ``exit_code`` (2: bad input or a
+refusal; 1: a run stopped by the machine, such as a full disk), instead of a traceback. Keeping them
+here lets every layer raise them without importing the layer that catches them.
+"""
 
 from __future__ import annotations
 
-from mtrl.checkpoint import CheckpointError
-from mtrl.config import ConfigError
-from mtrl.envs.base import EnvError
-from mtrl.lock import RunLockedError
-from mtrl.trainer import RunError
 
-# Printed in one line; exit code 2, or the error's ``exit_code`` (RunWriteError: 1, a run that
-# stopped on a failed write rather than bad input).
-USER_ERRORS: tuple[type[Exception], ...] = (
-    ConfigError,
-    EnvError,
-    CheckpointError,
-    RunError,
-    RunLockedError,
-)
+class UserError(Exception):
+    """Base of the errors meant for the user: always one line (line breaks in echoed user text are
+    escaped), with the CLI's exit code."""
+
+    exit_code = 2
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
+
+
+class ConfigError(UserError, ValueError):
+    """A bad key or value in a preset, a YAML file or an override."""
+
+
+class EnvError(UserError, ValueError):
+    """A task set that cannot be built (unknown task, bad option)."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be trusted or used; the message names the file."""
+
+
+class RunError(UserError, RuntimeError):
+    """A run that cannot start or continue."""
+
+
+class RunWriteError(RunError):
+    """A run stopped because the disk would not take a write (full, I/O error); the last good
+    checkpoint is left intact to resume from."""
+
+    exit_code = 1
+
+
+class RunLockedError(UserError, RuntimeError):
+    """A run directory another writer holds, or that cannot be locked."""
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (UserError,)

@@ -22,6 +22,7 @@ from mtrl.envs.base import MultiTaskVecEnv
 
 Policy = Callable[[np.ndarray], np.ndarray]  # obs [T, obs_dim] -> actions [T, A]
 
+EVAL_SEED_OFFSET = 1_000_003  # evaluation envs draw start states from a stream training never sees
 # The protocol's name in run.json and reports (see ``goal_schedule``).
 GOAL_SCHEME = "each-training-goal-once"
 

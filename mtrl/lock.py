@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mtrl.errors import RunLockedError
+
 LOCK_FILE = "writer.lock"
 # A reader's probe (``holder``) holds a shared lock for microseconds; a writer that meets one tries
 # again for this long before it refuses.
@@ -47,11 +49,6 @@ GRACE_SECONDS = 0.5
 _CONFLICT = (errno.EACCES, errno.EAGAIN)
 _UNSUPPORTED = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
 _HELD: dict[tuple[int, int], RunLock] = {}  # (device, inode) of the lock file -> this process's
-
-
-class RunLockedError(RuntimeError):
-    """A run directory another writer holds, or that cannot be locked; the CLI prints it on one
-    line (exit code 2)."""
 
 
 def _key(fd: int) -> tuple[int, int]:

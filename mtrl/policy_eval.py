@@ -17,15 +17,21 @@ import torch
 
 from mtrl.config import ConfigError
 from mtrl.envs import is_metaworld, make_env
-from mtrl.evaluation import GOAL_SCHEME, TaskResult, evaluate, format_table
-from mtrl.export import (
+from mtrl.evaluation import (
+    EVAL_SEED_OFFSET,
+    GOAL_SCHEME,
+    TaskResult,
+    evaluate,
+    format_table,
+)
+from mtrl.policy import (
     TASK_POLICY,
     load_agent,
     load_task_policy,
     load_training_checkpoint,
     read_run,
 )
-from mtrl.trainer import EVAL_SEED_OFFSET, resolve_device
+from mtrl.run import resolve_device
 
 
 def _select_tasks(trained: list[str], requested: list[str] | None) -> list[str]:

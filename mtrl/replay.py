@@ -7,14 +7,24 @@ with no Python loop over tasks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from mtrl.agents.sac import Batch
-
 _FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A stratified replay batch: B transitions of every task, laid out [T, B, ...]."""
+
+    obs: torch.Tensor  # [T, B, obs_dim]
+    action: torch.Tensor  # [T, B, A]
+    reward: torch.Tensor  # [T, B]
+    next_obs: torch.Tensor  # [T, B, obs_dim]
+    terminated: torch.Tensor  # [T, B] float: 1 where the episode truly ended
 
 
 class TaskReplay:

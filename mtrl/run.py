@@ -20,8 +20,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mtrl.config import Config
 from mtrl.envs import is_metaworld, resolve_task_names
+from mtrl.errors import RunError
 from mtrl.evaluation import GOAL_SCHEME
 
 DISTRIBUTION = "mtrl-suite"
@@ -35,6 +38,14 @@ COMPARED_PROTOCOL_FIELDS = (
     "goal_scheme",
     "steps_per_task",
 )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunError("device=cuda but no CUDA device is available (use device=auto or cpu)")
+    return torch.device(name)
 
 
 def _version(name: str) -> str | None:

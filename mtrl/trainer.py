@@ -33,27 +33,20 @@ from mtrl.checkpoint import (
 from mtrl.config import Config, from_dict, save_config, to_dict
 from mtrl.envs import make_env
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.evaluation import TaskResult, evaluate, log_evaluation, mean_success
+from mtrl.errors import RunError, RunWriteError
+from mtrl.evaluation import (
+    EVAL_SEED_OFFSET,
+    TaskResult,
+    evaluate,
+    log_evaluation,
+    mean_success,
+)
 from mtrl.lock import RunLock, acquire
 from mtrl.logging import METRICS_FILE, RunLogger
 from mtrl.replay import TaskReplay
-from mtrl.run import RunInfo
-
-EVAL_SEED_OFFSET = 1_000_003  # evaluation envs draw goals from a stream training never sees
-
+from mtrl.run import RunInfo, resolve_device
 
 TIME_PARTS = ("env", "inference", "replay", "update")  # the loop's timed parts
-
-
-class RunError(RuntimeError):
-    """A run that cannot start or continue; the CLI prints it on one line."""
-
-
-class RunWriteError(RunError):
-    """A run stopped because the disk would not take a write (full, I/O error); the CLI prints it
-    on one line and exits 1. The last good checkpoint is left intact to resume from."""
-
-    exit_code = 1
 
 
 class StopSignals:
@@ -80,14 +73,6 @@ class StopSignals:
     def __exit__(self, *exc_info: object) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RunError("device=cuda but no CUDA device is available (use device=auto or cpu)")
-    return torch.device(name)
 
 
 def configure_torch(config: Config) -> torch.device:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtrl.config import ConfigError
+from mtrl.errors import ConfigError
 
 FPS = 40  # Meta-World's control frequency is ~80 Hz; half speed is easier to watch
 

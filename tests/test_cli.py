@@ -158,7 +158,7 @@ def test_a_task_routed_policy_exports_one_tasks_path_that_eval_runs(tmp_path):
     # The exported path acts exactly as the full actor does on push-v3's rows.
     from mtrl.agents.sac import MultiTaskSAC
     from mtrl.config import from_dict
-    from mtrl.export import load_task_policy
+    from mtrl.policy import load_task_policy
 
     full = load_checkpoint(run_dir)
     agent = MultiTaskSAC(full["obs_dim"], full["action_dim"], 10, from_dict(full["config"]).agent)

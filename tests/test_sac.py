@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from mtrl.agents.networks import NETWORKS
-from mtrl.agents.sac import Batch, MultiTaskSAC
+from mtrl.agents.sac import MultiTaskSAC
 from mtrl.config import AgentConfig
+from mtrl.replay import Batch
 
 T, B, STATE, A = 3, 8, 5, 2
 OBS = STATE + T

@@ -13,7 +13,6 @@ import functools
 import math
 import re
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from mtrl.agents.networks import (
 from mtrl.config import AgentConfig
 from mtrl.gradients.diagnostics import conflict_diagnostics
 from mtrl.gradients.gram import gram
+from mtrl.replay import Batch
 
 
 def _last_layer_gram(
@@ -50,17 +50,6 @@ def _last_layer_gram(
 def _call(module: nn.Module, params: dict[str, torch.Tensor] | None, x: torch.Tensor):
     """The module on x, with its own parameters (None) or with ``params`` (torch.func)."""
     return module(x) if params is None else functional_call(module, params, (x,))
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A stratified replay batch: B transitions of every task, laid out [T, B, ...]."""
-
-    obs: torch.Tensor  # [T, B, obs_dim]
-    action: torch.Tensor  # [T, B, A]
-    reward: torch.Tensor  # [T, B]
-    next_obs: torch.Tensor  # [T, B, obs_dim]
-    terminated: torch.Tensor  # [T, B] float: 1 where the episode truly ended
 
 
 def squashed_sample(

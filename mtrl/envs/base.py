@@ -12,9 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-
-class EnvError(ValueError):
-    """A task set that cannot be built (unknown task, bad option); the CLI prints it on one line."""
+from mtrl.errors import EnvError as EnvError  # raised by every env; re-exported here
 
 
 @dataclass(frozen=True)

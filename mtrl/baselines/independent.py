@@ -22,11 +22,10 @@ import numpy as np
 from mtrl.config import Config, save_config
 from mtrl.envs import is_metaworld, make_env
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.evaluation import TaskResult, evaluate, log_evaluation
+from mtrl.evaluation import EVAL_SEED_OFFSET, TaskResult, evaluate, log_evaluation
 from mtrl.logging import RunLogger
 from mtrl.run import RunInfo
 from mtrl.trainer import (
-    EVAL_SEED_OFFSET,
     RunError,
     StopSignals,
     configure_torch,
