@@ -9,7 +9,6 @@ one line, naming the key and the valid choices, so the CLI can print it without 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from mtrl.errors import ConfigError
+from mtrl.specs import parse_spec, suggest
 
 
 @dataclass(frozen=True)
@@ -162,8 +162,7 @@ POSITIVE = {
 
 
 def _suggest(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
-    return f"; did you mean: {', '.join(close)}?" if close else f"; valid: {', '.join(options)}"
+    return "; " + suggest(name, options, cutoff=0.5)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -384,8 +383,6 @@ def from_dict(data: dict[str, Any]) -> Config:
 def _check_spec(key: str, spec: str, registry: dict, build) -> None:
     """A ``name:opt=val`` spec: the name must be in ``registry``, and ``build(spec)`` (a cheap build)
     must accept its options, so bad names, options and values fail up front, on one line."""
-    from mtrl.gradients import parse_spec
-
     try:
         name, _ = parse_spec(spec)
     except ValueError as error:
@@ -406,7 +403,6 @@ def _check_network(key: str, spec: str, hidden_sizes: tuple[int, ...], num_tasks
 
 def _check_init(key: str, spec: str, scheme: str) -> None:
     from mtrl.agents.networks import HE_UNIFORM_BODIES
-    from mtrl.gradients import parse_spec
 
     name, _ = parse_spec(spec)
     if name not in HE_UNIFORM_BODIES:

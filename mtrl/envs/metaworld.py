@@ -9,7 +9,6 @@ what ``success`` means on the step where an episode ends (that step's own info h
 from __future__ import annotations
 
 import atexit
-import difflib
 import functools
 import itertools
 import os
@@ -27,6 +26,7 @@ from metaworld.wrappers import AutoTerminateOnSuccessWrapper, RandomTaskSelectWr
 
 from mtrl.envs.base import EnvError, VecStep
 from mtrl.envs.sharded import ShardedVecEnv
+from mtrl.specs import suggest
 
 STATE_DIM = 39  # hand (4) + objects (14), the same again for the previous frame, goal (3)
 ACTION_DIM = 4
@@ -66,8 +66,7 @@ def _check_task_name(name: str) -> str:
         return name
     if not name:
         raise EnvError(f"empty Meta-World task name; valid forms: {VALID_SPECS}")
-    close = difflib.get_close_matches(name, known, n=3)
-    hint = f"did you mean: {', '.join(close)}?" if close else f"valid forms: {VALID_SPECS}"
+    hint = suggest(name, known, fallback=f"valid forms: {VALID_SPECS}")
     raise EnvError(f"unknown Meta-World task {name!r}; {hint}")
 
 

@@ -7,11 +7,7 @@ dict, so a YAML file names a key, never an import path.
 
 from __future__ import annotations
 
-import difflib
-import inspect
 from typing import Any
-
-import yaml
 
 from mtrl.gradients.base import GradientMethod
 from mtrl.gradients.cagrad import CAGrad
@@ -29,6 +25,7 @@ from mtrl.gradients.normalization import (
 )
 from mtrl.gradients.pcgrad import PCGrad, PCGradDirection, PCGradMagnitude
 from mtrl.gradients.uncertainty import UncertaintyWeighting
+from mtrl.specs import check_options, lookup, parse_spec
 
 GRADIENT_METHODS: dict[str, type[GradientMethod]] = {
     "mean": Mean,
@@ -49,44 +46,12 @@ GRADIENT_METHODS: dict[str, type[GradientMethod]] = {
 }
 
 
-def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"cagrad:c=0.5"`` or ``"pcgrad_dir:scope=combined"`` -> (name, options); values are YAML
-    scalars. The form lets a config or a command line choose a method and its options in one key."""
-    name, _, rest = spec.strip().partition(":")
-    options: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"gradient method option {item!r} is not of the form key=value")
-        try:
-            options[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            options[key.strip()] = raw.strip()
-    return name.strip(), options
-
-
 def make(name: str, num_tasks: int, seed: int = 0, **options: Any) -> GradientMethod:
-    """A method by registry name (or by spec with options, see ``parse_spec``)."""
+    """A method by registry name (or by spec with options, see ``mtrl.specs.parse_spec``)."""
     name, spec_options = parse_spec(name)
     options = {**spec_options, **options}
-    if name not in GRADIENT_METHODS:
-        close = difflib.get_close_matches(name, list(GRADIENT_METHODS), n=3)
-        hint = (
-            f"did you mean: {', '.join(close)}?"
-            if close
-            else f"valid: {', '.join(GRADIENT_METHODS)}"
-        )
-        raise ValueError(f"unknown gradient method '{name}'; {hint}")
-    method_cls = GRADIENT_METHODS[name]
-    allowed = [
-        p
-        for p in inspect.signature(method_cls.__init__).parameters
-        if p not in ("self", "num_tasks", "seed")
-    ]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        valid = ", ".join(allowed) if allowed else "none"
-        raise ValueError(f"{name}: unknown option {', '.join(unknown)} (its options: {valid})")
+    method_cls = lookup(GRADIENT_METHODS, name, "gradient method")
+    check_options(name, method_cls, options, fixed=("num_tasks", "seed"))
     return method_cls(num_tasks=num_tasks, seed=seed, **options)
 
 

@@ -9,9 +9,7 @@ gradient methods never mix them. A spec can carry options, ``"mmoe:experts=6,wid
 
 from __future__ import annotations
 
-import difflib
 import functools
-import inspect
 from typing import Any
 
 from torch import nn
@@ -21,7 +19,7 @@ from mtrl.agents.networks.layers import Ensemble, he_uniform_init
 from mtrl.agents.networks.mlp import MultiHeadBody, SharedBody
 from mtrl.agents.networks.soft_modular import SoftModularBody
 from mtrl.agents.networks.task_routed import TaskRoutedBody
-from mtrl.gradients import parse_spec
+from mtrl.specs import check_options, lookup, parse_spec
 
 NETWORKS: dict[str, type[nn.Module]] = {
     "shared": SharedBody,
@@ -40,21 +38,13 @@ def _resolve(
     spec: str, hidden_sizes: tuple[int, ...]
 ) -> tuple[type[nn.Module], tuple[int, ...], dict[str, Any]]:
     name, options = parse_spec(spec)
-    if name not in NETWORKS:
-        close = difflib.get_close_matches(name, list(NETWORKS), n=3)
-        hint = f"did you mean: {', '.join(close)}?" if close else f"valid: {', '.join(NETWORKS)}"
-        raise ValueError(f"unknown network '{name}'; {hint}")
-    body = NETWORKS[name]
+    body = lookup(NETWORKS, name, "network")
     width = options.pop("width", None)
     if width is not None:
         if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
             raise ValueError(f"{name}: width must be a positive integer, got {width!r}")
         hidden_sizes = (width,) * len(hidden_sizes)
-    allowed = [p for p in inspect.signature(body.__init__).parameters if p not in _FIXED]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        valid = ", ".join(["width", *allowed])
-        raise ValueError(f"{name}: unknown option {', '.join(unknown)} (its options: {valid})")
+    check_options(name, body, options, fixed=_FIXED, extra=("width",))
     return body, tuple(hidden_sizes), options
 
 
