@@ -85,12 +85,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from mtrl.config import ConfigError
+    from mtrl.errors import UsageError
     from mtrl.sweep import RUNNING_ELSEWHERE, format_results, load_sweep, run_sweep
 
     for flag, value in (("--max-parallel", args.max_parallel), ("--num-cpus", args.num_cpus)):
         if value is not None and value <= 0:
-            raise ConfigError(f"{flag} must be > 0, got {value}")
+            raise UsageError(f"{flag} must be > 0, got {value}")
     sweep = load_sweep(args.sweep, seeds=args.seeds, out=args.out)
     results = run_sweep(
         sweep,

@@ -41,6 +41,18 @@ class RunWriteError(RunError):
     exit_code = 1
 
 
+class UsageError(UserError, ValueError):
+    """A command's arguments that cannot be honoured (--episodes 0, a task the policy never saw)."""
+
+
+class VideoError(UserError, RuntimeError):
+    """A video that cannot be written (format, missing imageio, an encoder failure)."""
+
+
+class ExportError(UserError, ValueError):
+    """A policy that cannot be exported as asked (not task-routed, an unknown task)."""
+
+
 class RunLockedError(UserError, RuntimeError):
     """A run directory another writer holds, or that cannot be locked."""
 

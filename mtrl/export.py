@@ -14,7 +14,7 @@ from torch import nn
 
 from mtrl.agents.networks.task_routed import TaskRoutedBody
 from mtrl.checkpoint import save_checkpoint
-from mtrl.config import ConfigError
+from mtrl.errors import ExportError
 from mtrl.policy import (
     TASK_POLICY,
     TaskPolicy,
@@ -27,12 +27,12 @@ from mtrl.policy import (
 def export_task_policy(checkpoint: str | Path, task: str, out: str | Path) -> Path:
     path, payload = load_training_checkpoint(Path(checkpoint))
     if payload.get("kind") == TASK_POLICY:
-        raise ConfigError(f"{path} is already an exported task policy")
+        raise ExportError(f"{path} is already an exported task policy")
     config, trained, obs_dim, action_dim = read_run(path, payload)
     if task not in trained:
-        raise ConfigError(f"the policy was not trained on {task}; its tasks: {', '.join(trained)}")
+        raise ExportError(f"the policy was not trained on {task}; its tasks: {', '.join(trained)}")
     if not config.agent.actor.startswith("task_routed"):
-        raise ConfigError(
+        raise ExportError(
             f"agent.actor is '{config.agent.actor}': only a task_routed actor has one task's "
             "path to export (train with agent.actor=task_routed)"
         )

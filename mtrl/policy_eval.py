@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtrl.config import ConfigError
 from mtrl.envs import is_metaworld, make_env
+from mtrl.errors import UsageError
 from mtrl.evaluation import (
     EVAL_SEED_OFFSET,
     GOAL_SCHEME,
@@ -39,7 +39,7 @@ def _select_tasks(trained: list[str], requested: list[str] | None) -> list[str]:
         return trained
     unknown = [task for task in requested if task not in trained]
     if unknown:
-        raise ConfigError(
+        raise UsageError(
             f"the policy was not trained on {', '.join(unknown)}; its tasks: {', '.join(trained)}"
         )
     return list(dict.fromkeys(requested))
@@ -57,7 +57,7 @@ def evaluate_checkpoint(
     path, payload = load_training_checkpoint(Path(checkpoint))
     config, trained, _, _ = read_run(path, payload)
     if episodes is not None and episodes <= 0:
-        raise ConfigError(f"--episodes must be > 0, got {episodes}")
+        raise UsageError(f"--episodes must be > 0, got {episodes}")
     episodes = episodes or config.final_eval_episodes
 
     if payload.get("kind") == TASK_POLICY:  # one task's exported path (mtrl export)

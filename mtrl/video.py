@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtrl.errors import ConfigError
+from mtrl.errors import VideoError
 
 FPS = 40  # Meta-World's control frequency is ~80 Hz; half speed is easier to watch
 
@@ -15,11 +15,11 @@ FPS = 40  # Meta-World's control frequency is ~80 Hz; half speed is easier to wa
 def write_videos(path: str | Path, frames_by_task: dict[str, list[np.ndarray]]) -> list[Path]:
     path = Path(path)
     if path.suffix.lower() not in (".mp4", ".gif"):
-        raise ConfigError(f"--video: use a .mp4 or .gif path, got '{path.name}'")
+        raise VideoError(f"--video: use a .mp4 or .gif path, got '{path.name}'")
     try:
         import imageio.v2 as imageio
     except ImportError:
-        raise ConfigError("--video needs imageio: pip install 'mtrl-suite[video]'") from None
+        raise VideoError("--video needs imageio: pip install 'mtrl-suite[video]'") from None
     written = []
     for task, frames in frames_by_task.items():
         if not frames:
@@ -33,7 +33,7 @@ def write_videos(path: str | Path, frames_by_task: dict[str, list[np.ndarray]]) 
                 imageio.mimsave(target, frames, fps=FPS, macro_block_size=1)
         except (ImportError, ValueError, RuntimeError) as error:
             first = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
-            raise ConfigError(
+            raise VideoError(
                 f"cannot write {target.name} ({first}); for MP4 install 'mtrl-suite[video]' "
                 "or write a .gif"
             ) from None
