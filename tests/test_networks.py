@@ -134,10 +134,11 @@ def test_parameter_counts_match_the_formula(spec):
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))
-def test_count_formula_holds_at_other_shapes(name):
+def test_the_meta_device_count_is_the_built_networks_at_other_shapes(name):
     for obs, out, tasks, hidden in [(60, 1, 10, (40, 40, 40)), (20, 8, 3, (7, 9))]:
         body = make_network(name, obs, out, tasks, hidden)
         assert parameter_count(body) == network_count(name, obs, out, tasks, hidden)
+    assert network_count(name, 60, 1, 10, (41, 41, 41)) > network_count(name, 60, 1, 10, (40,) * 3)
 
 
 def test_matched_width_comes_within_one_percent():

@@ -16,9 +16,7 @@ from torch import nn
 from mtrl.agents.networks.layers import (
     TaskLinear,
     TaskMLP,
-    linear_count,
     mlp,
-    mlp_count,
     positive,
     task_index,
 )
@@ -59,20 +57,6 @@ class MMoEBody(nn.Module):
         mixed = _mix(self.gates(x, task), [expert(x) for expert in self.experts])
         return self.towers(mixed, task)
 
-    @staticmethod
-    def count(
-        obs_dim: int,
-        out_dim: int,
-        num_tasks: int,
-        hidden_sizes: tuple[int, ...],
-        experts: int = 4,
-    ) -> int:
-        return (
-            experts * mlp_count(obs_dim, hidden_sizes)
-            + TaskLinear.count(num_tasks, obs_dim, experts)
-            + TaskLinear.count(num_tasks, hidden_sizes[-1], out_dim)
-        )
-
 
 class CGCBody(nn.Module):
     """Customized gate control: each task mixes its own experts and the shared experts."""
@@ -109,22 +93,6 @@ class CGCBody(nn.Module):
         outputs += [expert(x) for expert in self.shared_experts]
         return self.towers(_mix(self.gates(x, task), outputs), task)
 
-    @staticmethod
-    def count(
-        obs_dim: int,
-        out_dim: int,
-        num_tasks: int,
-        hidden_sizes: tuple[int, ...],
-        shared_experts: int = 2,
-        task_experts: int = 1,
-    ) -> int:
-        return (
-            shared_experts * mlp_count(obs_dim, hidden_sizes)
-            + task_experts * num_tasks * mlp_count(obs_dim, hidden_sizes)
-            + TaskLinear.count(num_tasks, obs_dim, task_experts + shared_experts)
-            + TaskLinear.count(num_tasks, hidden_sizes[-1], out_dim)
-        )
-
 
 class _ExtractionLevel(nn.Module):
     """One PLE level: one-layer experts (shared and per task), a gate per task, a shared gate."""
@@ -155,23 +123,6 @@ class _ExtractionLevel(nn.Module):
         if self.shared_gate is None:
             return task_out, shared_rep
         return task_out, _mix(self.shared_gate(shared_rep), own + shared)
-
-    @staticmethod
-    def count(
-        num_tasks: int,
-        in_dim: int,
-        width: int,
-        shared_experts: int,
-        task_experts: int,
-        shared_gate: bool,
-    ) -> int:
-        experts = task_experts + shared_experts
-        return (
-            shared_experts * linear_count(in_dim, width)
-            + TaskLinear.count(num_tasks * task_experts, in_dim, width)
-            + TaskLinear.count(num_tasks, in_dim, experts)
-            + (linear_count(in_dim, experts) if shared_gate else 0)
-        )
 
 
 class PLEBody(nn.Module):
@@ -208,21 +159,3 @@ class PLEBody(nn.Module):
         for level in self.levels:
             task_rep, shared_rep = level(task_rep, shared_rep, task)
         return self.towers(task_rep, task)
-
-    @staticmethod
-    def count(
-        obs_dim: int,
-        out_dim: int,
-        num_tasks: int,
-        hidden_sizes: tuple[int, ...],
-        shared_experts: int = 2,
-        task_experts: int = 1,
-    ) -> int:
-        widths = (obs_dim, *hidden_sizes)
-        levels = sum(
-            _ExtractionLevel.count(
-                num_tasks, a, b, shared_experts, task_experts, k < len(hidden_sizes) - 1
-            )
-            for k, (a, b) in enumerate(pairwise(widths))
-        )
-        return levels + TaskLinear.count(num_tasks, hidden_sizes[-1], out_dim)

@@ -58,10 +58,6 @@ class TaskLinear(nn.Module):
             return x @ self.weight + self.bias
         return torch.baddbmm(self.bias[task].unsqueeze(1), x, self.weight[task])
 
-    @staticmethod
-    def count(num_tasks: int, in_features: int, out_features: int) -> int:
-        return num_tasks * (in_features + 1) * out_features
-
 
 def he_uniform_init(body: nn.Module, output_layer: nn.Module, output_bound: float) -> None:
     """McLean et al. 2025's initialisation (rainx0r/mtrl, after the Flax defaults they set): every
@@ -79,10 +75,6 @@ def he_uniform_init(body: nn.Module, output_layer: nn.Module, output_bound: floa
         output_layer.bias.uniform_(-output_bound, output_bound)
 
 
-def linear_count(in_features: int, out_features: int) -> int:
-    return (in_features + 1) * out_features
-
-
 def mlp(in_dim: int, sizes: tuple[int, ...], out_dim: int | None = None) -> nn.Sequential:
     """Linear + ReLU per width in ``sizes``; then a plain linear output layer if out_dim is set."""
     layers: list[nn.Module] = []
@@ -92,11 +84,6 @@ def mlp(in_dim: int, sizes: tuple[int, ...], out_dim: int | None = None) -> nn.S
     if out_dim is not None:
         layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
-
-
-def mlp_count(in_dim: int, sizes: tuple[int, ...], out_dim: int | None = None) -> int:
-    widths = (in_dim, *sizes) + ((out_dim,) if out_dim is not None else ())
-    return sum(linear_count(a, b) for a, b in pairwise(widths))
 
 
 class TaskMLP(nn.Module):
@@ -116,10 +103,6 @@ class TaskMLP(nn.Module):
             if k < len(self.layers) - 1 or self.relu_last:
                 x = torch.relu(x)
         return x
-
-    @staticmethod
-    def count(num_tasks: int, in_dim: int, sizes: tuple[int, ...], out_dim: int | None) -> int:
-        return num_tasks * mlp_count(in_dim, sizes, out_dim)
 
 
 class Ensemble(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mtrl.agents.networks.layers import TaskLinear, linear_count, mlp, mlp_count, task_index
+from mtrl.agents.networks.layers import TaskLinear, mlp, task_index
 
 
 class SharedBody(nn.Module):
@@ -26,10 +26,6 @@ class SharedBody(nn.Module):
     def output_layer(self) -> nn.Module:
         return self.net[-1]
 
-    @staticmethod
-    def count(obs_dim: int, out_dim: int, num_tasks: int, hidden_sizes: tuple[int, ...]) -> int:
-        return mlp_count(obs_dim, hidden_sizes, out_dim)
-
 
 class MultiHeadBody(nn.Module):
     """Shared trunk, one output head per task (MH-SAC); a group uses its own task's head."""
@@ -49,9 +45,3 @@ class MultiHeadBody(nn.Module):
 
     def output_layer(self) -> nn.Module:
         return self.heads
-
-    @staticmethod
-    def count(obs_dim: int, out_dim: int, num_tasks: int, hidden_sizes: tuple[int, ...]) -> int:
-        return mlp_count(obs_dim, hidden_sizes) + num_tasks * linear_count(
-            hidden_sizes[-1], out_dim
-        )

@@ -15,7 +15,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from mtrl.agents.networks.layers import linear_count, positive
+from mtrl.agents.networks.layers import positive
 
 
 class SoftModularBody(nn.Module):
@@ -70,23 +70,3 @@ class SoftModularBody(nn.Module):
             inputs = weights @ stacked  # [G, B, m(outputs), d]
             outputs = [torch.relu(module(inputs[..., j, :])) for j, module in enumerate(layer)]
         return self.output(torch.stack(outputs, -2).mean(-2))
-
-    @staticmethod
-    def count(
-        obs_dim: int,
-        out_dim: int,
-        num_tasks: int,
-        hidden_sizes: tuple[int, ...],
-        modules: int = 4,
-    ) -> int:
-        embed = hidden_sizes[0]
-        widths = (embed, *hidden_sizes)
-        routes = len(hidden_sizes) - 1
-        return (
-            linear_count(obs_dim - num_tasks, embed)
-            + num_tasks * embed
-            + modules * sum(linear_count(a, b) for a, b in pairwise(widths))
-            + routes * linear_count(embed, modules * modules)
-            + (routes - 1) * linear_count(modules * modules, embed)
-            + linear_count(hidden_sizes[-1], out_dim)
-        )

@@ -16,7 +16,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from mtrl.agents.networks.layers import TaskLinear, linear_count, task_index
+from mtrl.agents.networks.layers import TaskLinear, task_index
 
 
 def parse_route(route: str, num_tasks: int, num_layers: int) -> torch.Tensor:
@@ -52,10 +52,12 @@ class TaskRoutedBody(nn.Module):
         num_layers = len(hidden_sizes) + 1
         route = route or "s" * (num_layers - 2) + "oo"  # default: own last hidden layer and output
         self.num_tasks = num_tasks
-        self.register_buffer("own_layer", parse_route(route, num_tasks, num_layers))  # [T, L]
+        with torch.device("cpu"):  # the routing decides the layers, also when built on "meta"
+            own_layer = parse_route(route, num_tasks, num_layers)  # [T, L]
+        self.register_buffer("own_layer", own_layer)
         widths = (obs_dim, *hidden_sizes, out_dim)
         pairs = list(pairwise(widths))
-        uses_own, uses_shared = self.own_layer.any(0), (~self.own_layer).any(0)  # [L]
+        uses_own, uses_shared = own_layer.any(0).tolist(), (~own_layer).any(0).tolist()  # [L]
         self.shared = nn.ModuleList(
             nn.Linear(a, b) if uses_shared[k] else nn.Identity() for k, (a, b) in enumerate(pairs)
         )
@@ -93,21 +95,3 @@ class TaskRoutedBody(nn.Module):
                 linear.load_state_dict(shared.state_dict())
             layers += [linear, nn.ReLU()]
         return nn.Sequential(*layers[:-1])
-
-    @staticmethod
-    def count(
-        obs_dim: int,
-        out_dim: int,
-        num_tasks: int,
-        hidden_sizes: tuple[int, ...],
-        route: str | None = None,
-    ) -> int:
-        num_layers = len(hidden_sizes) + 1
-        own_layer = parse_route(route or "s" * (num_layers - 2) + "oo", num_tasks, num_layers)
-        widths = (obs_dim, *hidden_sizes, out_dim)
-        total = 0
-        for k, (a, b) in enumerate(pairwise(widths)):
-            total += linear_count(a, b) * (
-                int((~own_layer[:, k]).any()) + num_tasks * int(own_layer[:, k].any())
-            )
-        return total
