@@ -114,8 +114,9 @@ def report(out: Path, reps: int) -> str:
         }
         per_seed = ", ".join(f"{table[step]['per_seed'][s]:.2f}" for s in seeds)
         published = f"{PUBLISHED[step]:.2f}" if step in PUBLISHED else "-"
+        interval = f"[{low:.2f}, {high:.2f}]" if len(seeds) > 1 else "(n/a: 1 seed)"
         rows.append(
-            f"| {step // 1000}k | {len(seeds)} | {iqm:.2f} [{low:.2f}, {high:.2f}] | "
+            f"| {step // 1000}k | {len(seeds)} | {iqm:.2f} {interval} | "
             f"{scores.mean():.2f} | {per_seed} | {published} |"
         )
     timing = ", ".join(
