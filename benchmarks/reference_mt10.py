@@ -157,12 +157,14 @@ def plot(path: Path, table: dict, curves: dict) -> None:
         xs = sorted(curve["points"])
         ys = [np.mean(list(curve["points"][x].values())) for x in xs]
         axis.plot(np.array(xs) / 1e3, ys, color="tab:blue", alpha=0.3, lw=1)
+    x = np.array(steps) / 1e3
+    mean = [table[s]["mean"] for s in steps]
+    axis.plot(x, mean, color="tab:blue", lw=2, marker="o", label="mtrl: mean success (thin: seeds)")
     iqm = [table[s]["iqm"] for s in steps]
+    axis.plot(x, iqm, color="tab:blue", lw=1, ls=":", label="mtrl: IQM over seeds x tasks, 95% CI")
     low = [table[s]["iqm_ci"][0] for s in steps]
     high = [table[s]["iqm_ci"][1] for s in steps]
-    x = np.array(steps) / 1e3
-    axis.plot(x, iqm, color="tab:blue", lw=2, marker="o", label="mtrl (IQM, 95% CI; thin: seeds)")
-    axis.fill_between(x, low, high, color="tab:blue", alpha=0.2)
+    axis.fill_between(x, low, high, color="tab:blue", alpha=0.15)
     limit = max(steps) if steps else 100_000
     published = sorted((s, v) for s, v in PUBLISHED.items() if s <= max(limit, 100_000))
     axis.plot(
