@@ -49,6 +49,7 @@ import numpy as np
 
 from mtrl import stats
 from mtrl.config import Config, ConfigError, load_config
+from mtrl.envs import episode_steps
 from mtrl.logging import read_metrics
 from mtrl.report_figures import (
     PROFILE_TAUS,
@@ -135,15 +136,6 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _episode_steps(env: str, steps: Any) -> Any:
-    """0 in a config means the suite's own episode length: resolve it so old and new runs match."""
-    if steps not in (0, None):
-        return steps
-    from mtrl.envs import METAWORLD_MAX_EPISODE_STEPS, SYNTHETIC_MAX_EPISODE_STEPS, is_metaworld
-
-    return METAWORLD_MAX_EPISODE_STEPS if is_metaworld(env) else SYNTHETIC_MAX_EPISODE_STEPS
-
-
 def run_protocol(config: Config, info: dict) -> dict[str, Any]:
     """The run's evaluation protocol: ``run.json``'s record, or for runs made before it existed,
     what ``config.yaml`` says (the goal scheme is then unknown)."""
@@ -163,7 +155,7 @@ def run_protocol(config: Config, info: dict) -> dict[str, Any]:
             "steps_per_task": config.total_steps,
             "seed": config.seed,
         }
-    protocol["max_episode_steps"] = _episode_steps(
+    protocol["max_episode_steps"] = episode_steps(
         str(protocol.get("env", config.env.name)), protocol.get("max_episode_steps")
     )
     return protocol

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from mtrl.config import Config
-from mtrl.envs import is_metaworld, resolve_task_names
+from mtrl.envs import episode_steps, is_metaworld, resolve_task_names
 from mtrl.errors import RunError
 from mtrl.evaluation import GOAL_SCHEME
 
@@ -92,12 +92,11 @@ def provenance(started_at: str | None = None) -> dict[str, Any]:
 def protocol(config: Config, parameter_counts: dict[str, int]) -> dict[str, Any]:
     """How the run's numbers were made: what ``mtrl report`` checks before comparing runs."""
     metaworld = is_metaworld(config.env.name)
-    episode_steps = config.env.max_episode_steps or (500 if metaworld else 50)
     return {
         "env": config.env.name,
         "tasks": len(resolve_task_names(config.env.name)),
         "reward_version": config.env.reward_version if metaworld else None,
-        "max_episode_steps": episode_steps,
+        "max_episode_steps": episode_steps(config.env.name, config.env.max_episode_steps),
         "eval_episodes": config.eval_episodes,
         "final_eval_episodes": config.final_eval_episodes,
         "goal_scheme": GOAL_SCHEME,

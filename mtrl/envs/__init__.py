@@ -14,6 +14,7 @@ from mtrl.envs.synthetic import SyntheticVecEnv
 
 __all__ = [
     "EnvError",
+    "episode_steps",
     "MultiTaskVecEnv",
     "SyntheticVecEnv",
     "VecStep",
@@ -30,6 +31,13 @@ METAWORLD_MAX_EPISODE_STEPS = 500  # = metaworld.DEFAULT_MAX_EPISODE_STEPS, with
 def is_metaworld(name: str) -> bool:
     """Whether a name belongs to the Meta-World suite (everything that is not synthetic)."""
     return name.strip().split(":")[0].lower() != SYNTHETIC
+
+
+def episode_steps(name: str, configured: int | None = 0) -> int:
+    """The episode length a run of ``name`` uses: ``configured``, or the suite's own (0/None)."""
+    if configured:
+        return int(configured)
+    return METAWORLD_MAX_EPISODE_STEPS if is_metaworld(name) else SYNTHETIC_MAX_EPISODE_STEPS
 
 
 def resolve_task_names(name: str) -> list[str]:
