@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+MTRL = [sys.executable, "-m", "mtrl"]  # the interpreter running this script, venv or not
 PRESET = ROOT / "configs" / "mt10" / "scaling" / "mtmhsac_w0256.yaml"
 # McLean et al. 2025 (their Fig. and rainx0r/mtrl's width-scaling runs), MT10, W = 256: steps per
 # task -> mean success over their 10 seeds.
@@ -52,9 +53,9 @@ def train_seed(seed: int, args: argparse.Namespace) -> None:
         "progress=false",
     ]
     if any(run_dir.glob("checkpoints/step_*.pt")):
-        command = ["mtrl", "train", "--resume", str(run_dir), *options]
+        command = [*MTRL, "train", "--resume", str(run_dir), *options]
     else:
-        command = ["mtrl", "train", "--config", str(PRESET), f"seed={seed}", f"run_dir={run_dir}"]
+        command = [*MTRL, "train", "--config", str(PRESET), f"seed={seed}", f"run_dir={run_dir}"]
         command += options
     print(f"seed {seed}: {' '.join(command)}", flush=True)
     done = subprocess.run(command, cwd=ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"})
