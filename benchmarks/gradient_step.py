@@ -107,9 +107,8 @@ def loop_gradients(agent: MultiTaskSAC, batch: Batch, target: torch.Tensor) -> l
 
 def vmap_gradients(agent: MultiTaskSAC, batch: Batch, target: torch.Tensor) -> list[torch.Tensor]:
     """Per-task gradients from one vmap pass over the task dimension: [T, ...] each."""
-    params, dims = agent._task_params("critic")
-    grads, _ = agent._per_task_gradients(
-        agent._critic_task_loss, params, dims, batch.obs, batch.action, target
+    grads, _ = agent.critic_step.per_task_gradients(
+        agent.critic_losses, (batch.obs, batch.action, target)
     )
     return list(grads.values())
 
@@ -129,7 +128,7 @@ def measure(rows: dict[str, Callable[[], object]], repeats: int) -> dict[str, fl
 
 def critic_update(agent: MultiTaskSAC, batch: Batch) -> None:
     """The critic's share of an update: TD targets, per-task losses, the method, the Adam step."""
-    agent._critic_step(batch, agent.td_target(batch), diagnose=False, metrics={})
+    agent.critic_step(agent.critic_losses, (batch.obs, batch.action, agent.td_target(batch)))
 
 
 def critic_update_by_backward_loop(agent: MultiTaskSAC, batch: Batch) -> None:

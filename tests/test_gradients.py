@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from mtrl import gradients
+from mtrl.gradients.base import StepContext
 from mtrl.gradients.diagnostics import conflict_diagnostics
-from mtrl.gradients.gram import gram
+from mtrl.gradients.gram import assemble_gram, gram
 from mtrl.gradients.pcgrad import pcgrad_coefficients, random_orders
 
 
@@ -150,9 +151,8 @@ def test_mgda_finds_a_direction_that_no_task_opposes():
     task_grads = torch.randn(4, 50, generator=generator) + 0.5
     direction = gradients.make("mgda", 4).combine(task_grads, None)
     assert (task_grads @ direction >= -1e-6).all()
-    weights = gradients.make("mgda", 4)
-    weights.combine(task_grads, None)
-    assert weights.last_weights.sum().item() == pytest.approx(1.0)
+    weights = gradients.make("mgda", 4).weights(gram(task_grads), None, StepContext())
+    assert weights.sum().item() == pytest.approx(1.0)
 
 
 def test_cagrad_with_c_zero_is_the_mean_and_otherwise_stays_in_its_ball():
@@ -216,12 +216,26 @@ def test_gradnorm_keeps_the_first_losses_and_follows_training_rates():
     assert method.weights_param[0] > method.weights_param[1]
 
 
-def test_gradnorm_uses_the_last_shared_weight_matrix():
-    method = gradients.make("gradnorm", 2)
-    method.set_layout(
-        [("trunk.0.weight", 6), ("trunk.0.bias", 2), ("head.weight", 4), ("head.bias", 1)]
-    )
-    assert method.last_layer == slice(8, 12)
+def test_gradnorm_measures_norms_on_the_last_shared_weight_matrix_of_every_ensemble_member():
+    """The engine's Gram assembly, the one training uses: the last weight matrix, and with twin
+    critics the last one of each member together."""
+    generator = torch.Generator().manual_seed(3)
+    names = ["members.0.trunk.0.weight", "members.0.trunk.0.bias", "members.0.head.weight"]
+    names += ["members.0.head.bias", "members.1.trunk.0.weight", "members.1.head.weight"]
+    blocks = [torch.randn(2, n, generator=generator) for n in (6, 2, 4, 1, 6, 4)]
+    whole, layer = assemble_gram(names, blocks)
+    assert torch.allclose(whole, gram(torch.cat(blocks, 1)))
+    assert torch.allclose(layer, gram(torch.cat([blocks[2], blocks[5]], 1)))
+    assert torch.equal(assemble_gram(["a.bias"], blocks[:1])[1], gram(blocks[0]))  # no weight
+
+    # combine() goes through the same assembly: with only the head's columns differing between
+    # two layouts, GradNorm's weights differ only where the head's norms do.
+    task_grads = torch.cat([torch.eye(2) * 5, torch.tensor([[1.0, 0.0], [0.0, 3.0]])], 1)
+    layout = [("trunk.weight", 2), ("head.weight", 2)]
+    method = gradients.make("gradnorm", 2, lr=0.1)
+    for _ in range(20):
+        method.combine(task_grads, torch.ones(2), layout)
+    assert method.weights_param[0] > method.weights_param[1]  # the head's small norm weighs more
 
 
 def test_loss_weightings_on_hand_computed_cases():
@@ -260,7 +274,7 @@ def test_uncertainty_weights_move_toward_inverse_losses():
 def test_dtp_weighs_unsolved_tasks_more():
     dtp = gradients.make("dtp", 3, beta=0.5, gamma=2.0, normalize=False)
     for _ in range(40):
-        dtp.observe_kpi(torch.tensor([0, 1, 2]), torch.tensor([0.9, 0.5, 0.1]))
+        dtp.observe(torch.tensor([0, 1, 2]), torch.tensor([0.9, 0.5, 0.1]))
     kpi = torch.tensor([0.9, 0.5, 0.1])
     expected = -((1 - kpi) ** 2) * torch.log(kpi)
     weights = dtp.loss_weights(torch.ones(3))
@@ -277,8 +291,7 @@ def test_stateful_methods_round_trip_through_state_dict(name, tmp_path):
     method = gradients.make(name, 3, **({"window": 2} if name == "dwa" else {}))
     for k in range(5):
         losses = torch.rand(3, generator=generator) + 0.1
-        if hasattr(method, "observe_kpi"):
-            method.observe_kpi(torch.tensor([k % 3]), torch.tensor([1.0]))
+        method.observe(torch.tensor([k % 3]), torch.tensor([1.0]))
         method.combine(task_grads, losses)
     save_checkpoint(tmp_path / "method.pt", {"method": method.state_dict()})  # weights_only-safe
     restored = gradients.make(name, 3, **({"window": 2} if name == "dwa" else {}))

@@ -106,18 +106,19 @@ def _task_slice(params: dict, dims: dict, task: int) -> dict:
     return {n: p[task] if dims[n] == 0 else p for n, p in params.items()}
 
 
-def _loop_gradients(loss_fn, params: dict, dims: dict, *task_args) -> dict:
-    """Per-task gradients with one autograd pass per task: the reference for the vmap pass."""
+def _loop_gradients(losses_fn, params: dict, dims: dict, batch: tuple, fixed=None) -> dict:
+    """Per-task gradients with one autograd pass per task on its own rows: the reference for the
+    engine's vmap pass. ``fixed`` is a task's slice of parameters the loss goes through."""
     per_task = []
     for i in range(T):
         leaves = {
             n: p.detach().clone().requires_grad_(True)
             for n, p in _task_slice(params, dims, i).items()
         }
-        loss, _ = loss_fn(leaves, *(arg[i] for arg in task_args))
-        per_task.append(
-            dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
-        )
+        rows = [x[i : i + 1] for x in batch]
+        losses, _ = losses_fn(leaves, *rows, *([fixed[i]] if fixed else []))
+        grads = torch.autograd.grad(losses[0], list(leaves.values()))
+        per_task.append(dict(zip(leaves, grads, strict=True)))
     return {n: torch.stack([g[n] for g in per_task]) for n in params}
 
 
@@ -125,36 +126,22 @@ def _loop_gradients(loss_fn, params: dict, dims: dict, *task_args) -> dict:
 def test_vmap_per_task_gradients_equal_a_per_task_autograd_loop(network):
     agent = _agent(actor=network, critic=network)
     batch = _batch()
-    target = agent.td_target(batch)
-    critic_params, critic_dims = agent._task_params("critic")
-    vmapped, _ = agent._per_task_gradients(
-        agent._critic_task_loss, critic_params, critic_dims, batch.obs, batch.action, target
-    )
-    looped = _loop_gradients(
-        agent._critic_task_loss, critic_params, critic_dims, batch.obs, batch.action, target
-    )
+    critic_batch = (batch.obs, batch.action, agent.td_target(batch))
+    vmapped, _ = agent.critic_step.per_task_gradients(agent.critic_losses, critic_batch)
+    critic_params, critic_dims = agent.critic_step.task_params()
+    looped = _loop_gradients(agent.critic_losses, critic_params, critic_dims, critic_batch)
     for name in critic_params:
         assert vmapped[name].shape == looped[name].shape, name
         assert torch.allclose(vmapped[name], looped[name], atol=1e-5), name
 
-    actor_params, actor_dims = agent._task_params("actor")
-    noise, alpha = torch.randn(T, B, A), torch.rand(T)
-    vmapped, _ = agent._per_task_gradients(
-        agent._actor_task_loss,
-        actor_params,
-        actor_dims,
-        batch.obs,
-        noise,
-        alpha,
-        (critic_params, critic_dims),
+    actor_batch = (batch.obs, torch.randn(T, B, A), torch.rand(T))
+    vmapped, _ = agent.actor_step.per_task_gradients(
+        agent.actor_losses, actor_batch, (agent.critic_step,)
     )
+    actor_params, actor_dims = agent.actor_step.task_params()
     critic_slices = [_task_slice(critic_params, critic_dims, i) for i in range(T)]
-
-    def actor_loss(params, obs, noise, alpha, task):
-        return agent._actor_task_loss(params, obs, noise, alpha, critic_slices[task])
-
     looped = _loop_gradients(
-        actor_loss, actor_params, actor_dims, batch.obs, noise, alpha, torch.arange(T)
+        agent.actor_losses, actor_params, actor_dims, actor_batch, critic_slices
     )
     for name in actor_params:
         assert torch.allclose(vmapped[name], looped[name], atol=1e-5), name
@@ -180,11 +167,10 @@ def test_pcgrad_leaves_task_heads_with_their_own_gradient():
     """Only shared parameters are combined: a head's step is its own task's gradient."""
     agent = _agent(critic="multihead", critic_grad="pcgrad")
     batch = _batch()
-    params, dims = agent._task_params("critic")
-    grads, losses = agent._per_task_gradients(
-        agent._critic_task_loss, params, dims, batch.obs, batch.action, agent.td_target(batch)
+    grads, (losses, _) = agent.critic_step.per_task_gradients(
+        agent.critic_losses, (batch.obs, batch.action, agent.td_target(batch))
     )
-    agent._apply("critic", grads, losses[0], diagnose=True, metrics=(m := {}))
+    m = agent.critic_step.apply(grads, losses, diagnose=True)
     head = agent.critic.members[0].heads.weight.grad  # [T, hidden, out]
     assert grads["members.0.heads.weight"].shape == (T, 16, 1)  # one slice per task, no T x T
     assert torch.allclose(head, grads["members.0.heads.weight"] / T)
@@ -221,7 +207,7 @@ def test_the_optimizer_step_is_skipped_exactly_when_a_gradient_or_loss_is_non_fi
         p.grad = torch.full_like(p, 1e-3)
     params[2].grad[0, 0] = bad_value  # one element of one parameter: finite-but-huge still steps
     losses = torch.tensor([1.0, loss_value, 2.0])
-    assert agent._optimizer_step("critic", losses) is steps
+    assert agent.critic_step.optimizer_step(losses) is steps
     moved = [not torch.equal(b, p) for b, p in zip(before, params, strict=True)]
     assert all(moved) if steps else not any(moved)
     assert (params[2].grad is None) is (not steps)
@@ -240,14 +226,16 @@ def test_compiled_gradient_passes_take_the_eager_steps(network, method):
                 torch.manual_seed(seed)
                 agent.update(_batch(seed=seed))
     kind = "mean" if method == "mean" else "task"
-    assert set(compiled._passes) == {
+    assert set(compiled.passes.functions) == {
         f"_critic_{kind}_loss",
         f"_actor_{kind}_loss",
         "_soft_td_target",
     }
-    assert not any(name.endswith("_mean_loss") for name in eager._passes)  # plain autograd
-    assert not any(hasattr(p, "_torchdynamo_orig_callable") for p in eager._passes.values())
-    assert all(hasattr(p, "_torchdynamo_orig_callable") for p in compiled._passes.values())
+    assert not any(name.endswith("_mean_loss") for name in eager.passes.functions)  # plain autograd
+    assert not any(
+        hasattr(p, "_torchdynamo_orig_callable") for p in eager.passes.functions.values()
+    )
+    assert all(hasattr(p, "_torchdynamo_orig_callable") for p in compiled.passes.functions.values())
     for a, b in zip(compiled.critic.parameters(), eager.critic.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
     for a, b in zip(compiled.actor.parameters(), eager.actor.parameters(), strict=True):

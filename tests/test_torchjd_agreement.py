@@ -21,6 +21,7 @@ import torch
 from scipy.optimize import minimize
 
 from mtrl import gradients
+from mtrl.gradients.base import StepContext
 from mtrl.gradients.gram import gram
 from mtrl.gradients.mgda import exact_min_norm_weights, min_norm_weights
 from mtrl.gradients.pcgrad import random_orders
@@ -94,8 +95,8 @@ def test_exact_mgda_beats_frank_wolfe_and_frank_wolfe_stays_selectable():
     exact = gradients.make("mgda", 5)
     frank_wolfe = gradients.make("mgda", 5, solver="frank_wolfe", iterations=250)
     assert exact.solver == "exact" and frank_wolfe.solver == "frank_wolfe"
-    w_exact = exact.weights(gram_matrix, None).numpy()
-    w_fw = frank_wolfe.weights(gram_matrix, None).numpy()
+    w_exact = exact.weights(gram_matrix, None, StepContext()).numpy()
+    w_fw = frank_wolfe.weights(gram_matrix, None, StepContext()).numpy()
     g = gram_matrix.numpy()
     assert np.allclose(w_fw, min_norm_weights(g, 250))  # the old solver, unchanged
     assert w_exact @ g @ w_exact <= w_fw @ g @ w_fw + 1e-15

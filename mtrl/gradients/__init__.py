@@ -1,8 +1,10 @@
 """The gradient step: how per-task gradients of the shared parameters become one update.
 
-A method is a small object with ``combine(task_grads [T, P], task_losses [T]) -> [P]`` on the scale of
-the mean task gradient (../DESIGN.md, "The gradient-method contract"). The registry is an explicit
-dict, so a YAML file names a key, never an import path.
+A method is a small object with ``weights(G, losses, context) -> w [T]``, the step being
+sum_i w_i g_i on the scale of the mean task gradient (``base.py``; ../DESIGN.md, "The
+gradient-method contract"); ``step.py`` is the engine that computes the task gradients, hands the
+method their Gram matrix and takes the step. The registry is an explicit dict, so a YAML file names
+a key, never an import path.
 """
 
 from __future__ import annotations

@@ -1,61 +1,80 @@
-"""What every gradient method shares: the task count, a seeded generator, and (empty) state."""
+"""The gradient-method contract (../DESIGN.md): ``weights(G, losses, context)`` and nothing else.
+
+Every method here is a choice of task weights w [T]: the step is sum_i w_i g_i, on the scale of the
+mean gradient (w = 1/T). It needs only inner products of task gradients, so the engine
+(``mtrl.gradients.step``) hands it the Gram matrix G = J J^T, applies w parameter by parameter, and
+never concatenates the task gradients into one [T, P] matrix. ``combine`` on an explicit J is
+derived from ``weights`` through the same Gram assembly, so what the tests check is what trains.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from mtrl.gradients.gram import apply_weights, gram
+from mtrl.gradients.gram import apply_weights, assemble_gram
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a method may read besides G and the losses."""
+
+    # [T, T] Gram matrix of the last shared layer's weights (GradNorm measures norms there);
+    # equal to G where the parameters have no weight matrix.
+    layer_gram: torch.Tensor | None = None
 
 
 class GradientMethod:
-    """Combines per-task gradients of the shared parameters into one gradient.
+    """Per-task weights of one role's (actor's or critic's) task gradients.
 
-    ``needs_task_grads`` is False for methods whose result is the gradient of a (weighted) mean loss:
-    the agent then skips the per-task vmap pass and does a single backward of that loss.
+    ``needs_task_grads`` is False for methods whose weights depend on the losses only: the engine
+    then calls ``weights(None, losses, context)`` and takes sum_i w_i g_i as the gradient of
+    sum_i w_i L_i, in one backward pass with no per-task gradients.
     """
 
     needs_task_grads: bool = True
-    # Whether ``loss_weights`` is the same every step (the mean): the agent may then differentiate
+    # Whether the weights are the same every step (the mean): the engine may then differentiate
     # the mean loss in a compiled pass instead of re-weighting the losses it has just computed.
     constant_loss_weights: bool = True
-    # Whether the implied per-task weights are worth logging (weightings, PCGrad's implied weights).
+    # Whether the weights (times T) are worth logging as per_task/<role>_weight.
     reports_weights: bool = True
 
     def __init__(self, num_tasks: int, seed: int = 0) -> None:
         self.num_tasks = num_tasks
         self.generator = torch.Generator().manual_seed(seed)
 
-    # Columns of the last shared layer in task_grads, for methods that measure norms there.
-    last_layer: slice = slice(None)
-
-    def combine(self, task_grads: torch.Tensor, task_losses: torch.Tensor) -> torch.Tensor:
-        """task_grads [T, P], task_losses [T] -> [P] on the scale of task_grads.mean(0)."""
-        gram_matrix = gram(task_grads)
-        whole = self.last_layer == slice(None)
-        layer_gram = gram_matrix if whole else gram(task_grads[:, self.last_layer])
-        weights = self.weights(gram_matrix, task_losses, layer_gram)
-        return apply_weights(weights, task_grads)
-
     def weights(
         self,
-        gram_matrix: torch.Tensor,  # [T, T], float64
-        task_losses: torch.Tensor,  # [T]
-        layer_gram: torch.Tensor | None = None,  # [T, T] of the last shared layer
+        gram_matrix: torch.Tensor | None,  # [T, T] float64; None when needs_task_grads is False
+        task_losses: torch.Tensor,  # [T], detached
+        context: StepContext,
     ) -> torch.Tensor:
-        """w [T] such that the combined gradient is sum_i w_i g_i.
-
-        Every method here needs only inner products of task gradients, so the agent hands it the
-        Gram matrix and applies w itself, parameter by parameter, without ever concatenating the
-        task gradients into one [T, P] matrix. The default is the loss weighting's mean.
-        """
-        weights = self.loss_weights(task_losses).to(gram_matrix)
-        return weights / self.num_tasks
+        """w [T] with the step sum_i w_i g_i. The default is the loss weighting's, w = l / T."""
+        return self.loss_weights(task_losses) * (1.0 / self.num_tasks)
 
     def loss_weights(self, task_losses: torch.Tensor) -> torch.Tensor:
-        """Per-task weights [T] (mean 1) for methods that only re-weight the mean loss."""
+        """Per-task weights [T] (mean 1) of the methods that only re-weight the mean loss."""
         return torch.ones_like(task_losses)
+
+    def observe(self, task_index: torch.Tensor, success: torch.Tensor) -> None:
+        """Finished training episodes' success ([n] tasks, [n] values), for KPI-driven methods."""
+
+    def combine(
+        self,
+        task_grads: torch.Tensor,  # [T, P]
+        task_losses: torch.Tensor | None,  # [T]; None for methods that never read them
+        layout: list[tuple[str, int]] | None = None,  # the columns' parameters: (name, numel)
+    ) -> torch.Tensor:
+        """sum_i w_i g_i [P] for an explicit J, through the engine's own Gram assembly."""
+        layout = layout or [("weight", task_grads.shape[1])]
+        blocks = task_grads.split([numel for _, numel in layout], dim=1)
+        gram_matrix, layer_gram = assemble_gram([name for name, _ in layout], list(blocks))
+        if task_losses is not None:  # the loss weightings' w then has J's precision
+            task_losses = task_losses.to(task_grads.dtype)
+        weights = self.weights(gram_matrix, task_losses, StepContext(layer_gram=layer_gram))
+        return apply_weights(weights, task_grads)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

@@ -49,10 +49,7 @@ class CAGrad(GradientMethod):
             raise ValueError(f"cagrad: c must be in [0, 1), got {c}")
         super().__init__(num_tasks, seed)
         self.c = c
-        self.last_weights: torch.Tensor | None = None
 
-    def weights(self, gram_matrix, task_losses, layer_gram=None) -> torch.Tensor:
+    def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
         weights = cagrad_weights(gram_matrix.cpu().numpy(), self.c)
-        weights_t = torch.as_tensor(weights, device=gram_matrix.device)
-        self.last_weights = weights_t.float()
-        return weights_t
+        return torch.as_tensor(weights, device=gram_matrix.device)

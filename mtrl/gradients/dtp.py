@@ -1,7 +1,7 @@
 """Dynamic Task Prioritization (Guo et al., ECCV 2018, Eq. 5): a focal weight on a per-task KPI,
 w_i = -(1 - k_i)^gamma log(k_i), with k_i an exponential moving average (rate ``beta``) of the KPI,
 so tasks that are far from solved weigh more. In RL the KPI is the task's training success rate:
-the trainer reports each finished episode's success through ``observe_kpi``. Until a task has a KPI
+the trainer reports each finished episode's success through ``observe``. Until a task has a KPI
 it weighs as much as the hardest possible task (k = ``floor``).
 """
 
@@ -31,9 +31,9 @@ class DynamicTaskPrioritization(LossWeighting):
         self.gamma, self.beta, self.floor = gamma, beta, floor
         self.kpi = torch.full((num_tasks,), floor, dtype=torch.float64)  # smoothed k_i
 
-    def observe_kpi(self, task_index: torch.Tensor, value: torch.Tensor) -> None:
+    def observe(self, task_index: torch.Tensor, success: torch.Tensor) -> None:
         """New KPI values (success in [0, 1]) for the given tasks: [n], [n]."""
-        for i, v in zip(task_index.tolist(), value.double().tolist(), strict=True):
+        for i, v in zip(task_index.tolist(), success.double().tolist(), strict=True):
             self.kpi[i] = self.beta * v + (1 - self.beta) * self.kpi[i]
 
     def raw_weights(self, loss_scale: torch.Tensor) -> torch.Tensor:

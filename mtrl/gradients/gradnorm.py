@@ -42,23 +42,10 @@ class GradNorm(GradientMethod):
         self.weights_param = torch.ones(num_tasks, requires_grad=True)  # w, sum T
         self.optimizer = torch.optim.Adam([self.weights_param], lr=lr)
         self.initial_losses: torch.Tensor | None = None
-        self.last_weights: torch.Tensor | None = None
 
-    def set_layout(self, segments: list[tuple[str, int]]) -> None:
-        """The shared parameters in column order, as (name, numel): picks the last weight matrix."""
-        if self.norms == "all":
-            self.last_layer = slice(None)
-            return
-        starts, offset = [], 0
-        for name, numel in segments:
-            starts.append((name, offset, offset + numel))
-            offset += numel
-        weights = [(a, b) for name, a, b in starts if name.endswith("weight")]
-        self.last_layer = slice(*weights[-1]) if weights else slice(None)
-
-    def weights(self, gram_matrix, task_losses, layer_gram=None) -> torch.Tensor:
-        if self.norms == "all" or layer_gram is None:
-            layer_gram = gram_matrix
+    def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
+        last_shared = self.norms == "last_shared" and context.layer_gram is not None
+        layer_gram = context.layer_gram if last_shared else gram_matrix
         losses = task_losses.detach().abs().clamp_min(TINY).cpu().float()  # [T]
         if self.initial_losses is None:
             self.initial_losses = losses.clone()
@@ -76,7 +63,6 @@ class GradNorm(GradientMethod):
         with torch.no_grad():  # Alg. 1: renormalise so that sum_i w_i = T
             self.weights_param.clamp_(min=TINY)
             self.weights_param.mul_(self.num_tasks / self.weights_param.sum())
-        self.last_weights = current / self.num_tasks
         return (current / self.num_tasks).to(gram_matrix)
 
     def state_dict(self) -> dict[str, Any]:

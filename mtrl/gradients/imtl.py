@@ -35,11 +35,5 @@ def imtl_g_weights(gram_matrix: torch.Tensor) -> torch.Tensor:
 
 
 class IMTLG(GradientMethod):
-    def __init__(self, num_tasks: int, seed: int = 0) -> None:
-        super().__init__(num_tasks, seed)
-        self.last_weights: torch.Tensor | None = None
-
-    def weights(self, gram_matrix, task_losses, layer_gram=None) -> torch.Tensor:
-        weights = imtl_g_weights(gram_matrix)
-        self.last_weights = weights.float()
-        return weights
+    def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
+        return imtl_g_weights(gram_matrix)

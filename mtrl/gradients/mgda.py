@@ -131,14 +131,11 @@ class MGDA(GradientMethod):
             raise ValueError(f"mgda: solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
         self.solver = solver
         self.iterations = iterations  # Frank-Wolfe's iteration cap (solver="frank_wolfe" only)
-        self.last_weights: torch.Tensor | None = None
 
-    def weights(self, gram_matrix, task_losses, layer_gram=None) -> torch.Tensor:
+    def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
         gram_np = gram_matrix.detach().cpu().double().numpy()
         if self.solver == "exact":
             weights = exact_min_norm_weights(gram_np)
         else:
             weights = min_norm_weights(gram_np, self.iterations)
-        weights_t = torch.as_tensor(weights, device=gram_matrix.device)
-        self.last_weights = weights_t.float()
-        return weights_t
+        return torch.as_tensor(weights, device=gram_matrix.device)

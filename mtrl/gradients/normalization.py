@@ -46,11 +46,9 @@ class GradNormNormalization(GradientMethod):
     def __init__(self, num_tasks: int, seed: int = 0, normalize: bool = True) -> None:
         super().__init__(num_tasks, seed)
         self.normalize = normalize
-        self.last_weights: torch.Tensor | None = None
 
-    def weights(self, gram_matrix, task_losses, layer_gram=None) -> torch.Tensor:
+    def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
         weights = 1.0 / gram_matrix.diagonal().clamp_min(0.0).sqrt().clamp_min(TINY)  # 1/||g_i||
         if self.normalize:
             weights = weights * (self.num_tasks / weights.sum())
-        self.last_weights = (weights / self.num_tasks).float()
         return weights / self.num_tasks

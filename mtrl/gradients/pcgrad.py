@@ -54,17 +54,11 @@ def pcgrad_coefficients(gram_matrix: torch.Tensor, orders: torch.Tensor) -> torc
 class PCGrad(GradientMethod):
     """Alg. 1 of Yu et al. (2020); ``combine`` returns (1/T) sum_i g_i^PC."""
 
-    def __init__(self, num_tasks: int, seed: int = 0) -> None:
-        super().__init__(num_tasks, seed)
-        self.last_weights: torch.Tensor | None = None  # implied w [T] with result = w @ J
-
-    def weights(self, gram_matrix, task_losses, layer_gram=None) -> torch.Tensor:
+    def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
         coefficients = pcgrad_coefficients(
             gram_matrix, random_orders(self.num_tasks, self.generator)
         )
-        weights = self.weights_from(coefficients, gram_matrix)
-        self.last_weights = weights.float()
-        return weights
+        return self.weights_from(coefficients, gram_matrix)
 
     def weights_from(self, coefficients: torch.Tensor, gram_matrix: torch.Tensor) -> torch.Tensor:
         return coefficients.sum(0) / self.num_tasks

@@ -25,13 +25,11 @@ class LossWeighting(GradientMethod):
     def __init__(self, num_tasks: int, seed: int = 0, normalize: bool = True) -> None:
         super().__init__(num_tasks, seed)
         self.normalize = normalize
-        self.last_weights: torch.Tensor | None = None
 
     def loss_weights(self, task_losses: torch.Tensor) -> torch.Tensor:
         weights = self.raw_weights(task_losses.detach().abs().clamp_min(TINY)).to(task_losses)
         if self.normalize:
             weights = weights * (self.num_tasks / weights.sum().clamp_min(TINY))
-        self.last_weights = weights / self.num_tasks  # as result = w @ J
         return weights
 
     def raw_weights(self, loss_scale: torch.Tensor) -> torch.Tensor:

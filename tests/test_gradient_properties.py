@@ -1,0 +1,137 @@
+"""Properties every registered gradient method must have, checked on many random Jacobians
+through the contract training uses (``weights(G, losses, context)``, via ``combine``).
+
+A new method joins by registering: it is then tested here, and must state its scale convention in
+``SCALE`` (the test fails for a method without one).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtrl import gradients
+from mtrl.gradients import GRADIENT_METHODS
+from mtrl.gradients.base import StepContext
+from mtrl.gradients.gram import gram
+
+# Methods whose weights depend on a random draw (PCGrad's task orders): not permutation
+# equivariant draw by draw.
+RANDOM = {"pcgrad", "pcgrad_dir", "pcgrad_mag"}
+
+
+def _sums_to_one(J, w, d) -> bool:
+    return bool(torch.isclose(w.sum(), torch.ones((), dtype=w.dtype)))
+
+
+def _cagrad_ball(J, w, d) -> bool:
+    """d is returned divided by 1 + c, as in the authors' code: ||(1 + c) d - g_0|| = c ||g_0||."""
+    c, g0 = 0.4, J.mean(0)
+    return bool(torch.isclose(((1 + c) * d - g0).norm(), c * g0.norm(), rtol=1e-4))
+
+
+def _exp_of_zero(J, w, d) -> bool:
+    return bool(torch.allclose(w, torch.full_like(w, 1 / len(w))))
+
+
+# name -> (the convention, its check on (J, w, d = w @ J), whether it holds under conflict too).
+# PCGrad and its ablations average the per-task surgered gradients: the mean where nothing
+# conflicts (their conflict cases are hand-checked in test_gradients.py and against torchjd).
+SCALE = {name: ("weights sum to 1", _sums_to_one, True) for name in GRADIENT_METHODS}
+for name in RANDOM:
+    SCALE[name] = ("the mean where no pair conflicts", _sums_to_one, False)
+SCALE["cagrad"] = ("d / (1 + c), d in the ball of radius c ||g_0|| around g_0", _cagrad_ball, True)
+SCALE["uncertainty"] = ("w_i = exp(-s_i) / T, s = 0 at the start", _exp_of_zero, True)
+
+
+def jacobians(seed: int, conflicting: bool, count: int = 40):
+    """(J [T, P], losses [T]) with T = 2..10, unequal norms (x0.1..x10), float64."""
+    generator = torch.Generator().manual_seed(seed)
+    for k in range(count):
+        num_tasks = 2 + k % 9
+        size = 3 * num_tasks + 5
+        J = torch.randn(num_tasks, size, generator=generator, dtype=torch.float64)
+        if not conflicting:  # a shared component that dominates: every pair has g_i . g_j > 0
+            J = J * 0.2 + 1.0
+        scale = 10 ** (2 * torch.rand(num_tasks, 1, generator=generator, dtype=torch.float64) - 1)
+        losses = torch.rand(num_tasks, generator=generator, dtype=torch.float64) + 0.1
+        yield J * scale, losses
+
+
+def _weights(name: str, J: torch.Tensor, losses: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    method = gradients.make(name, J.shape[0], seed=seed)
+    G = gram(J)
+    return method.weights(G, losses.to(J.dtype), StepContext(layer_gram=G))
+
+
+def test_every_method_states_its_scale_convention():
+    assert set(SCALE) == set(GRADIENT_METHODS)
+
+
+@pytest.mark.parametrize("name", sorted(GRADIENT_METHODS))
+def test_weights_are_finite_on_conflicting_and_degenerate_jacobians(name):
+    cases = list(jacobians(1, conflicting=True, count=20))
+    base = torch.randn(4, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    cases.append((torch.cat([base[:3], torch.zeros(1, 12, dtype=base.dtype)]), torch.ones(4)))
+    cases.append((base[:1].repeat(4, 1), torch.ones(4)))  # identical gradients
+    cases.append((torch.cat([base[:2], -base[:2]]), torch.ones(4)))  # exact opposites
+    cases.append((base * 1e-12, torch.full((4,), 1e-9)))  # tiny gradients and losses
+    for J, losses in cases:
+        w = _weights(name, J, losses)
+        assert w.shape == (J.shape[0],) and torch.isfinite(w).all(), (name, w)
+        assert torch.isfinite(gradients.make(name, J.shape[0]).combine(J, losses)).all()
+
+
+@pytest.mark.parametrize("name", sorted(GRADIENT_METHODS))
+def test_without_conflict_the_step_is_a_positive_combination_that_helps_every_task(name):
+    for J, losses in jacobians(3, conflicting=False):
+        w = _weights(name, J, losses)
+        d = w.to(J) @ J
+        if name == "imtl_g":
+            # IMTL-G's defining property, equal projections onto every unit task gradient; its
+            # weights may be negative (as torchjd's IMTLG's are), so only the projections are
+            # checked (they are positive on these well-conditioned J).
+            projections = (J / J.norm(dim=1, keepdim=True)) @ d
+            assert torch.allclose(projections, projections[0].expand_as(projections), rtol=1e-6)
+            assert projections[0] > 0
+            continue
+        assert (w >= -1e-12).all() and w.sum() > 0, (name, w)
+        assert (J @ d >= -1e-9 * J.norm(dim=1) * d.norm()).all(), name
+
+
+@pytest.mark.parametrize("name", sorted(set(GRADIENT_METHODS) - RANDOM))
+def test_deterministic_methods_are_permutation_equivariant(name):
+    for k, (J, losses) in enumerate(jacobians(4, conflicting=True, count=20)):
+        permutation = torch.randperm(J.shape[0], generator=torch.Generator().manual_seed(k))
+        w = _weights(name, J, losses)
+        w_permuted = _weights(name, J[permutation], losses[permutation])
+        assert torch.allclose(w_permuted, w[permutation], rtol=1e-5, atol=1e-8), name
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM))
+def test_random_methods_are_equivariant_given_the_same_draw(name):
+    """PCGrad with every task's order fixed: permuting the tasks permutes the weights. Two tasks
+    have one order only, so any draw is the same draw."""
+    for J, losses in jacobians(5, conflicting=True, count=10):
+        J, losses = J[:2], losses[:2]
+        w = _weights(name, J, losses)
+        assert torch.allclose(_weights(name, J.flip(0), losses.flip(0)), w.flip(0), rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(GRADIENT_METHODS))
+def test_scale_convention(name):
+    _, check, under_conflict = SCALE[name]
+    for J, losses in jacobians(6, conflicting=under_conflict, count=20):
+        w = _weights(name, J, losses)
+        assert check(J, w, w.to(J) @ J), (name, w)
+
+
+@pytest.mark.parametrize("name", sorted(GRADIENT_METHODS))
+def test_identical_tasks_give_the_mean(name):
+    """With T copies of one gradient (and equal losses) nothing distinguishes the tasks: the step
+    is that gradient. The weights themselves need not be
+    equal where the problem is degenerate (MGDA's min-norm point is any point of the simplex)."""
+    g = torch.randn(1, 30, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    J = g.repeat(4, 1)
+    d = _weights(name, J, torch.ones(4, dtype=J.dtype)).to(J) @ J
+    assert torch.allclose(d, g[0], rtol=1e-6), name
