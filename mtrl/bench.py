@@ -193,14 +193,14 @@ def training_window(
     """A short MT-SAC run; the scalars of its last log window, ``steps`` long, which starts after
     the warm-up and the first updates (and the compiling of the gradient passes): env steps/s and
     the loop's time split."""
-    from mtrl.config import build_config
     from mtrl.logging import read_metrics
+    from mtrl.run import build_run_config
     from mtrl.trainer import Trainer
 
     windows = 1 + lead_in(steps, warmup) // steps
     with tempfile.TemporaryDirectory() as directory:
         run_dir = Path(directory) / "run"
-        config = build_config(
+        config = build_run_config(
             None,
             [
                 f"env.name={spec}",

@@ -16,8 +16,8 @@ EXIT_BAD_INPUT = 2
 
 def _train(args: argparse.Namespace) -> int:
     from mtrl.checkpoint import latest_checkpoint
-    from mtrl.config import build_config
     from mtrl.evaluation import format_table
+    from mtrl.run import build_run_config
     from mtrl.trainer import Trainer, default_run_dir, resume_config
 
     if args.resume:
@@ -29,7 +29,7 @@ def _train(args: argparse.Namespace) -> int:
             )
         config = resume_config(run_dir, args.overrides)
     else:
-        config = build_config(args.config, args.overrides)
+        config = build_run_config(args.config, args.overrides)
         run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
     independent = config.agent.algorithm == "independent"
     if independent:  # one stable-baselines3 SAC per task

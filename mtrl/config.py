@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from mtrl.errors import ConfigError
-from mtrl.specs import parse_spec, suggest
+from mtrl.specs import suggest_suffix
 
 
 @dataclass(frozen=True)
@@ -161,10 +161,6 @@ POSITIVE = {
 }
 
 
-def _suggest(name: str, options: list[str]) -> str:
-    return "; " + suggest(name, options, cutoff=0.5)
-
-
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -235,7 +231,7 @@ def _apply(cls: type, current: Any, updates: dict[str, Any], prefix: str = "") -
         key = f"{prefix}{name}"
         if not isinstance(name, str) or name not in types_:
             valid = [f"{prefix}{n}" for n in types_]
-            raise ConfigError(f"unknown config key '{key}'{_suggest(key, valid)}")
+            raise ConfigError(f"unknown config key '{key}'{suggest_suffix(key, valid)}")
         annotation = types_[name]
         if dataclasses.is_dataclass(annotation):
             if not isinstance(value, dict):
@@ -314,10 +310,8 @@ def load_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
 
 
 def validate(config: Config) -> Config:
-    """Value checks that types alone cannot express; registries are consulted lazily."""
-    from mtrl.envs import resolve_task_names
-    from mtrl.envs.base import EnvError
-
+    """Value checks that types alone cannot express. The names of registered things (env,
+    networks, gradient methods) are checked by their registries (``mtrl.run.check_specs``)."""
     flat = to_dict(config)
     for key, choices in CHOICES.items():
         value = _get(flat, key)
@@ -330,8 +324,6 @@ def validate(config: Config) -> Config:
                 raise ConfigError(f"{key}: must be > 0, got {value}")
             if key not in POSITIVE and value < 0 and key not in _SIGNED:
                 raise ConfigError(f"{key}: must be >= 0, got {value}")
-    for key in ("agent.actor_grad", "agent.critic_grad"):
-        _check_gradient_method(key, _get(flat, key))
     agent = config.agent
     if not agent.hidden_sizes or any(width <= 0 for width in agent.hidden_sizes):
         raise ConfigError("agent.hidden_sizes: need one or more positive widths")
@@ -341,14 +333,6 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"agent.tau: must be in (0, 1], got {agent.tau}")
     if agent.log_std_min >= agent.log_std_max:
         raise ConfigError("agent.log_std_min must be below agent.log_std_max")
-    try:
-        num_tasks = len(resolve_task_names(config.env.name))
-    except EnvError as error:
-        raise ConfigError(f"env.name: {error}") from None
-    for key in ("agent.actor", "agent.critic"):
-        _check_network(key, _get(flat, key), agent.hidden_sizes, num_tasks)
-        if agent.init != "torch":
-            _check_init(key, _get(flat, key), agent.init)
     return config
 
 
@@ -378,44 +362,6 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 def from_dict(data: dict[str, Any]) -> Config:
     return _apply(Config, Config(), data)
-
-
-def _check_spec(key: str, spec: str, registry: dict, build) -> None:
-    """A ``name:opt=val`` spec: the name must be in ``registry``, and ``build(spec)`` (a cheap build)
-    must accept its options, so bad names, options and values fail up front, on one line."""
-    try:
-        name, _ = parse_spec(spec)
-    except ValueError as error:
-        raise ConfigError(f"{key}: {error}") from None
-    if name not in registry:
-        raise ConfigError(f"{key}: unknown '{name}'{_suggest(name, sorted(registry))}")
-    try:
-        build(spec)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{key}: {error}") from None
-
-
-def _check_network(key: str, spec: str, hidden_sizes: tuple[int, ...], num_tasks: int) -> None:
-    from mtrl.agents.networks import NETWORKS, check_network
-
-    _check_spec(key, spec, NETWORKS, lambda s: check_network(s, hidden_sizes, num_tasks))
-
-
-def _check_init(key: str, spec: str, scheme: str) -> None:
-    from mtrl.agents.networks import HE_UNIFORM_BODIES
-
-    name, _ = parse_spec(spec)
-    if name not in HE_UNIFORM_BODIES:
-        raise ConfigError(
-            f"agent.init={scheme} is defined for {', '.join(HE_UNIFORM_BODIES)} bodies, "
-            f"not {key}={name}"
-        )
-
-
-def _check_gradient_method(key: str, spec: str) -> None:
-    from mtrl.gradients import GRADIENT_METHODS, make
-
-    _check_spec(key, spec, GRADIENT_METHODS, lambda s: make(s, num_tasks=2))
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:

@@ -22,7 +22,9 @@ from typing import Any
 
 import torch
 
-from mtrl.config import Config
+from mtrl import envs, gradients
+from mtrl.agents import networks
+from mtrl.config import Config, build_config
 from mtrl.envs import episode_steps, is_metaworld, resolve_task_names
 from mtrl.errors import RunError
 from mtrl.evaluation import GOAL_SCHEME
@@ -38,6 +40,27 @@ COMPARED_PROTOCOL_FIELDS = (
     "goal_scheme",
     "steps_per_task",
 )
+
+
+def check_specs(config: Config) -> Config:
+    """The names of registered things in a config, each checked by its own registry (env and
+    tasks, gradient methods, networks with their options, widths and initialisation): one
+    ConfigError line for the first bad one. ``config.validate`` checks plain values."""
+    num_tasks = envs.check_spec(config.env.name)
+    agent = config.agent
+    for key, spec in (
+        ("agent.actor_grad", agent.actor_grad),
+        ("agent.critic_grad", agent.critic_grad),
+    ):
+        gradients.check_spec(key, spec)
+    for key, spec in (("agent.actor", agent.actor), ("agent.critic", agent.critic)):
+        networks.check_spec(key, spec, agent.hidden_sizes, num_tasks, agent.init)
+    return config
+
+
+def build_run_config(preset: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """``config.build_config`` and the registries' checks: the config a run may start from."""
+    return check_specs(build_config(preset, overrides))
 
 
 def resolve_device(name: str) -> torch.device:

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from mtrl.errors import ConfigError
+
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``"cagrad:c=0.5,rescale=1"`` -> ("cagrad", {"c": 0.5, "rescale": 1}); values are YAML
@@ -62,3 +64,25 @@ def check_options(
     if unknown:
         valid = ", ".join(allowed) if allowed else "none"
         raise ValueError(f"{name}: unknown option {', '.join(unknown)} (its options: {valid})")
+
+
+def suggest_suffix(name: str, options: list[str]) -> str:
+    """ "; did you mean: ..." (or "; valid: ...") to end a one-line error about ``name``."""
+    return "; " + suggest(name, options, cutoff=0.5)
+
+
+def check_registered(key: str, spec: str, registry: Iterable[str], build) -> None:
+    """A config key's ``name:opt=val`` spec: the name must be in ``registry`` and ``build(spec)``
+    (a build that allocates nothing) must accept its options, so a bad name, option or value
+    fails before a run starts, on one line that names the key."""
+    try:
+        name, _ = parse_spec(spec)
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}") from None
+    registry = sorted(registry)
+    if name not in registry:
+        raise ConfigError(f"{key}: unknown '{name}'{suggest_suffix(name, registry)}")
+    try:
+        build(spec)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{key}: {error}") from None

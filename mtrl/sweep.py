@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from mtrl.checkpoint import step_checkpoints
-from mtrl.config import ConfigError, build_config, load_yaml
+from mtrl.config import ConfigError, load_yaml
 from mtrl.lock import describe, holder
 from mtrl.report import method_label
+from mtrl.run import build_run_config
 
 RUNNING_ELSEWHERE = "running elsewhere"  # the status of a run another process is writing
 SWEEP_KEYS = {"name", "seeds", "out", "overrides", "resources", "runs"}
@@ -134,7 +135,7 @@ def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | Non
         preset = (path.parent / entry["preset"]).resolve() if entry.get("preset") else None
         overrides = common + _as_overrides(entry.get("overrides"), where)
         try:
-            config = build_config(preset, list(overrides))
+            config = build_run_config(preset, list(overrides))
         except ConfigError as error:
             raise ConfigError(f"{where}: {error}") from None
         label = str(entry.get("label") or method_label(config))

@@ -44,7 +44,7 @@ from mtrl.evaluation import (
 from mtrl.lock import RunLock, acquire
 from mtrl.logging import METRICS_FILE, RunLogger
 from mtrl.replay import TaskReplay
-from mtrl.run import RunInfo, resolve_device
+from mtrl.run import RunInfo, check_specs, resolve_device
 
 TIME_PARTS = ("env", "inference", "replay", "update")  # the loop's timed parts
 
@@ -185,6 +185,7 @@ def check_free_space(run_dir: Path, needed: int) -> None:
 
 class Trainer:
     def __init__(self, config: Config, run_dir: Path, resume: bool = False) -> None:
+        check_specs(config)  # before the run directory is touched
         self.lock = start_locked(run_dir, resume, lambda: self._setup(config, run_dir, resume))
 
     def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
@@ -567,7 +568,7 @@ def resume_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
                 f"a resume may change: {', '.join(RESUMABLE_KEYS)}"
             )
         config = apply_overrides(config, overrides)
-    return validate(config)
+    return check_specs(validate(config))
 
 
 def _flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:

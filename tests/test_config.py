@@ -18,6 +18,7 @@ from mtrl.config import (
     save_config,
     to_dict,
 )
+from mtrl.run import build_run_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -81,8 +82,9 @@ def test_override_value_types():
     ],
 )
 def test_bad_overrides_give_one_line_errors(override, fragment):
+    """What a run starts from: plain values checked by config, names by their registries."""
     with pytest.raises(ConfigError) as error:
-        build_config(CONFIGS / "synthetic.yaml", [override])
+        build_run_config(CONFIGS / "synthetic.yaml", [override])
     message = str(error.value)
     assert fragment in message
     assert "\n" not in message

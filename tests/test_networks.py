@@ -20,6 +20,7 @@ from mtrl.agents.networks.experts import CGCBody, MMoEBody, PLEBody
 from mtrl.agents.networks.soft_modular import SoftModularBody
 from mtrl.agents.networks.task_routed import TaskRoutedBody
 from mtrl.config import ConfigError, build_config
+from mtrl.run import build_run_config
 
 T, B, STATE, OUT = 4, 6, 5, 3
 OBS = STATE + T
@@ -179,9 +180,9 @@ def test_bad_specs_fail_with_one_clear_line(spec, message):
 
 def test_config_validates_network_specs_up_front():
     with pytest.raises(ConfigError, match=r"agent.critic: mmoe: experts must be"):
-        build_config(None, ["agent.critic=mmoe:experts=0"])
+        build_run_config(None, ["agent.critic=mmoe:experts=0"])
     with pytest.raises(ConfigError, match=r"agent.actor: unknown 'mmeo'.*mmoe"):
-        build_config(None, ["agent.actor=mmeo"])
+        build_run_config(None, ["agent.actor=mmeo"])
     config = build_config(None, ["agent.critic=ple:shared_experts=3,width=64"])
     assert config.agent.critic == "ple:shared_experts=3,width=64"
     check_network(config.agent.critic)

@@ -291,7 +291,8 @@ def test_he_uniform_init_and_adam_eps_follow_mclean_et_al(body):
 
 
 def test_he_uniform_init_is_refused_for_bodies_without_a_known_output_layer():
-    from mtrl.config import ConfigError, build_config
+    from mtrl.config import ConfigError
+    from mtrl.run import build_run_config
 
     with pytest.raises(ConfigError, match="agent.init=he_uniform is defined for shared, multihead"):
-        build_config(None, ["env.name=synthetic", "agent.init=he_uniform", "agent.critic=mmoe"])
+        build_run_config(None, ["env.name=synthetic", "agent.init=he_uniform", "agent.critic=mmoe"])

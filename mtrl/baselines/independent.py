@@ -24,7 +24,7 @@ from mtrl.envs import is_metaworld, make_env
 from mtrl.envs.base import MultiTaskVecEnv
 from mtrl.evaluation import EVAL_SEED_OFFSET, TaskResult, evaluate, log_evaluation
 from mtrl.logging import RunLogger
-from mtrl.run import RunInfo
+from mtrl.run import RunInfo, check_specs
 from mtrl.trainer import (
     RunError,
     StopSignals,
@@ -73,6 +73,7 @@ class IndependentTrainer:
     """Same surface as ``mtrl.trainer.Trainer`` for the CLI: ``train()``, ``close()``, ``step``."""
 
     def __init__(self, config: Config, run_dir: Path, resume: bool = False) -> None:
+        check_specs(config)  # before the run directory is touched
         self.lock = start_locked(run_dir, resume, lambda: self._setup(config, run_dir, resume))
 
     def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:

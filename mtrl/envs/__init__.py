@@ -11,6 +11,7 @@ from __future__ import annotations
 from mtrl.envs.base import EnvError, MultiTaskVecEnv, VecStep
 from mtrl.envs.synthetic import DEFAULT_MAX_EPISODE_STEPS as SYNTHETIC_MAX_EPISODE_STEPS
 from mtrl.envs.synthetic import SyntheticVecEnv
+from mtrl.errors import ConfigError
 
 __all__ = [
     "EnvError",
@@ -47,6 +48,14 @@ def resolve_task_names(name: str) -> list[str]:
     from mtrl.envs.metaworld import resolve_metaworld_tasks
 
     return resolve_metaworld_tasks(name)
+
+
+def check_spec(name: str) -> int:
+    """``env.name``'s number of tasks, or a one-line ConfigError naming the key."""
+    try:
+        return len(resolve_task_names(name))
+    except EnvError as error:
+        raise ConfigError(f"env.name: {error}") from None
 
 
 def make_env(

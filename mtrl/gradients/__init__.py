@@ -27,7 +27,7 @@ from mtrl.gradients.normalization import (
 )
 from mtrl.gradients.pcgrad import PCGrad, PCGradDirection, PCGradMagnitude
 from mtrl.gradients.uncertainty import UncertaintyWeighting
-from mtrl.specs import check_options, lookup, parse_spec
+from mtrl.specs import check_options, check_registered, lookup, parse_spec
 
 GRADIENT_METHODS: dict[str, type[GradientMethod]] = {
     "mean": Mean,
@@ -57,4 +57,9 @@ def make(name: str, num_tasks: int, seed: int = 0, **options: Any) -> GradientMe
     return method_cls(num_tasks=num_tasks, seed=seed, **options)
 
 
-__all__ = ["GRADIENT_METHODS", "GradientMethod", "make", "parse_spec"]
+def check_spec(key: str, spec: str) -> None:
+    """A config key's method spec (``agent.critic_grad=cagrad:c=0.5``), or a one-line ConfigError."""
+    check_registered(key, spec, GRADIENT_METHODS, lambda s: make(s, num_tasks=2))
+
+
+__all__ = ["GRADIENT_METHODS", "GradientMethod", "check_spec", "make", "parse_spec"]

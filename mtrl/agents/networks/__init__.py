@@ -20,7 +20,8 @@ from mtrl.agents.networks.layers import Ensemble, he_uniform_init
 from mtrl.agents.networks.mlp import MultiHeadBody, SharedBody
 from mtrl.agents.networks.soft_modular import SoftModularBody
 from mtrl.agents.networks.task_routed import TaskRoutedBody
-from mtrl.specs import check_options, lookup, parse_spec
+from mtrl.errors import ConfigError
+from mtrl.specs import check_options, check_registered, lookup, parse_spec
 
 NETWORKS: dict[str, type[nn.Module]] = {
     "shared": SharedBody,
@@ -104,7 +105,22 @@ def matched_width(
 def check_network(spec: str, hidden_sizes: tuple[int, ...] = (8, 8), num_tasks: int = 2) -> None:
     """Raises ValueError for an unknown name or option, or an option value the body refuses."""
     body, hidden_sizes, options = _resolve(spec, hidden_sizes)
-    body(num_tasks + 4, 2, num_tasks, hidden_sizes, **options)
+    with torch.device("meta"):  # the constructor's checks, no memory
+        body(num_tasks + 4, 2, num_tasks, hidden_sizes, **options)
+
+
+def check_spec(
+    key: str, spec: str, hidden_sizes: tuple[int, ...], num_tasks: int, init: str = "torch"
+) -> None:
+    """A config key's network spec (``agent.critic=mmoe:experts=4``) for these widths and tasks,
+    with the initialisation scheme it will get, or a one-line ConfigError."""
+    check_registered(key, spec, NETWORKS, lambda s: check_network(s, hidden_sizes, num_tasks))
+    name, _ = parse_spec(spec)
+    if init != "torch" and name not in HE_UNIFORM_BODIES:
+        raise ConfigError(
+            f"agent.init={init} is defined for {', '.join(HE_UNIFORM_BODIES)} bodies, "
+            f"not {key}={name}"
+        )
 
 
 def task_specific_names(module: nn.Module) -> set[str]:
