@@ -17,8 +17,8 @@ EXIT_BAD_INPUT = 2
 def _train(args: argparse.Namespace) -> int:
     from mtrl.checkpoint import latest_checkpoint
     from mtrl.evaluation import format_table
-    from mtrl.run import build_run_config
-    from mtrl.trainer import Trainer, default_run_dir, resume_config
+    from mtrl.run import build_run_config, default_run_dir
+    from mtrl.trainer import Trainer, resume_config
 
     if args.resume:
         run_dir = Path(args.resume)

@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtrl.envs import is_metaworld, make_env
+from mtrl.envs import is_metaworld
 from mtrl.errors import UsageError
 from mtrl.evaluation import (
-    EVAL_SEED_OFFSET,
     GOAL_SCHEME,
     TaskResult,
     evaluate,
@@ -31,7 +30,7 @@ from mtrl.policy import (
     load_training_checkpoint,
     read_run,
 )
-from mtrl.run import resolve_device
+from mtrl.run import make_eval_env, resolve_device
 
 
 def _select_tasks(trained: list[str], requested: list[str] | None) -> list[str]:
@@ -76,20 +75,9 @@ def evaluate_checkpoint(
             return agent.act(obs, deterministic=True)
 
     indices = [trained.index(task) for task in selected]
-    eval_seed = (config.seed + EVAL_SEED_OFFSET) if seed is None else seed
-    env_options = {
-        "reward_version": config.env.reward_version,
-        "max_episode_steps": config.env.max_episode_steps or None,
-        "render": bool(video),
-    }
-    if is_metaworld(config.env.name):  # just the selected tasks, on their training goals
-        env = make_env(
-            config.env.name, eval_seed, goal_seed=config.seed, tasks=selected, **env_options
-        )
-        record_rows = list(range(len(selected)))
-    else:  # synthetic tasks are defined by their index among all: step them all, report some
-        env = make_env(config.env.name, eval_seed, **env_options)
-        record_rows = indices
+    env = make_eval_env(config, seed, tasks=selected, render=bool(video))
+    # Meta-World steps just the selected tasks; a synthetic set steps all and reports some.
+    record_rows = list(range(len(selected))) if is_metaworld(config.env.name) else indices
 
     frames: dict[int, list[np.ndarray]] = {row: [] for row in record_rows} if video else {}
     try:

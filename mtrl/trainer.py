@@ -9,14 +9,9 @@ env) goes into each checkpoint, so ``--resume`` continues the same run.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import os
 import random
-import shutil
-import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,154 +28,28 @@ from mtrl.checkpoint import (
 from mtrl.config import Config, from_dict, save_config, to_dict
 from mtrl.envs import make_env
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import RunError, RunWriteError
+from mtrl.errors import RunError
 from mtrl.evaluation import (
-    EVAL_SEED_OFFSET,
     TaskResult,
     evaluate,
     log_evaluation,
     mean_success,
 )
-from mtrl.lock import RunLock, acquire
 from mtrl.logging import METRICS_FILE, RunLogger
 from mtrl.replay import TaskReplay
-from mtrl.run import RunInfo, check_specs, resolve_device
+from mtrl.run import (
+    RunInfo,
+    StopSignals,
+    check_free_space,
+    check_specs,
+    configure_torch,
+    env_options,
+    make_eval_env,
+    start_locked,
+    write_failure,
+)
 
 TIME_PARTS = ("env", "inference", "replay", "update")  # the loop's timed parts
-
-
-class StopSignals:
-    """While active, SIGINT and SIGTERM only set ``received``: the loop stops at a step boundary,
-    where everything is consistent, instead of dying mid-update or mid-write."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        try:
-            for number in self.SIGNALS:
-                self._previous[number] = signal.signal(number, self._handle)
-        except ValueError:  # not the main thread: signals stay as they are
-            self._previous.clear()
-        return self
-
-    def _handle(self, number: int, frame: object) -> None:
-        self.received = signal.Signals(number).name
-
-    def __exit__(self, *exc_info: object) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-
-
-def configure_torch(config: Config) -> torch.device:
-    """Threads, determinism and float handling for a training process; returns its device.
-
-    Denormal floats are flushed to zero: tiny gradients and Adam moments turn denormal as a run
-    goes on, and CPU arithmetic on them is slow (measured, MT1 after 1,200 steps: 62 env steps/s
-    without, 90 with; stable-baselines3 60 and 65).
-    """
-    device = resolve_device(config.device)
-    if config.torch_threads > 0:
-        torch.set_num_threads(config.torch_threads)
-    torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
-    torch.set_flush_denormal(True)
-    return device
-
-
-def default_run_dir(config: Config) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = config.env.name.replace(":", "-").replace(",", "+")[:60]
-    return Path("runs") / f"{name}-seed{config.seed}-{stamp}"
-
-
-def prepare_run_dir(run_dir: Path, resume: bool) -> RunLock:
-    """Locks the run directory for this process (one writer: ``mtrl.lock``) before anything is
-    written in it, and fails fast (before hours of training) on one that cannot hold the run."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = acquire(run_dir)  # RunLockedError: another process writes it
-    except OSError as error:
-        raise RunError(f"run directory {run_dir} is not writable ({error.strerror})") from None
-    try:
-        if not resume and any(run_dir.glob("checkpoints/*.pt")):
-            raise RunError(
-                f"{run_dir} already holds a run; pass --resume {run_dir} or another run_dir"
-            )
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"\0" * 1024)
-        probe.unlink()
-    except OSError as error:
-        lock.release()
-        raise RunError(f"run directory {run_dir} is not writable ({error.strerror})") from None
-    except BaseException:
-        lock.release()
-        raise
-    return lock
-
-
-def start_locked(run_dir: Path, resume: bool, setup: Callable[[], None]) -> RunLock:
-    """Locks the run directory, then runs a trainer's ``setup``; the lock is released again if
-    setup fails, and otherwise held until the trainer's ``close()``."""
-    lock = prepare_run_dir(run_dir, resume)
-    try:
-        setup()
-    except OSError as error:
-        lock.release()
-        where = error.filename or run_dir
-        raise RunError(f"{where}: {error.strerror or error} (starting the run)") from error
-    except BaseException:
-        lock.release()
-        raise
-    return lock
-
-
-# What a disk says when it cannot take a write (an OSError without a file name, from write(2)).
-DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
-
-
-def write_failure(
-    error: BaseException, run_dir: Path, step: int, last: Path | None, mark_failed
-) -> RunWriteError | None:
-    """The one line for a write into ``run_dir`` that the disk refused (checkpoints, metrics,
-    TensorBoard, run.json and eval files name their path in the ``OSError``); None for any other
-    error. ``mark_failed(reason)`` records it in run.json if the disk still takes that."""
-    # The first failure, not one that followed it in cleanup (a close after a failed write).
-    while (
-        isinstance(error, OSError)
-        and error.__cause__ is None
-        and not error.__suppress_context__
-        and isinstance(error.__context__, OSError)
-    ):
-        error = error.__context__
-    if not isinstance(error, OSError):
-        return None
-    named = os.fspath(error.filename or "").startswith(os.fspath(run_dir))
-    if not named and error.errno not in DISK_ERRNOS:
-        return None  # not a write into the run directory (a broken pipe to an env worker, say)
-    what = error.filename if named else f"to {run_dir}"
-    reason = f"cannot write {what} ({error.strerror or error}) at step {step}"
-    try:
-        mark_failed(reason)
-    except OSError:
-        pass  # the disk that failed may not take run.json either
-    kept = f"last good checkpoint: {last}" if last else "no checkpoint was written"
-    return RunWriteError(
-        f"{reason}; stopped, {kept}; free space (or fix the disk), then resume with: "
-        f"mtrl train --resume {run_dir}"
-    )
-
-
-def check_free_space(run_dir: Path, needed: int) -> None:
-    """A full disk fails the run now, not at its first checkpoint hours later."""
-    free = shutil.disk_usage(run_dir).free
-    if free < needed:
-        raise RunError(
-            f"{run_dir}: {free / 2**20:.0f} MiB free, but its checkpoints need about "
-            f"{needed / 2**20:.0f} MiB (lower keep_checkpoints, or checkpoint_replay=false)"
-        )
 
 
 class Trainer:
@@ -196,14 +65,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)  # warm-up actions
 
-        env_options = {
-            "reward_version": config.env.reward_version,
-            "max_episode_steps": config.env.max_episode_steps or None,
-            "vector": config.env.vector,
-            "workers": config.env.workers,
-        }
-        self.env: MultiTaskVecEnv = make_env(config.env.name, config.seed, **env_options)
-        self._env_options = env_options
+        self.env: MultiTaskVecEnv = make_env(config.env.name, config.seed, **env_options(config))
         self.task_names = list(self.env.task_names)
         num_tasks = self.env.num_tasks
         self.agent = MultiTaskSAC(
@@ -402,21 +264,10 @@ class Trainer:
         return postfix
 
     # ----------------------------------------------------------------------------- evaluation
-    def _make_eval_env(self) -> MultiTaskVecEnv:
-        """A fresh env per evaluation: every evaluation sees the same start states (common random
-        numbers across evaluations) and a resumed run evaluates exactly as an uninterrupted one.
-        Meta-World evaluates on the training goals (its MT protocol), hence ``goal_seed``."""
-        return make_env(
-            self.config.env.name,
-            self.config.seed + EVAL_SEED_OFFSET,
-            goal_seed=self.config.seed,
-            **self._env_options,
-        )
-
     def _evaluate(
         self, logger: RunLogger, episodes: int, final: bool = False
     ) -> dict[str, TaskResult]:
-        with self._make_eval_env() as env:
+        with make_eval_env(self.config, vectorised=True) as env:
             results = evaluate(lambda obs: self.agent.act(obs, deterministic=True), env, episodes)
         self.last_eval = results
         log_evaluation(logger, self.step, results, self.run_dir, final)

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _no_flush_denormal_leaks():
-    """A Trainer flushes denormals for its whole process (mtrl.trainer.configure_torch); tests
+    """A Trainer flushes denormals for its whole process (mtrl.run.configure_torch); tests
     share one process, and hypothesis refuses to draw floats once subnormals are flushed, so each
     test leaves the flag as it found it."""
     yield

@@ -16,11 +16,12 @@ import torch
 
 from mtrl.checkpoint import latest_checkpoint, load_checkpoint, step_checkpoints
 from mtrl.config import build_config
+from mtrl.errors import RunError, RunWriteError
 from mtrl.lock import LOCK_FILE, RunLockedError, acquire, holder
 from mtrl.logging import read_metrics
 from mtrl.replay import TaskReplay
 from mtrl.sweep import RUNNING_ELSEWHERE, execute_run, format_results, load_sweep, run_sweep
-from mtrl.trainer import RunError, RunWriteError, Trainer
+from mtrl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL_SYNTHETIC = [

@@ -12,9 +12,10 @@ import torch
 from mtrl.agents.networks import NETWORKS
 from mtrl.checkpoint import load_checkpoint
 from mtrl.config import build_config
+from mtrl.errors import RunError
 from mtrl.gradients import GRADIENT_METHODS
 from mtrl.logging import read_metrics
-from mtrl.trainer import RunError, Trainer, resume_config
+from mtrl.trainer import Trainer, resume_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TIMING_KEYS = ("charts/env_steps_per_s", "charts/updates_per_s", "charts/time_")

@@ -22,13 +22,16 @@ import numpy as np
 from mtrl.config import Config, save_config
 from mtrl.envs import is_metaworld, make_env
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.evaluation import EVAL_SEED_OFFSET, TaskResult, evaluate, log_evaluation
+from mtrl.errors import RunError
+from mtrl.evaluation import TaskResult, evaluate, log_evaluation
 from mtrl.logging import RunLogger
-from mtrl.run import RunInfo, check_specs
-from mtrl.trainer import (
-    RunError,
+from mtrl.run import (
+    RunInfo,
     StopSignals,
+    check_specs,
     configure_torch,
+    env_options,
+    make_eval_env,
     start_locked,
     write_failure,
 )
@@ -82,10 +85,7 @@ class IndependentTrainer:
 
         self.config, self.run_dir = config, run_dir
         self.device = configure_torch(config)
-        self._env_options = {
-            "reward_version": config.env.reward_version,
-            "max_episode_steps": config.env.max_episode_steps or None,
-        }
+        self._env_options = env_options(config, vectorised=False)
         probe = make_env(config.env.name, config.seed, **self._env_options)
         self.task_names = list(probe.task_names)
         probe.close()
@@ -164,12 +164,7 @@ class IndependentTrainer:
         return actions
 
     def _evaluate(self, logger: RunLogger, episodes: int, final: bool) -> dict[str, TaskResult]:
-        env = make_env(
-            self.config.env.name,
-            self.config.seed + EVAL_SEED_OFFSET,
-            goal_seed=self.config.seed,
-            **self._env_options,
-        )
+        env = make_eval_env(self.config)
         try:
             results = evaluate(self.act, env, episodes)
         finally:
