@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import re
 import struct
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +131,59 @@ class CheckpointKeeper:
         for old in step_checkpoints(self.directory.parent)[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
+
+
+@dataclass(frozen=True)
+class TrainingCheckpoint:
+    """What a training checkpoint holds: the one owner of its layout. The trainer writes it, and
+    resume, ``mtrl eval`` and ``mtrl export`` read it through ``from_payload``, so a file that
+    lacks a field is refused in one line naming it, never a KeyError deep in a trainer.
+
+    The first six fields are what acting needs; the rest is what an exact resume needs (the
+    replay and the env state only where the run checkpoints them).
+    """
+
+    config: dict[str, Any]  # config.to_dict of the run's Config
+    task_names: list[str]
+    obs_dim: int
+    action_dim: int
+    step: int  # vector-env steps
+    agent: dict[str, Any]  # MultiTaskSAC.state_dict()
+    updates: int = 0
+    update_credit: float = 0.0  # fractional updates owed (updates_per_step < 1)
+    rng: dict[str, Any] = field(default_factory=dict)  # torch, numpy, replay generator states
+    best_success: float = -math.inf  # the best periodic evaluation so far (best.pt)
+    run: dict[str, Any] = field(default_factory=dict)  # run.json's provenance and protocol
+    episodes: dict[str, torch.Tensor] = field(default_factory=dict)  # episodes in flight
+    replay: dict[str, Any] | None = None  # with checkpoint_replay=true
+    env: dict[str, Any] | None = None  # env state and observation, for envs that save them
+
+    REQUIRED = ("config", "task_names", "obs_dim", "action_dim", "step", "agent")
+    RESUME = ("update_credit", "rng", "best_success", "episodes")
+
+    def to_payload(self) -> dict[str, Any]:
+        """Plain data and tensors (what ``weights_only`` loading accepts); absent parts omitted."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_payload(
+        cls, path: str | Path, payload: dict[str, Any], resume: bool = False
+    ) -> TrainingCheckpoint:
+        """The checkpoint in ``payload`` (from ``load_checkpoint(path)``); ``resume`` also
+        requires what continuing the run needs."""
+        needed = cls.REQUIRED + (cls.RESUME if resume else ())
+        missing = [name for name in needed if name not in payload]
+        if missing:
+            what = "a resumable training checkpoint" if resume else "a training checkpoint"
+            raise CheckpointError(f"{path}: not {what} (no {', '.join(missing)})")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in payload.items() if k in known}
+        try:
+            if not isinstance(values["config"], dict) or not isinstance(values["agent"], dict):
+                raise TypeError("config and agent must be mappings")
+            values["task_names"] = [str(name) for name in values["task_names"]]
+            for name in ("obs_dim", "action_dim", "step"):
+                values[name] = int(values[name])
+            return cls(**values)
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{path}: not a training checkpoint ({error})") from None

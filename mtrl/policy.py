@@ -14,7 +14,12 @@ import torch
 from torch import nn
 
 from mtrl.agents.sac import MultiTaskSAC
-from mtrl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from mtrl.checkpoint import (
+    CheckpointError,
+    TrainingCheckpoint,
+    latest_checkpoint,
+    load_checkpoint,
+)
 from mtrl.config import Config, ConfigError, from_dict
 
 TASK_POLICY = "task_policy"
@@ -43,7 +48,10 @@ def load_training_checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def read_run(path: Path, payload: dict[str, Any]) -> tuple[Config, list[str], int, int]:
-    """The run's config, task names, observation and action sizes, from a checkpoint payload."""
+    """The run's config, task names, observation and action sizes, from a checkpoint payload
+    (a training checkpoint's, or an exported task policy's, which carries the same header)."""
+    if payload.get("kind") != TASK_POLICY:
+        TrainingCheckpoint.from_payload(path, payload)  # refuses, in one line, what is not one
     try:
         config = from_dict(payload["config"])
         trained = [str(name) for name in payload["task_names"]]
@@ -57,9 +65,10 @@ def load_agent(
 ) -> MultiTaskSAC:
     """The trained agent of a training checkpoint; a state that does not fit is one line."""
     config, trained, obs_dim, action_dim = read_run(path, payload)
+    checkpoint = TrainingCheckpoint.from_payload(path, payload)
     agent = MultiTaskSAC(obs_dim, action_dim, len(trained), config.agent, device)
     try:
-        agent.load_state_dict(payload["agent"])
+        agent.load_state_dict(checkpoint.agent)
     except (KeyError, RuntimeError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0][:200]
         raise CheckpointError(f"{path}: agent state does not fit ({first_line})") from None

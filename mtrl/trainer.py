@@ -21,6 +21,7 @@ import torch
 from mtrl.agents.sac import MultiTaskSAC
 from mtrl.checkpoint import (
     CheckpointKeeper,
+    TrainingCheckpoint,
     latest_checkpoint,
     load_checkpoint,
     step_checkpoints,
@@ -94,7 +95,8 @@ class Trainer:
         self.last_success = np.full(num_tasks, np.nan)
         self.last_eval: dict[str, TaskResult] | None = None
         if resume:
-            self._restore(load_checkpoint(latest_checkpoint(run_dir)))
+            path = latest_checkpoint(run_dir)
+            self._restore(TrainingCheckpoint.from_payload(path, load_checkpoint(path), resume=True))
         save_config(config, run_dir / "config.yaml")
         self.run_info = RunInfo(
             run_dir,
@@ -275,36 +277,36 @@ class Trainer:
 
     # --------------------------------------------------------------------------- checkpoints
     def _checkpoint(self) -> Path:
-        payload: dict[str, Any] = {
-            "config": to_dict(self.config),
-            "task_names": self.task_names,
-            "obs_dim": self.env.obs_dim,
-            "action_dim": self.env.action_dim,
-            "step": self.step,
-            "updates": self.updates,
-            "update_credit": self.update_credit,
-            "agent": self.agent.state_dict(),
-            "rng": {
+        env_state = getattr(self.env, "state_dict", None)
+        checkpoint = TrainingCheckpoint(
+            config=to_dict(self.config),
+            task_names=self.task_names,
+            obs_dim=self.env.obs_dim,
+            action_dim=self.env.action_dim,
+            step=self.step,
+            agent=self.agent.state_dict(),
+            updates=self.updates,
+            update_credit=self.update_credit,
+            rng={
                 "torch": torch.get_rng_state(),
                 "numpy": self.rng.bit_generator.state,
                 "replay": self.replay.generator.get_state(),
             },
-            "best_success": self.keeper.best_success,
-            "run": self.run_info.record(),  # provenance and protocol
-            "episodes": {  # numpy arrays would need unpickling code: stored as tensors
+            best_success=self.keeper.best_success,
+            run=self.run_info.record(),  # provenance and protocol
+            episodes={  # numpy arrays would need unpickling code: stored as tensors
                 "return": torch.as_tensor(self.episode_return),
                 "success": torch.as_tensor(self.episode_success),
                 "last_return": torch.as_tensor(self.last_return),
                 "last_success": torch.as_tensor(self.last_success),
             },
-        }
-        if self.config.checkpoint_replay:
-            payload["replay"] = self.replay.state_dict()
-        env_state = getattr(self.env, "state_dict", None)
-        if env_state is not None:
-            payload["env"] = {"state": env_state(), "obs": torch.as_tensor(self.obs)}
+            replay=self.replay.state_dict() if self.config.checkpoint_replay else None,
+            env=None
+            if env_state is None
+            else {"state": env_state(), "obs": torch.as_tensor(self.obs)},
+        )
         score = mean_success(self.last_eval) if self.last_eval is not None else None
-        path = self.keeper.save(self.step, payload, score)
+        path = self.keeper.save(self.step, checkpoint.to_payload(), score)
         self._write_run_info("running")  # run.json's step follows the checkpoints
         return path
 
@@ -315,28 +317,28 @@ class Trainer:
         replay_bytes = self.replay.nbytes() if self.config.checkpoint_replay else 0
         return network_bytes + replay_bytes
 
-    def _restore(self, payload: dict[str, Any]) -> None:
-        if payload["task_names"] != self.task_names:
+    def _restore(self, checkpoint: TrainingCheckpoint) -> None:
+        if checkpoint.task_names != self.task_names:
             raise RunError("checkpoint tasks differ from the config's tasks; cannot resume")
-        self.agent.load_state_dict(payload["agent"])
-        self.step = int(payload["step"])  # the update counter is restored with the agent
-        self.update_credit = float(payload["update_credit"])
-        torch.set_rng_state(payload["rng"]["torch"])
-        self.rng.bit_generator.state = payload["rng"]["numpy"]
-        if "replay" in payload:
-            self.replay.load_state_dict(payload["replay"])
+        self.agent.load_state_dict(checkpoint.agent)
+        self.step = checkpoint.step  # the update counter is restored with the agent
+        self.update_credit = float(checkpoint.update_credit)
+        torch.set_rng_state(checkpoint.rng["torch"])
+        self.rng.bit_generator.state = checkpoint.rng["numpy"]
+        if checkpoint.replay is not None:
+            self.replay.load_state_dict(checkpoint.replay)
         else:
-            self.replay.generator.set_state(payload["rng"]["replay"])
-        self.keeper.best_success = float(payload["best_success"])
+            self.replay.generator.set_state(checkpoint.rng["replay"])
+        self.keeper.best_success = float(checkpoint.best_success)
         load_env_state = getattr(self.env, "load_state_dict", None)
-        if "env" in payload and load_env_state is not None:
-            load_env_state(payload["env"]["state"])
-            self.obs = payload["env"]["obs"].numpy().astype(np.float32)
-            episodes = payload["episodes"]
+        episodes = checkpoint.episodes
+        if checkpoint.env is not None and load_env_state is not None:
+            load_env_state(checkpoint.env["state"])
+            self.obs = checkpoint.env["obs"].numpy().astype(np.float32)
             self.episode_return = episodes["return"].numpy().astype(np.float64)
             self.episode_success = episodes["success"].numpy().astype(bool)
-        self.last_return = payload["episodes"]["last_return"].numpy().astype(np.float64)
-        self.last_success = payload["episodes"]["last_success"].numpy().astype(np.float64)
+        self.last_return = episodes["last_return"].numpy().astype(np.float64)
+        self.last_success = episodes["last_success"].numpy().astype(np.float64)
         _drop_metrics_after(self.run_dir, self.step)
 
     def _write_run_info(self, status: str, reason: str | None = None) -> None:

@@ -144,3 +144,76 @@ def test_keeper_keeps_the_last_k_and_the_best(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["step"] == 20
     assert latest_checkpoint(tmp_path).name == "step_0000000040.pt"
     assert load_checkpoint(tmp_path)["step"] == 40  # a run directory means its latest checkpoint
+
+
+# Written at commit 10a427e; named as a periodic checkpoint so it can be resumed from.
+OLD_CHECKPOINT = Path(__file__).parent / "data" / "step_0000000120.pt"
+
+
+def test_a_checkpoint_written_before_the_schema_had_an_owner_still_loads_and_acts():
+    """Written at commit 10a427e (synthetic, multi-head critic, GradNorm, 120 steps), before the
+    gradient engine and the checkpoint schema moved: it loads, and its agent acts as recorded."""
+    from mtrl.checkpoint import TrainingCheckpoint
+    from mtrl.policy import load_agent
+
+    payload = load_checkpoint(OLD_CHECKPOINT)
+    checkpoint = TrainingCheckpoint.from_payload(OLD_CHECKPOINT, payload, resume=True)
+    assert checkpoint.step == 120 and checkpoint.task_names == [f"point-{i}" for i in range(4)]
+    assert checkpoint.replay is None and checkpoint.env is not None
+    assert set(checkpoint.to_payload()) == set(payload)  # nothing lost, nothing invented
+    agent = load_agent(OLD_CHECKPOINT, payload)
+    assert agent.critic_method.initial_losses is not None  # GradNorm's state came back too
+    obs = torch.cat([torch.full((4, 2), 0.3), torch.eye(4)], 1).numpy()
+    recorded = [  # the same agent's actions, computed at 10a427e
+        [0.018364192917943, 0.004607987590134144],
+        [0.09871881455183029, 0.037258580327034],
+        [0.09156332910060883, -0.028704876080155373],
+        [0.0378260463476181, -0.07329407334327698],
+    ]
+    assert torch.allclose(
+        torch.as_tensor(agent.act(obs, deterministic=True)), torch.tensor(recorded)
+    )
+
+
+def test_an_old_checkpoint_resumes(tmp_path):
+    import shutil
+
+    from mtrl.config import from_dict, save_config
+    from mtrl.trainer import Trainer, resume_config
+
+    run_dir = tmp_path / "old"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copy(OLD_CHECKPOINT, run_dir / "checkpoints" / OLD_CHECKPOINT.name)
+    config = from_dict({**load_checkpoint(OLD_CHECKPOINT)["config"], "run_dir": str(run_dir)})
+    save_config(config, run_dir / "config.yaml")
+    trainer = Trainer(resume_config(run_dir, ["total_steps=140"]), run_dir, resume=True)
+    try:
+        assert trainer.step == 120
+        trainer.train()
+    finally:
+        trainer.close()
+    assert load_checkpoint(run_dir)["step"] == 140  # the run directory's latest checkpoint
+
+
+@pytest.mark.parametrize("dropped", ["agent", "task_names", "step"])
+def test_a_checkpoint_missing_a_field_is_refused_in_one_line_naming_it(tmp_path, dropped):
+    from mtrl.checkpoint import CheckpointError, TrainingCheckpoint
+    from mtrl.policy import load_agent
+
+    payload = load_checkpoint(OLD_CHECKPOINT)
+    del payload[dropped]
+    with pytest.raises(CheckpointError, match=f"not a training checkpoint \\(no {dropped}\\)"):
+        TrainingCheckpoint.from_payload("x.pt", payload)
+    with pytest.raises(CheckpointError) as error:
+        load_agent(Path("x.pt"), payload)
+    assert "\n" not in str(error.value)
+
+
+def test_resuming_needs_the_resume_state():
+    from mtrl.checkpoint import CheckpointError, TrainingCheckpoint
+
+    payload = load_checkpoint(OLD_CHECKPOINT)
+    del payload["rng"]
+    TrainingCheckpoint.from_payload("x.pt", payload)  # enough to act
+    with pytest.raises(CheckpointError, match="not a resumable training checkpoint \\(no rng\\)"):
+        TrainingCheckpoint.from_payload("x.pt", payload, resume=True)
