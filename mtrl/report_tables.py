@@ -95,21 +95,27 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-def _latex(summaries: list[dict]) -> str:
+def _booktabs(header: list[str], rows: list[list[str]]) -> str:
+    """A booktabs tabular: two left columns (env, method), the rest centred; cells as given."""
     lines = [
-        "\\begin{tabular}{llcccc}",
+        "\\begin{tabular}{ll" + "c" * (len(header) - 2) + "}",
         "\\toprule",
-        "Env & Method & Success & 95\\% CI & IQM & Seeds \\\\",
+        " & ".join(header) + " \\\\",
         "\\midrule",
+        *(" & ".join(row) + " \\\\" for row in rows),
+        "\\bottomrule",
+        "\\end{tabular}",
     ]
+    return "\n".join(lines) + "\n"
+
+
+def _latex(summaries: list[dict]) -> str:
+    rows = []
     for s in summaries:
         ci = f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}]" if s["seeds"] > 1 else "n/a"
-        lines.append(
-            f"{_latex_escape(s['env'])} & {_latex_escape(s['method'])} & {s['mean']:.3f} & "
-            f"{ci} & {s['iqm']:.3f} & {s['seeds']} \\\\"
-        )
-    lines += ["\\bottomrule", "\\end{tabular}"]
-    return "\n".join(lines) + "\n"
+        names = [_latex_escape(s["env"]), _latex_escape(s["method"])]
+        rows.append([*names, f"{s['mean']:.3f}", ci, f"{s['iqm']:.3f}", str(s["seeds"])])
+    return _booktabs(["Env", "Method", "Success", "95\\% CI", "IQM", "Seeds"], rows)
 
 
 def _write_csv(path: Path, summaries: list[dict]) -> None:
@@ -173,25 +179,17 @@ def _aggregates_markdown(summaries: list[dict], protocol_lines: dict[str, str]) 
 
 
 def _aggregates_latex(summaries: list[dict]) -> str:
-    columns = " & ".join(_latex_escape(stats.AGGREGATE_TITLES[name]) for name in stats.AGGREGATES)
-    lines = [
-        "\\begin{tabular}{ll" + "c" * len(stats.AGGREGATES) + "cc}",
-        "\\toprule",
-        f"Env & Method & {columns} & Seeds & Tasks \\\\",
-        "\\midrule",
-    ]
+    titles = [_latex_escape(stats.AGGREGATE_TITLES[name]) for name in stats.AGGREGATES]
+    rows = []
     for s in summaries:
         cells = []
         for name in stats.AGGREGATES:
             a = s["aggregates"][name]
             ci = f"[{a['low']:.3f}, {a['high']:.3f}]" if s["seeds"] > 1 else "[n/a]"
             cells.append(f"{a['point']:.3f} {{\\scriptsize {ci}}}")
-        lines.append(
-            f"{_latex_escape(s['env'])} & {_latex_escape(s['method'])} & {' & '.join(cells)} & "
-            f"{s['seeds']} & {s['tasks']} \\\\"
-        )
-    lines += ["\\bottomrule", "\\end{tabular}"]
-    return "\n".join(lines) + "\n"
+        names = [_latex_escape(s["env"]), _latex_escape(s["method"])]
+        rows.append([*names, *cells, str(s["seeds"]), str(s["tasks"])])
+    return _booktabs(["Env", "Method", *titles, "Seeds", "Tasks"], rows)
 
 
 def _write_improvement_csv(path: Path, improvement: list[dict]) -> None:

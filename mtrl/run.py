@@ -340,6 +340,19 @@ def check_free_space(run_dir: Path, needed: int) -> None:
         )
 
 
+class RunOwner:
+    """What a trainer does before anything else: check the config's names, then lock and prepare
+    its run directory and run its ``_setup`` under the lock (released again if setup fails, else
+    held until the trainer's ``close()``)."""
+
+    def __init__(self, config: Config, run_dir: Path, resume: bool = False) -> None:
+        check_specs(config)  # before the run directory is touched
+        self.lock = start_locked(run_dir, resume, lambda: self._setup(config, run_dir, resume))
+
+    def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
+        raise NotImplementedError
+
+
 def env_options(config: Config, vectorised: bool = True) -> dict[str, Any]:
     """``make_env``'s options as the config sets them; a training run's envs (and its periodic
     evaluations) also take its vectorisation."""

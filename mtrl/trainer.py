@@ -40,23 +40,21 @@ from mtrl.logging import METRICS_FILE, RunLogger
 from mtrl.replay import TaskReplay
 from mtrl.run import (
     RunInfo,
+    RunOwner,
     StopSignals,
     check_free_space,
     check_specs,
     configure_torch,
     env_options,
     make_eval_env,
-    start_locked,
     write_failure,
 )
 
 TIME_PARTS = ("env", "inference", "replay", "update")  # the loop's timed parts
 
 
-class Trainer:
-    def __init__(self, config: Config, run_dir: Path, resume: bool = False) -> None:
-        check_specs(config)  # before the run directory is touched
-        self.lock = start_locked(run_dir, resume, lambda: self._setup(config, run_dir, resume))
+class Trainer(RunOwner):
+    """Multi-task SAC's loop over one run directory: ``train()``, then ``close()``."""
 
     def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
         self.config, self.run_dir = config, run_dir

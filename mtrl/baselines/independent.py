@@ -27,12 +27,11 @@ from mtrl.evaluation import TaskResult, evaluate, log_evaluation
 from mtrl.logging import RunLogger
 from mtrl.run import (
     RunInfo,
+    RunOwner,
     StopSignals,
-    check_specs,
     configure_torch,
     env_options,
     make_eval_env,
-    start_locked,
     write_failure,
 )
 
@@ -72,12 +71,8 @@ class SingleTaskEnv(gym.Env):
         )
 
 
-class IndependentTrainer:
+class IndependentTrainer(RunOwner):
     """Same surface as ``mtrl.trainer.Trainer`` for the CLI: ``train()``, ``close()``, ``step``."""
-
-    def __init__(self, config: Config, run_dir: Path, resume: bool = False) -> None:
-        check_specs(config)  # before the run directory is touched
-        self.lock = start_locked(run_dir, resume, lambda: self._setup(config, run_dir, resume))
 
     def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
         from stable_baselines3 import SAC
