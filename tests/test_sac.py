@@ -170,12 +170,11 @@ def test_pcgrad_leaves_task_heads_with_their_own_gradient():
     grads, (losses, _) = agent.critic_step.per_task_gradients(
         agent.critic_losses, (batch.obs, batch.action, agent.td_target(batch))
     )
-    m = agent.critic_step.apply(grads, losses, diagnose=True)
+    gram_matrix, m = agent.critic_step.apply(grads, losses)
     head = agent.critic.members[0].heads.weight.grad  # [T, hidden, out]
     assert grads["members.0.heads.weight"].shape == (T, 16, 1)  # one slice per task, no T x T
     assert torch.allclose(head, grads["members.0.heads.weight"] / T)
-    for key in ("cosine_mean", "cosine_min", "conflict_fraction", "magnitude_similarity"):
-        assert torch.isfinite(m[f"gradients/critic/{key}"])
+    assert gram_matrix.shape == (T, T) and torch.isfinite(gram_matrix).all()
     assert m["per_task/critic_weight"].shape == (T,)
 
 

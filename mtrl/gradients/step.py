@@ -6,7 +6,8 @@ parameters (None: the modules' own) and ``through`` the parameters of other role
 through, held fixed (the actor's loss goes through the critic). The engine takes the step one of
 three ways, all giving sum_i w_i g_i with the method's weights w:
 
-- per task (methods that need task gradients, and diagnostic updates): one ``torch.func`` vmap pass
+- per task (methods that need task gradients, and diagnostic updates, which also log the PCGrad
+  paper's conflict and curvature diagnostics): one ``torch.func`` vmap pass
   of the one-group loss over the task dimension gives every task's gradient; the shared
   parameters' Gram matrix is assembled block by block, the method turns it into w, and each shared
   parameter's gradient is w @ its [T, ...] block. A task-specific parameter ([T, ...], one slice
@@ -30,7 +31,8 @@ from torch import nn
 
 from mtrl.gradients.base import GradientMethod, StepContext
 from mtrl.gradients.compiled import Passes
-from mtrl.gradients.diagnostics import conflict_diagnostics
+from mtrl.gradients.curvature import multitask_curvature
+from mtrl.gradients.diagnostics import conflict_diagnostics, curvature_diagnostics
 from mtrl.gradients.gram import assemble_gram
 
 LossesFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -106,8 +108,28 @@ class GradientStep:
 
     def _per_task_step(self, losses_fn, batch, through, diagnose) -> StepResult:
         grads, (losses, aux) = self.per_task_gradients(losses_fn, batch, through)
-        metrics = self.apply(grads, losses, diagnose)
-        return StepResult(losses, aux, self.optimizer_step(losses), metrics)
+        gram_matrix, metrics = self.apply(grads, losses)
+        if not diagnose:
+            return StepResult(losses, aux, self.optimizer_step(losses), metrics)
+        before = {n: p.detach().clone() for n, p in self.params.items()}
+        stepped = self.optimizer_step(losses)
+        diagnostics = conflict_diagnostics(gram_matrix)
+        if stepped:  # the curvature along the update just applied
+            curvature = self.curvature(losses_fn, batch, through, before)
+            diagnostics |= curvature_diagnostics(gram_matrix, curvature)
+        for key, value in diagnostics.items():
+            metrics[key.replace("gradients/", f"gradients/{self.role}/")] = value
+        return StepResult(losses, aux, stepped, metrics)
+
+    def curvature(self, losses_fn, batch, through, before: dict[str, torch.Tensor]):
+        """The PCGrad paper's multi-task curvature l of the mean loss on this batch, along the
+        step from ``before`` to the parameters now (``curvature.py``)."""
+        fixed = [step.task_params()[0] for step in through]
+
+        def mean_loss(params):
+            return losses_fn(params, *batch, *fixed)[0].mean()
+
+        return multitask_curvature(mean_loss, before, self.task_params()[0])
 
     def _compiled_mean_step(self, losses_fn, batch, through) -> StepResult:
         def mean_loss(params, *args):
@@ -136,18 +158,15 @@ class GradientStep:
 
     # ------------------------------------------------------------------------ combine and step
     def apply(
-        self, grads: dict[str, torch.Tensor], losses: torch.Tensor, diagnose: bool = False
-    ) -> dict[str, torch.Tensor]:
+        self, grads: dict[str, torch.Tensor], losses: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Sets .grad from per-task gradients {name: [T, ...]}: shared parameters get the method's
-        combination, task-specific ones their own task's gradient. Returns the step's metrics."""
+        combination, task-specific ones their own task's gradient. Returns the shared parameters'
+        Gram matrix and the weights' metrics."""
         num_tasks = self.method.num_tasks
         shared = [n for n in grads if n not in self.task_specific]
         flat = [grads[n].reshape(num_tasks, -1) for n in shared]  # [T, P_n] views
         gram_matrix, layer_gram = assemble_gram(shared, flat)
-        metrics = {}
-        if diagnose:
-            for key, value in conflict_diagnostics(gram_matrix).items():
-                metrics[key.replace("gradients/", f"gradients/{self.role}/")] = value
         weights = self.method.weights(gram_matrix, losses, StepContext(layer_gram=layer_gram))
         dtype_weights = weights.to(flat[0].dtype)
         for name, g in zip(shared, flat, strict=True):
@@ -155,7 +174,7 @@ class GradientStep:
         for name in grads:
             if name in self.task_specific:
                 self.params[name].grad = grads[name] / num_tasks
-        return metrics | self._logged(weights)
+        return gram_matrix, self._logged(weights)
 
     def _logged(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
         if not self.method.reports_weights:
