@@ -45,23 +45,7 @@ torch._dynamo.config.accumulated_recompile_limit = 8192
 
 SHAPES = {"MT10": (10, 39 + 10), "MT50": (50, 39 + 50)}  # tasks, observation size
 ACTION_DIM = 4
-METHODS = [
-    "mean",
-    "pcgrad",
-    "pcgrad_dir",
-    "pcgrad_mag",
-    "mgda",
-    "cagrad",
-    "imtl_g",
-    "gradnorm",
-    "gradnorm_normalization",
-    "uncertainty",
-    "dwa",
-    "lbtw",
-    "dtp",
-    "initial_loss",
-    "realtime_loss",
-]
+METHODS = list(gradients.GRADIENT_METHODS)  # every registered method, mean first
 
 
 def random_batch(num_tasks: int, obs_dim: int, batch_size: int, generator) -> Batch:

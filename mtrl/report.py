@@ -24,7 +24,8 @@ Outputs under ``--out``: ``table.*`` (mean success with its interval, IQM, seeds
 ``aggregates.{csv,md,tex}``, ``probability_of_improvement.{csv,png}``, ``summary.json`` (all of
 it, plus every run's protocol and provenance) and per env ``curves_<env>.png``,
 ``per_task_<env>.png``, ``aggregates_<env>.png``, ``performance_profile_<env>.png`` and, where runs
-logged them, ``conflict_<env>.png``.
+logged them, ``conflict_<env>.png`` and ``triad_<env>.png`` (the PCGrad paper's Fig. 5 panels:
+conflict fraction, magnitude similarity and curvature over training, critic and actor).
 
 Protocol: scores are comparable only when measured the same way, so within one env all runs must
 agree on env, reward version, episode length, final-evaluation episodes, goal scheme and steps per
@@ -54,8 +55,8 @@ from mtrl.logging import read_metrics
 from mtrl.report_figures import (
     PROFILE_TAUS,
     plot_aggregates,
-    plot_conflict,
     plot_curves,
+    plot_gradient_statistics,
     plot_heatmap,
     plot_improvement,
     plot_profile,
@@ -64,6 +65,10 @@ from mtrl.report_tables import write_tables
 from mtrl.run import COMPARED_PROTOCOL_FIELDS, read_run_info
 
 CONFLICT_KEYS = ("gradients/critic/cosine_mean", "gradients/critic/conflict_fraction")
+# The PCGrad paper's "tragic triad" (its Fig. 5): conflict, magnitude similarity, curvature.
+TRIAD = ("conflict_fraction", "magnitude_similarity", "curvature")
+TRIAD_KEYS = tuple(f"gradients/{role}/{name}" for role in ("critic", "actor") for name in TRIAD)
+LOGGED_KEYS = tuple(dict.fromkeys(CONFLICT_KEYS + TRIAD_KEYS))
 PROTOCOL_KEYS = COMPARED_PROTOCOL_FIELDS
 """The protocol fields that must agree within one table (env, reward version, episode length,
 final-evaluation episodes, goal scheme, steps per task; not the seed, evaluation episodes during
@@ -197,7 +202,7 @@ def load_run(path: Path) -> Run | None:
         return None
     conflict = {
         key: [(int(r["step"]), float(r[key])) for r in records if r["kind"] == "train" and key in r]
-        for key in CONFLICT_KEYS
+        for key in LOGGED_KEYS
     }
     info = read_run_info(path)
     protocol = run_protocol(config, info)
@@ -458,14 +463,18 @@ def make_report(
             out / f"aggregates_{tag}.png",
             out / f"performance_profile_{tag}.png",
         ]
-        conflict = {
-            key: {row.label: [run.conflict.get(key, []) for run in row.runs] for row in env_rows}
-            for key in CONFLICT_KEYS
-        }
-        if plot_conflict(
-            conflict, out / f"conflict_{tag}.png", f"{env}: critic gradient conflict", reps, seed
+        for name, keys, title in (
+            ("conflict", CONFLICT_KEYS, f"{env}: critic gradient conflict"),
+            ("triad", TRIAD_KEYS, f"{env}: the tragic triad (critic above, actor below)"),
         ):
-            written.append(out / f"conflict_{tag}.png")
+            series = {
+                key: {
+                    row.label: [run.conflict.get(key, []) for run in row.runs] for row in env_rows
+                }
+                for key in keys
+            }
+            if plot_gradient_statistics(series, out / f"{name}_{tag}.png", title, reps, seed):
+                written.append(out / f"{name}_{tag}.png")
     plot_improvement(summaries, improvement, out / "probability_of_improvement.png")
     written.append(out / "probability_of_improvement.png")
     summary = {

@@ -146,18 +146,21 @@ def plot_heatmap(summaries: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def plot_conflict(
+def plot_gradient_statistics(
     series: dict[str, dict[str, list[Series]]], path: Path, title: str, reps: int, seed: int
 ) -> bool:
-    """The mean over seeds of two logged gradient statistics, with bands, a panel each.
-    ``series``: logged key -> method label -> per seed (step, value) (every label under every
-    key; a method is left out of a panel when a seed logged nothing). Writes nothing and returns
-    False when no method has data."""
+    """The mean over seeds of logged gradient statistics, with bands, a panel each (rows of at
+    most three). ``series``: logged key -> method label -> per seed (step, value) (every label
+    under every key; a method is left out of a panel when a seed logged nothing). Writes nothing
+    and returns False when no method has data."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    columns = min(3, len(series))
+    rows = -(-len(series) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.5 * rows), squeeze=False)
+    axes = axes.ravel()
     drawn = False
-    for ax, (key, methods) in zip(axes, series.items(), strict=True):
+    for ax, (key, methods) in zip(axes, series.items(), strict=False):
         for (label, curves), style in zip(methods.items(), _styles(len(methods)), strict=True):
             if not all(curves):
                 continue
@@ -167,10 +170,13 @@ def plot_conflict(
             ax.plot(steps, mean, label=label, linewidth=1.2, **style)
             ax.fill_between(steps, low, high, color=style["color"], alpha=0.12)
             drawn = True
-        ax.set(xlabel="environment steps (per task)", ylabel=key.split("/")[-1].replace("_", " "))
+        role, name = key.split("/")[-2:]
+        ax.set(xlabel="environment steps (per task)", ylabel=f"{role} {name.replace('_', ' ')}")
         ax.grid(alpha=0.3)
     if drawn:
-        axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        axes[columns - 1].legend(
+            fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
+        )
     fig.suptitle(title)
     fig.tight_layout()
     if drawn:

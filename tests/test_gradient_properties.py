@@ -15,9 +15,9 @@ from mtrl.gradients import GRADIENT_METHODS
 from mtrl.gradients.base import StepContext
 from mtrl.gradients.gram import gram
 
-# Methods whose weights depend on a random draw (PCGrad's task orders): not permutation
-# equivariant draw by draw.
-RANDOM = {"pcgrad", "pcgrad_dir", "pcgrad_mag"}
+# Methods whose weights depend on a random draw (PCGrad's and GradVac's task orders, RLW's
+# weights): not permutation equivariant draw by draw.
+RANDOM = {"pcgrad", "pcgrad_dir", "pcgrad_mag", "gradvac", "rlw"}
 
 
 def _sums_to_one(J, w, d) -> bool:

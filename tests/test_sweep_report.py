@@ -81,7 +81,12 @@ def test_sweep_on_local_ray_then_rerun_skips_and_report_matches_the_metrics(tmp_
     report = make_report([out], report_dir)
     for name in ("table.md", "table.csv", "table.tex", "per_task.csv", "per_task.md"):
         assert (report_dir / name).stat().st_size > 0
-    for name in ("curves_synthetic.png", "per_task_synthetic.png", "conflict_synthetic.png"):
+    for name in (
+        "curves_synthetic.png",
+        "per_task_synthetic.png",
+        "conflict_synthetic.png",
+        "triad_synthetic.png",
+    ):
         assert (report_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not report["skipped"]
 

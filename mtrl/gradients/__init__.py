@@ -11,22 +11,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from mtrl.gradients.aligned_mtl import AlignedMTL
 from mtrl.gradients.base import GradientMethod
 from mtrl.gradients.cagrad import CAGrad
+from mtrl.gradients.conflict_free import ConFIG
 from mtrl.gradients.dtp import DynamicTaskPrioritization
 from mtrl.gradients.dwa import DynamicWeightAverage
+from mtrl.gradients.fairgrad import FairGrad
 from mtrl.gradients.gradnorm import GradNorm
+from mtrl.gradients.gradvac import GradVac
 from mtrl.gradients.imtl import IMTLG
 from mtrl.gradients.lbtw import LossBalancedTaskWeighting
 from mtrl.gradients.mean import Mean
 from mtrl.gradients.mgda import MGDA
+from mtrl.gradients.nash_mtl import NashMTL
 from mtrl.gradients.normalization import (
     GradNormNormalization,
     InitialLossNormalization,
     RealTimeLossNormalization,
 )
 from mtrl.gradients.pcgrad import PCGrad, PCGradDirection, PCGradMagnitude
+from mtrl.gradients.rlw import RandomLossWeighting
 from mtrl.gradients.uncertainty import UncertaintyWeighting
+from mtrl.gradients.upgrad import DualProj, UPGrad
 from mtrl.specs import check_options, check_registered, lookup, parse_spec
 
 GRADIENT_METHODS: dict[str, type[GradientMethod]] = {
@@ -45,6 +52,14 @@ GRADIENT_METHODS: dict[str, type[GradientMethod]] = {
     "initial_loss": InitialLossNormalization,
     "realtime_loss": RealTimeLossNormalization,
     "gradnorm_normalization": GradNormNormalization,
+    "nash_mtl": NashMTL,
+    "fairgrad": FairGrad,
+    "aligned_mtl": AlignedMTL,
+    "upgrad": UPGrad,
+    "dualproj": DualProj,
+    "conflict_free": ConFIG,
+    "gradvac": GradVac,
+    "rlw": RandomLossWeighting,
 }
 
 
