@@ -44,6 +44,30 @@ SCALE["cagrad"] = ("d / (1 + c), d in the ball of radius c ||g_0|| around g_0", 
 SCALE["uncertainty"] = ("w_i = exp(-s_i) / T, s = 0 at the start", _exp_of_zero, True)
 
 
+def _aligned_mean(J, w, d) -> bool:
+    """The mean of T orthogonal aligned gradients of norm sigma_min(J) (J has full row rank)."""
+    sigma_min = torch.linalg.svdvals(J).min()
+    return bool(torch.isclose(d.norm(), sigma_min / len(w) ** 0.5, rtol=1e-6))
+
+
+def _mean_projection(J, w, d) -> bool:
+    """ConFIG's length: the mean of the task gradients' projections onto its direction."""
+    return bool(torch.isclose(d.norm(), (J @ d).mean() / d.norm(), rtol=1e-9))
+
+
+# Nash-MTL's and FairGrad's own d are not normalised (Nash-MTL's has norm sqrt(T)); ours divide
+# the weights by their sum. UPGrad, DualProj and GradVac only add to the mean where tasks
+# conflict (UPGrad and DualProj's weights are then >= 1/T, checked in test_gradient_methods_2020s).
+SCALE["nash_mtl"] = ("a / sum_i a_i: weights sum to 1", _sums_to_one, True)
+SCALE["fairgrad"] = ("w / sum_i w_i: weights sum to 1", _sums_to_one, True)
+SCALE["aligned_mtl"] = ("||d|| = sigma_min(J) / sqrt(T), the aligned mean", _aligned_mean, True)
+SCALE["upgrad"] = ("the mean where no pair conflicts", _sums_to_one, False)
+SCALE["dualproj"] = ("the mean where no pair conflicts", _sums_to_one, False)
+SCALE["conflict_free"] = ("||d|| = the mean projection onto d / ||d||", _mean_projection, True)
+SCALE["gradvac"] = ("the mean where no cosine is below its target", _sums_to_one, False)
+SCALE["rlw"] = ("loss weights T softmax(eps): weights sum to 1", _sums_to_one, True)
+
+
 def jacobians(seed: int, conflicting: bool, count: int = 40):
     """(J [T, P], losses [T]) with T = 2..10, unequal norms (x0.1..x10), float64."""
     generator = torch.Generator().manual_seed(seed)
@@ -87,13 +111,20 @@ def test_without_conflict_the_step_is_a_positive_combination_that_helps_every_ta
     for J, losses in jacobians(3, conflicting=False):
         w = _weights(name, J, losses)
         d = w.to(J) @ J
-        if name == "imtl_g":
+        if name in ("imtl_g", "conflict_free"):
             # IMTL-G's defining property, equal projections onto every unit task gradient; its
             # weights may be negative (as torchjd's IMTLG's are), so only the projections are
-            # checked (they are positive on these well-conditioned J).
+            # checked (they are positive on these well-conditioned J). ConFIG takes the same
+            # direction with another length, and has the same weights up to a positive factor.
             projections = (J / J.norm(dim=1, keepdim=True)) @ d
             assert torch.allclose(projections, projections[0].expand_as(projections), rtol=1e-6)
             assert projections[0] > 0
+            continue
+        if name == "aligned_mtl":
+            # Aligned-MTL's weights are sigma_min G^(-1/2) omega on a full-rank G: negative
+            # wherever the gradients' norms differ (as torchjd's AlignedMTL's are), so only the
+            # help to every task is checked (J d = sigma_min G^(1/2) omega, positive here).
+            assert (J @ d >= -1e-9 * J.norm(dim=1) * d.norm()).all(), name
             continue
         assert (w >= -1e-12).all() and w.sum() > 0, (name, w)
         assert (J @ d >= -1e-9 * J.norm(dim=1) * d.norm()).all(), name
@@ -115,6 +146,11 @@ def test_random_methods_are_equivariant_given_the_same_draw(name):
     for J, losses in jacobians(5, conflicting=True, count=10):
         J, losses = J[:2], losses[:2]
         w = _weights(name, J, losses)
+        if name == "rlw":
+            # RLW's weights are the draw itself, whatever the tasks: the same draw gives the same
+            # weights in any task order (its distribution is what is exchangeable).
+            assert torch.equal(_weights(name, J.flip(0), losses.flip(0)), w)
+            continue
         assert torch.allclose(_weights(name, J.flip(0), losses.flip(0)), w.flip(0), rtol=1e-9)
 
 
