@@ -66,6 +66,15 @@ SCALE["dualproj"] = ("the mean where no pair conflicts", _sums_to_one, False)
 SCALE["conflict_free"] = ("||d|| = the mean projection onto d / ||d||", _mean_projection, True)
 SCALE["gradvac"] = ("the mean where no cosine is below its target", _sums_to_one, False)
 SCALE["rlw"] = ("loss weights T softmax(eps): weights sum to 1", _sums_to_one, True)
+SCALE["famo"] = ("(z_i / L_i) / sum_j z_j / L_j: weights sum to 1", _sums_to_one, True)
+
+
+def _mean_where_signs_agree(J, w, d) -> bool:
+    agree = (J > 0).all(0) | (J < 0).all(0)
+    return bool(agree.any()) and torch.allclose(d[agree], J.mean(0)[agree], rtol=1e-9)
+
+
+SCALE["graddrop"] = ("the mean on coordinates whose signs agree", _mean_where_signs_agree, False)
 
 
 def jacobians(seed: int, conflicting: bool, count: int = 40):
@@ -82,10 +91,24 @@ def jacobians(seed: int, conflicting: bool, count: int = 40):
         yield J * scale, losses
 
 
+# Methods whose step combines coordinates, not tasks (GradDrop): no weights; their properties
+# are checked on the step d itself.
+COORDINATES = {name for name, cls in GRADIENT_METHODS.items() if cls.combines_coordinates}
+WEIGHTED = sorted(set(GRADIENT_METHODS) - COORDINATES)
+
+
 def _weights(name: str, J: torch.Tensor, losses: torch.Tensor, seed: int = 0) -> torch.Tensor:
     method = gradients.make(name, J.shape[0], seed=seed)
     G = gram(J)
     return method.weights(G, losses.to(J.dtype), StepContext(layer_gram=G))
+
+
+def _step(name: str, J: torch.Tensor, losses: torch.Tensor, seed: int = 0):
+    """(w, d): the weights (None for a coordinate method) and the step d."""
+    if name in COORDINATES:
+        return None, gradients.make(name, J.shape[0], seed=seed).combine(J, losses)
+    w = _weights(name, J, losses, seed)
+    return w, w.to(J) @ J
 
 
 def test_every_method_states_its_scale_convention():
@@ -101,16 +124,21 @@ def test_weights_are_finite_on_conflicting_and_degenerate_jacobians(name):
     cases.append((torch.cat([base[:2], -base[:2]]), torch.ones(4)))  # exact opposites
     cases.append((base * 1e-12, torch.full((4,), 1e-9)))  # tiny gradients and losses
     for J, losses in cases:
-        w = _weights(name, J, losses)
-        assert w.shape == (J.shape[0],) and torch.isfinite(w).all(), (name, w)
-        assert torch.isfinite(gradients.make(name, J.shape[0]).combine(J, losses)).all()
+        w, d = _step(name, J, losses)
+        assert w is None or (w.shape == (J.shape[0],) and torch.isfinite(w).all()), (name, w)
+        assert (
+            torch.isfinite(d).all()
+            and torch.isfinite(gradients.make(name, J.shape[0]).combine(J, losses)).all()
+        )
 
 
 @pytest.mark.parametrize("name", sorted(GRADIENT_METHODS))
 def test_without_conflict_the_step_is_a_positive_combination_that_helps_every_task(name):
     for J, losses in jacobians(3, conflicting=False):
-        w = _weights(name, J, losses)
-        d = w.to(J) @ J
+        w, d = _step(name, J, losses)
+        if name in COORDINATES:  # no weights: only the help to every task
+            assert (J @ d >= -1e-9 * J.norm(dim=1) * d.norm()).all(), name
+            continue
         if name in ("imtl_g", "conflict_free"):
             # IMTL-G's defining property, equal projections onto every unit task gradient; its
             # weights may be negative (as torchjd's IMTLG's are), so only the projections are
@@ -130,7 +158,16 @@ def test_without_conflict_the_step_is_a_positive_combination_that_helps_every_ta
         assert (J @ d >= -1e-9 * J.norm(dim=1) * d.norm()).all(), name
 
 
-@pytest.mark.parametrize("name", sorted(set(GRADIENT_METHODS) - RANDOM))
+@pytest.mark.parametrize("name", sorted(COORDINATES))
+def test_coordinate_methods_step_the_same_in_any_task_order_given_the_same_draw(name):
+    for k, (J, losses) in enumerate(jacobians(4, conflicting=True, count=20)):
+        permutation = torch.randperm(J.shape[0], generator=torch.Generator().manual_seed(k))
+        _, d = _step(name, J, losses)
+        _, d_permuted = _step(name, J[permutation], losses[permutation])
+        assert torch.allclose(d_permuted, d, rtol=1e-9, atol=1e-12), name
+
+
+@pytest.mark.parametrize("name", sorted(set(WEIGHTED) - RANDOM))
 def test_deterministic_methods_are_permutation_equivariant(name):
     for k, (J, losses) in enumerate(jacobians(4, conflicting=True, count=20)):
         permutation = torch.randperm(J.shape[0], generator=torch.Generator().manual_seed(k))
@@ -158,8 +195,8 @@ def test_random_methods_are_equivariant_given_the_same_draw(name):
 def test_scale_convention(name):
     _, check, under_conflict = SCALE[name]
     for J, losses in jacobians(6, conflicting=under_conflict, count=20):
-        w = _weights(name, J, losses)
-        assert check(J, w, w.to(J) @ J), (name, w)
+        w, d = _step(name, J, losses)
+        assert check(J, w, d), (name, w)
 
 
 @pytest.mark.parametrize("name", sorted(GRADIENT_METHODS))
@@ -169,5 +206,5 @@ def test_identical_tasks_give_the_mean(name):
     equal where the problem is degenerate (MGDA's min-norm point is any point of the simplex)."""
     g = torch.randn(1, 30, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     J = g.repeat(4, 1)
-    d = _weights(name, J, torch.ones(4, dtype=J.dtype)).to(J) @ J
+    _, d = _step(name, J, torch.ones(4, dtype=J.dtype))
     assert torch.allclose(d, g[0], rtol=1e-6), name

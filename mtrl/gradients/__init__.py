@@ -18,6 +18,8 @@ from mtrl.gradients.conflict_free import ConFIG
 from mtrl.gradients.dtp import DynamicTaskPrioritization
 from mtrl.gradients.dwa import DynamicWeightAverage
 from mtrl.gradients.fairgrad import FairGrad
+from mtrl.gradients.famo import FAMO
+from mtrl.gradients.graddrop import GradDrop
 from mtrl.gradients.gradnorm import GradNorm
 from mtrl.gradients.gradvac import GradVac
 from mtrl.gradients.imtl import IMTLG
@@ -60,6 +62,8 @@ GRADIENT_METHODS: dict[str, type[GradientMethod]] = {
     "conflict_free": ConFIG,
     "gradvac": GradVac,
     "rlw": RandomLossWeighting,
+    "graddrop": GradDrop,
+    "famo": FAMO,
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mtrl.gradients.gram import apply_weights, assemble_gram
+from mtrl.gradients.gram import assemble_gram
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,12 @@ class GradientMethod:
     constant_loss_weights: bool = True
     # Whether the weights (times T) are worth logging as per_task/<role>_weight.
     reports_weights: bool = True
+    # Whether the method learns from the losses re-evaluated on the same batch after the step
+    # (FAMO): the engine then runs one more forward pass and calls ``after_step``.
+    needs_losses_after_step: bool = False
+    # Whether the step combines coordinates rather than tasks (GradDrop): then no one weighting
+    # w describes it, ``weights`` is undefined and only ``combine_blocks`` (and ``combine``) apply.
+    combines_coordinates: bool = False
 
     def __init__(self, num_tasks: int, seed: int = 0) -> None:
         self.num_tasks = num_tasks
@@ -58,8 +64,24 @@ class GradientMethod:
         """Per-task weights [T] (mean 1) of the methods that only re-weight the mean loss."""
         return torch.ones_like(task_losses)
 
+    def combine_blocks(
+        self,
+        blocks: list[torch.Tensor],  # each [T, P_n]: one shared parameter's task gradients
+        gram_matrix: torch.Tensor,
+        task_losses: torch.Tensor,
+        context: StepContext,
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Each block's combined gradient [P_n], and the weights (None where no single w
+        describes the step). Every method but GradDrop is ``weights`` applied to every block."""
+        weights = self.weights(gram_matrix, task_losses, context)
+        in_dtype = weights.to(blocks[0].dtype)
+        return [in_dtype @ block for block in blocks], weights
+
     def observe(self, task_index: torch.Tensor, success: torch.Tensor) -> None:
         """Finished training episodes' success ([n] tasks, [n] values), for KPI-driven methods."""
+
+    def after_step(self, task_losses: torch.Tensor) -> None:
+        """The losses [T] on the same batch after the step (``needs_losses_after_step``)."""
 
     def combine(
         self,
@@ -69,12 +91,13 @@ class GradientMethod:
     ) -> torch.Tensor:
         """sum_i w_i g_i [P] for an explicit J, through the engine's own Gram assembly."""
         layout = layout or [("weight", task_grads.shape[1])]
-        blocks = task_grads.split([numel for _, numel in layout], dim=1)
-        gram_matrix, layer_gram = assemble_gram([name for name, _ in layout], list(blocks))
+        blocks = list(task_grads.split([numel for _, numel in layout], dim=1))
+        gram_matrix, layer_gram = assemble_gram([name for name, _ in layout], blocks)
         if task_losses is not None:  # the loss weightings' w then has J's precision
             task_losses = task_losses.to(task_grads.dtype)
-        weights = self.weights(gram_matrix, task_losses, StepContext(layer_gram=layer_gram))
-        return apply_weights(weights, task_grads)
+        context = StepContext(layer_gram=layer_gram)
+        combined, _ = self.combine_blocks(blocks, gram_matrix, task_losses, context)
+        return torch.cat(combined)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

@@ -29,7 +29,9 @@ def conflict_free_weights(gram_matrix: torch.Tensor) -> torch.Tensor:
     tolerance = eigenvalues.max() * num_tasks * torch.finfo(gram_matrix.dtype).eps
     kept = eigenvalues > tolerance
     vectors = vectors[:, kept]
-    coefficients = inverse_norms * (vectors @ ((vectors.T @ torch.ones_like(norms)) / eigenvalues[kept]))
+    coefficients = inverse_norms * (
+        vectors @ ((vectors.T @ torch.ones_like(norms)) / eigenvalues[kept])
+    )
     products = gram_matrix @ coefficients  # g_i . v
     squared = coefficients @ products  # ||v||^2
     if not squared > 0:

@@ -47,11 +47,6 @@ def norm_of(weights: torch.Tensor, gram_matrix: torch.Tensor) -> torch.Tensor:
     return (weights @ gram_matrix @ weights).clamp_min(0.0).sqrt()
 
 
-def apply_weights(weights: torch.Tensor, task_grads: torch.Tensor) -> torch.Tensor:
-    """sum_i w_i g_i: w [T] (float64) and J [T, P] -> [P] in J's dtype."""
-    return weights.to(task_grads.dtype) @ task_grads
-
-
 def assemble_gram(
     names: list[str], blocks: list[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -80,10 +80,16 @@ class GradientStep:
         diagnose: bool = False,
     ) -> StepResult:
         if self.method.needs_task_grads or diagnose:
-            return self._per_task_step(losses_fn, batch, through, diagnose)
-        if self.passes.compiles and self.method.constant_loss_weights:
-            return self._compiled_mean_step(losses_fn, batch, through)
-        return self._backward_step(losses_fn, batch, through)
+            result = self._per_task_step(losses_fn, batch, through, diagnose)
+        elif self.passes.compiles and self.method.constant_loss_weights:
+            result = self._compiled_mean_step(losses_fn, batch, through)
+        else:
+            result = self._backward_step(losses_fn, batch, through)
+        if self.method.needs_losses_after_step and result.stepped:
+            with torch.no_grad():  # the same batch (and noise) through the stepped parameters
+                after, _ = losses_fn(None, *batch, *(None for _ in through))
+            self.method.after_step(after)
+        return result
 
     # ------------------------------------------------------------------------------ the passes
     def per_task_gradients(
@@ -167,17 +173,17 @@ class GradientStep:
         shared = [n for n in grads if n not in self.task_specific]
         flat = [grads[n].reshape(num_tasks, -1) for n in shared]  # [T, P_n] views
         gram_matrix, layer_gram = assemble_gram(shared, flat)
-        weights = self.method.weights(gram_matrix, losses, StepContext(layer_gram=layer_gram))
-        dtype_weights = weights.to(flat[0].dtype)
-        for name, g in zip(shared, flat, strict=True):
-            self.params[name].grad = (dtype_weights @ g).view_as(self.params[name])
+        context = StepContext(layer_gram=layer_gram)
+        combined, weights = self.method.combine_blocks(flat, gram_matrix, losses, context)
+        for name, gradient in zip(shared, combined, strict=True):
+            self.params[name].grad = gradient.view_as(self.params[name])
         for name in grads:
             if name in self.task_specific:
                 self.params[name].grad = grads[name] / num_tasks
         return gram_matrix, self._logged(weights)
 
-    def _logged(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
-        if not self.method.reports_weights:
+    def _logged(self, weights: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        if weights is None or not self.method.reports_weights:
             return {}
         return {f"per_task/{self.role}_weight": weights.float() * self.method.num_tasks}
 

@@ -1,21 +1,25 @@
-"""UPGrad and DualProj (Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024).
+"""UPGrad and DualProj (Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization",
+arXiv 2406.16232, 2024).
 
 Both project onto the dual cone {x : J x >= 0} of the task gradients, the directions that help
 every task. By their Prop. 1 the projection of J^T u is J^T v with v = argmin_{v >= u} v^T G v, a
 quadratic program in T variables with lower bounds only:
 - ``upgrad``: project every g_i (u = e_i) and average, w = (1/T) sum_i argmin_{v >= e_i} v^T G v;
-- ``dualproj``: project the mean (u = (1/T) 1), w = argmin_{v >= (1/T) 1} v^T G v.
+- ``dualproj``: project the mean (u = (1/T) 1), w = argmin_{v >= (1/T) 1} v^T G v (GEM's
+  projection, Lopez-Paz & Ranzato 2017, Eq. 11).
 Without conflict (G u >= 0) nothing moves and both are the mean; every weight is >= 1/T.
 
 The QPs are solved exactly, all T of UPGrad's at once, by block principal pivoting (Judice & Pires
 1994; Kim & Park 2011) on their linear complementarity form: with x = v - u >= 0, find the free set
 F with x_F = -(G_FF)^-1 (G u)_F > 0 and (G v)_j >= 0 off F, swapping every violating index per
-iteration and falling back to one swap (Murty's rule, finite) if that stops reducing the count. Each
-iteration is one batched T x T solve; it takes 2-6 of them here. It runs on the cosine matrix
-(per-task rescaling keeps the problem's form) with a 1e-12 ridge, which keeps every subsystem
-nonsingular where G is rank deficient (then the weights, though not the step, are not unique).
+iteration and falling back to one swap (Murty's rule, finite) if that stops reducing the count.
+Each iteration is one batched solve of the free blocks; it takes 2-5 of them here. It runs on the
+cosine matrix (per-task rescaling keeps the problem's form) with a 1e-12 ridge, which keeps every
+subsystem nonsingular where G is rank deficient (then the weights, though not the step, are not
+unique).
 
-Scale: torchjd's UPGrad and DualProj (default mean preference) are these same weights: ratio 1.
+Scale: the paper's (UPGrad averages the projections) and torchjd's UPGrad and DualProj (mean
+preference) are these same weights: ratio 1.
 """
 
 from __future__ import annotations
@@ -76,8 +80,7 @@ def dual_cone_weights(gram_matrix: np.ndarray, lower: np.ndarray) -> np.ndarray:
         pending = pending[number > 0]
         if not len(pending):
             break
-    y = bound + np.clip(x, 0.0, None)
-    return y / diagonal
+    return lower + np.clip(x, 0.0, None) / diagonal  # v = D^-1 (D u + x), without its rounding
 
 
 def _solve_free(matrix: np.ndarray, rhs: np.ndarray, free: np.ndarray) -> np.ndarray:

@@ -1,0 +1,48 @@
+"""GradDrop (Chen et al., "Just Pick a Sign: Optimizing Deep Multitask Models with Gradient Sign
+Dropout", NeurIPS 2020, Eq. 1-3).
+
+Per coordinate of a shared parameter, the sign purity P = 1/2 (1 + sum_i g_i / sum_i |g_i|) is the
+probability of keeping the positive parts: with U ~ U(0, 1) drawn per coordinate, task i's value is
+kept where (P > U and g_i > 0) or (P < U and g_i < 0), and the kept values are summed. Where the
+tasks agree in sign (P = 0 or 1) every value is kept: without conflict the step is the mean's.
+The paper drops signs on activations' gradients at a chosen layer; here, as in most MTL
+libraries' gradient-level versions, it acts on the shared parameters' gradients. The result is
+divided by T (the mean's scale; the paper sums). It is the one method that reads the task
+gradients themselves, block by block, rather than their Gram matrix.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mtrl.gradients.base import GradientMethod, StepContext
+
+TINY = 1e-30
+
+
+def sign_dropout(block: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """One block of task gradients [T, P_n] and its draws U [P_n] -> the kept sum / T, [P_n]."""
+    purity = 0.5 * (1 + block.sum(0) / block.abs().sum(0).clamp_min(TINY))
+    keep = torch.where(purity > uniform, block > 0, block < 0)  # [T, P_n]
+    return (block * keep).sum(0) / block.shape[0]
+
+
+class GradDrop(GradientMethod):
+    combines_coordinates = True
+    reports_weights = False
+
+    def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
+        raise NotImplementedError("graddrop drops coordinates, not tasks: it has no task weights")
+
+    def combine_blocks(
+        self,
+        blocks: list[torch.Tensor],
+        gram_matrix: torch.Tensor,
+        task_losses: torch.Tensor,
+        context: StepContext,
+    ) -> tuple[list[torch.Tensor], None]:
+        combined = []
+        for block in blocks:  # U from the method's generator: reproducible and checkpointed
+            uniform = torch.rand(block.shape[1], generator=self.generator, dtype=block.dtype)
+            combined.append(sign_dropout(block, uniform.to(block.device)))
+        return combined, None
