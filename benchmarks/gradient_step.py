@@ -45,7 +45,8 @@ torch._dynamo.config.accumulated_recompile_limit = 8192
 
 SHAPES = {"MT10": (10, 39 + 10), "MT50": (50, 39 + 50)}  # tasks, observation size
 ACTION_DIM = 4
-METHODS = list(gradients.GRADIENT_METHODS)  # every registered method, mean first
+# Every registered method (mean first), and Nash-MTL solving once per 50 updates (their Nash-MTL-50).
+METHODS = [*gradients.GRADIENT_METHODS, "nash_mtl:update_every=50"]
 
 
 def random_batch(num_tasks: int, obs_dim: int, batch_size: int, generator) -> Batch:
