@@ -19,7 +19,7 @@ hit every row alike), and reported as medians and as ratios to the ``mean`` upda
   ``shared``.
 
     python benchmarks/gradient_step.py [--shapes MT10 MT50] [--repeats 7] [--hidden 400 400 400]
-        [--architectures MT10]
+        [--architectures MT10] [--methods mean pcgrad ...]
 """
 
 from __future__ import annotations
@@ -138,7 +138,13 @@ def critic_update_by_backward_loop(agent: MultiTaskSAC, batch: Batch) -> None:
     agent.critic_optimizer.step()
 
 
-def run_shape(shape: str, hidden: tuple[int, ...], batch_size: int, repeats: int) -> None:
+def run_shape(
+    shape: str,
+    hidden: tuple[int, ...],
+    batch_size: int,
+    repeats: int,
+    methods: list[str] = METHODS,
+) -> None:
     num_tasks, obs_dim = SHAPES[shape]
     generator = torch.Generator().manual_seed(0)
     batch = random_batch(num_tasks, obs_dim, batch_size, generator)
@@ -155,7 +161,7 @@ def run_shape(shape: str, hidden: tuple[int, ...], batch_size: int, repeats: int
         return MultiTaskSAC(obs_dim, ACTION_DIM, num_tasks, config, seed=0)
 
     rows: dict[str, Callable[[], object]] = {}
-    for method in METHODS:
+    for method in dict.fromkeys(["mean", *methods]):  # mean first: the ratios' unit
         agent = agent_with(method)
         rows[f"critic update, {method}"] = lambda agent=agent: critic_update(agent, batch)
     eager = agent_with("pcgrad", compile=False)
@@ -245,6 +251,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help="samples per task")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument(
+        "--methods", nargs="+", default=METHODS, help="method specs to time (default: all)"
+    )
+    parser.add_argument(
         "--architectures",
         nargs="*",
         default=["MT10"],
@@ -253,7 +262,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     for shape in args.shapes:
-        run_shape(shape, tuple(args.hidden), args.batch, args.repeats)
+        run_shape(shape, tuple(args.hidden), args.batch, args.repeats, args.methods)
     for shape in args.architectures:
         run_architectures(shape, tuple(args.hidden), args.batch, args.repeats)
 

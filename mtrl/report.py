@@ -98,6 +98,8 @@ class Run:
     provenance: dict[str, Any] | None = None
     parameters: dict[str, int | None] = field(default_factory=dict)  # actor, critic
     resumed_at: list[str] = field(default_factory=list)
+    update_seconds: float | None = None  # median seconds per update over the logged windows
+    plain: bool = False  # plain MT-SAC (mean gradients, shared bodies): the cost column's unit
 
     @property
     def score(self) -> float:
@@ -220,7 +222,26 @@ def load_run(path: Path) -> Run | None:
         provenance,
         _parameters(protocol, info),
         list(info.get("resumed_at") or []),
+        _update_seconds(records),
+        config.agent.algorithm == "mt_sac"
+        and (config.agent.critic_grad, config.agent.actor_grad) == ("mean", "mean")
+        and (config.agent.critic, config.agent.actor) == ("shared", "shared"),
     )
+
+
+def _update_seconds(records: list[dict]) -> float | None:
+    """Seconds per gradient update, the median over the logged windows after the first (which
+    holds the compiling of the gradient passes): each window's update share of its wall-clock
+    over its updates. None for runs that logged no window timing (the independent baseline)."""
+    per_window = [
+        r["charts/time_update_fraction"] / r["charts/updates_per_s"]
+        for r in records
+        if r["kind"] == "train"
+        and r.get("charts/updates_per_s", 0) > 0
+        and "charts/time_update_fraction" in r
+    ]
+    per_window = per_window[1:] or per_window
+    return float(np.median(per_window)) if per_window else None
 
 
 def _common_tasks(runs: list[Run]) -> list[str]:
@@ -256,6 +277,11 @@ class MethodRow:
             out[part] = "/".join("?" if v is None else str(v) for v in values)
         return out
 
+    def update_seconds(self) -> float | None:
+        """The mean over seeds of each run's seconds per update (None if any run lacks it)."""
+        values = [run.update_seconds for run in self.runs]
+        return None if any(v is None for v in values) else float(np.mean(values))
+
     def summary(self, reps: int = stats.DEFAULT_REPS, seed: int = 0) -> dict:
         estimates = stats.aggregate_estimates(self.score_matrix(), reps=reps, seed=seed)
         mean = estimates["mean"]
@@ -273,6 +299,7 @@ class MethodRow:
                 for name, e in estimates.items()
             },
             "parameters": self.parameters(),
+            "update_seconds": self.update_seconds(),
             "per_seed": {str(run.seed): run.score for run in self.runs},
             "per_task": {
                 task: float(np.mean([run.task_success[task] for run in self.runs]))
@@ -430,6 +457,13 @@ def make_report(
     out.mkdir(parents=True, exist_ok=True)
     reps, seed = bootstrap_reps, bootstrap_seed
     summaries = [row.summary(reps, seed) for row in rows]
+    for env in envs:  # the update-time cost column: relative to plain MT-SAC in the same env
+        env_rows = [(row, s) for row, s in zip(rows, summaries, strict=True) if row.env == env]
+        plain = [s["update_seconds"] for row, s in env_rows if all(r.plain for r in row.runs)]
+        unit = plain[0] if plain and plain[0] else None
+        for _, s in env_rows:
+            cost = s["update_seconds"]
+            s["update_cost"] = cost / unit if cost is not None and unit is not None else None
     improvement = [
         item
         for env in envs

@@ -66,18 +66,30 @@ def _markdown(summaries: list[dict], protocol_lines: dict[str, str]) -> str:
     blocks = []
     for env, env_summaries in _by_env(summaries).items():
         lines = [
-            "| env | method | success (mean) | 95% CI | IQM | seeds |",
-            "|---|---|---|---|---|---|",
+            "| env | method | success (mean) | 95% CI | IQM | seeds | update time (x SAC) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for s in env_summaries:
             ci = f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}]" if s["seeds"] > 1 else "n/a (1 seed)"
             lines.append(
                 f"| {s['env']} | {s['method']} | {s['mean']:.3f} | {ci} | {s['iqm']:.3f} | "
-                f"{s['seeds']} |"
+                f"{s['seeds']} | {_cost(s)} |"
             )
-        lines += ["", protocol_lines[env]]
+        lines += ["", protocol_lines[env], "", COST_NOTE]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+COST_NOTE = (
+    "Update time: seconds per gradient update read from the runs' logged windows (median over "
+    "windows, mean over seeds), relative to plain MT-SAC (mean gradients, shared bodies) in the "
+    "same env; runs sharing a machine inflate it alike only if they ran alike."
+)
+
+
+def _cost(summary: dict) -> str:
+    cost = summary.get("update_cost")
+    return "n/a" if cost is None else f"{cost:.2f}x"
 
 
 def _per_task_markdown(summaries: list[dict]) -> str:
@@ -114,18 +126,19 @@ def _latex(summaries: list[dict]) -> str:
     for s in summaries:
         ci = f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}]" if s["seeds"] > 1 else "n/a"
         names = [_latex_escape(s["env"]), _latex_escape(s["method"])]
-        rows.append([*names, f"{s['mean']:.3f}", ci, f"{s['iqm']:.3f}", str(s["seeds"])])
-    return _booktabs(["Env", "Method", "Success", "95\\% CI", "IQM", "Seeds"], rows)
+        cells = [f"{s['mean']:.3f}", ci, f"{s['iqm']:.3f}", str(s["seeds"])]
+        rows.append([*names, *cells, _latex_escape(_cost(s))])
+    return _booktabs(["Env", "Method", "Success", "95\\% CI", "IQM", "Seeds", "Update time"], rows)
 
 
 def _write_csv(path: Path, summaries: list[dict]) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["env", "method", "mean", "ci_low", "ci_high", "iqm", "seeds"])
+        columns = ["env", "method", "mean", "ci_low", "ci_high", "iqm", "seeds"]
+        writer.writerow([*columns, "update_seconds", "update_cost"])
         for s in summaries:
-            writer.writerow(
-                [s["env"], s["method"], s["mean"], s["ci_low"], s["ci_high"], s["iqm"], s["seeds"]]
-            )
+            extra = [s.get("update_seconds"), s.get("update_cost")]
+            writer.writerow([*(s[c] for c in columns), *("" if v is None else v for v in extra)])
 
 
 def _write_per_task_csv(path: Path, summaries: list[dict]) -> None:

@@ -358,3 +358,36 @@ def test_sac_trains_with_each_method(name):
     assert any(
         not torch.equal(p, q) for p, q in zip(before, agent.critic.parameters(), strict=True)
     )
+
+
+def test_nash_mtl_between_solves_takes_one_backward_pass_with_the_solved_weights(monkeypatch):
+    """Nash-MTL-k (update_every=k) needs task gradients only on the updates that solve: in
+    between, its step sum_i a_i g_i is the gradient of sum_i a_i L_i (one backward pass)."""
+    from test_sac import OBS, A, T, _batch
+
+    from mtrl.agents.sac import MultiTaskSAC
+    from mtrl.config import AgentConfig
+    from mtrl.gradients.step import GradientStep
+
+    passes = []
+    original = GradientStep.per_task_gradients
+
+    def counted(self, *args, **kwargs):
+        passes.append(self.role)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GradientStep, "per_task_gradients", counted)
+    torch.manual_seed(0)
+    config = AgentConfig(
+        hidden_sizes=(16, 16),
+        critic_grad="nash_mtl:update_every=3",
+        diagnostics_every=0,
+        compile=False,
+    )
+    agent = MultiTaskSAC(OBS, A, T, config)
+    solved = []
+    for seed in range(7):
+        agent.update(_batch(seed=seed))
+        solved.append(agent.critic_method.previous.clone())
+    assert passes.count("critic") == 3  # updates 1, 4 and 7
+    assert torch.equal(solved[0], solved[2]) and not torch.equal(solved[2], solved[3])

@@ -93,6 +93,11 @@ def test_sweep_on_local_ray_then_rerun_skips_and_report_matches_the_metrics(tmp_
     rows = {row["method"]: row for row in csv.DictReader((report_dir / "table.csv").open())}
     per_task = list(csv.DictReader((report_dir / "per_task.csv").open()))
     assert set(rows) == {"SAC", "SAC+PCGrad"}
+    # The cost column: seconds per update from the runs' logs, relative to plain MT-SAC.
+    assert float(rows["SAC"]["update_cost"]) == 1.0
+    assert 0.2 < float(rows["SAC+PCGrad"]["update_cost"]) < 20
+    assert float(rows["SAC+PCGrad"]["update_seconds"]) > 0
+    assert "update time (x SAC)" in (report_dir / "table.md").read_text()
     for label, slug in (("SAC", "SAC"), ("SAC+PCGrad", "SAC+PCGrad")):
         scores = [_final_scores(out / slug / f"seed{seed}") for seed in (0, 1)]
         assert float(rows[label]["mean"]) == pytest.approx(np.mean([s for s, _ in scores]))

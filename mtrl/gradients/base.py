@@ -31,7 +31,8 @@ class GradientMethod:
 
     ``needs_task_grads`` is False for methods whose weights depend on the losses only: the engine
     then calls ``weights(None, losses, context)`` and takes sum_i w_i g_i as the gradient of
-    sum_i w_i L_i, in one backward pass with no per-task gradients.
+    sum_i w_i L_i, in one backward pass with no per-task gradients. The engine reads it on every
+    step, so a method may need them on some steps only (Nash-MTL between its solves).
     """
 
     needs_task_grads: bool = True

@@ -129,6 +129,10 @@ def fair_weights(gram_matrix: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
 
 
 class NashMTL(GradientMethod):
+    # Between solves the step is sum_i a_i g_i with a fixed: the gradient of sum_i a_i L_i, one
+    # backward pass without per-task gradients (what makes the paper's Nash-MTL-50 cheap).
+    constant_loss_weights = False
+
     def __init__(
         self, num_tasks: int, seed: int = 0, update_every: int = 1, max_norm: float = 0.0
     ) -> None:
@@ -141,11 +145,21 @@ class NashMTL(GradientMethod):
         self.calls = 0
         self.previous: torch.Tensor | None = None  # the last solved weights, reused in between
 
+    @property
+    def needs_task_grads(self) -> bool:  # type: ignore[override]
+        """Only on the calls that solve (and always with ``max_norm``, which needs G)."""
+        return self._solves_next or self.max_norm > 0.0
+
+    @property
+    def _solves_next(self) -> bool:
+        return self.previous is None or self.calls % self.update_every == 0
+
     def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
-        if self.previous is None or self.calls % self.update_every == 0:
+        if self._solves_next:
             self.previous = fair_weights(gram_matrix, 1.0).cpu()
         self.calls += 1
-        weights = self.previous.to(gram_matrix.device)
+        device = task_losses.device if gram_matrix is None else gram_matrix.device
+        weights = self.previous.to(device)
         if self.max_norm > 0.0:
             norm = float(norm_of(weights, gram_matrix))
             if norm > self.max_norm:

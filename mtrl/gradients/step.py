@@ -156,7 +156,7 @@ class GradientStep:
         losses, aux = losses_fn(None, *batch, *(None for _ in through))
         weights = self.method.weights(None, losses.detach(), StepContext())  # [T]
         params = [p for p in self.params.values() if p.requires_grad]
-        grads = torch.autograd.grad(losses, params, grad_outputs=weights)
+        grads = torch.autograd.grad(losses, params, grad_outputs=weights.to(losses.dtype))
         for param, grad in zip(params, grads, strict=True):
             param.grad = grad
         losses = losses.detach()
