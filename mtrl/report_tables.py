@@ -83,7 +83,8 @@ def _markdown(summaries: list[dict], protocol_lines: dict[str, str]) -> str:
 COST_NOTE = (
     "Update time: seconds per gradient update read from the runs' logged windows (median over "
     "windows, mean over seeds), relative to plain MT-SAC (mean gradients, shared bodies) in the "
-    "same env; runs sharing a machine inflate it alike only if they ran alike."
+    "same env; a run that shared its machine with other work reads slower, so compare rows "
+    "that ran the same way."
 )
 
 
