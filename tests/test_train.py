@@ -77,7 +77,9 @@ def test_every_architecture_solves_the_tasks_with_mean_and_runs_with_pcgrad(tmp_
             f"agent.actor={network}",
             "agent.critic_grad=pcgrad",
             "agent.actor_grad=pcgrad",
-            "agent.diagnostics_every=1",
+            # Every 10th update: the last one of each log window (a diagnostic update, with its
+            # curvature's Hessian-vector products, costs ~10x a plain one).
+            "agent.diagnostics_every=10",
         ],
     )
     logged = [r for r in read_metrics(run) if r["kind"] == "train" and "losses/critic" in r]
@@ -101,6 +103,7 @@ def test_every_gradient_method_trains_and_logs_its_diagnostics(tmp_path, method)
             "agent.hidden_sizes=[16,16]",
             "agent.batch_size_per_task=16",
             "agent.diagnostics_every=20",
+            "agent.compile=false",  # compiling is tested in test_sac.py; here it would dominate
             f"agent.critic_grad={method}",
             f"agent.actor_grad={method}",
         ],
@@ -109,7 +112,7 @@ def test_every_gradient_method_trains_and_logs_its_diagnostics(tmp_path, method)
     assert np.isfinite(train["losses/critic"]) and np.isfinite(train["losses/actor"])
     assert -1.0 <= train["gradients/critic/cosine_min"] <= 1.0
     assert 0.0 <= train["gradients/actor/conflict_fraction"] <= 1.0
-    if method != "mean":
+    if GRADIENT_METHODS[method].reports_weights:  # not mean's, nor GradDrop's (it has none)
         weights = [train[f"tasks/point-{i}/critic_weight"] for i in range(4)]
         assert all(np.isfinite(weights))
 
