@@ -7,10 +7,8 @@ import math
 
 import pytest
 import torch
-from test_sac import OBS, A, T, _batch
+from test_sac import _agent, _batch
 
-from mtrl.agents.sac import MultiTaskSAC
-from mtrl.config import AgentConfig
 from mtrl.gradients.curvature import multitask_curvature
 from mtrl.gradients.diagnostics import curvature_diagnostics
 from mtrl.gradients.gram import gram
@@ -76,15 +74,7 @@ def test_theorem_2_pair_conditions_on_a_hand_computed_pair():
 
 @pytest.mark.parametrize("method", ["mean", "pcgrad", "dwa"])
 def test_every_diagnostic_update_logs_curvature_for_both_roles(method):
-    torch.manual_seed(0)
-    config = AgentConfig(
-        hidden_sizes=(16, 16),
-        critic_grad=method,
-        actor_grad=method,
-        diagnostics_every=2,
-        compile=False,
-    )
-    agent = MultiTaskSAC(OBS, A, T, config)
+    agent = _agent(critic_grad=method, actor_grad=method, diagnostics_every=2, compile=False)
     quiet = agent.update(_batch(seed=0))
     assert not any("curvature" in key for key in quiet)  # only every diagnostics_every updates
     metrics = agent.update(_batch(seed=1))

@@ -79,20 +79,9 @@ def test_famo_state_round_trips_a_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("method", ["graddrop", "famo"])
 def test_the_agent_takes_steps_with_them(method):
-    from test_sac import OBS, A, T, _batch
+    from test_sac import T, _agent, _batch
 
-    from mtrl.agents.sac import MultiTaskSAC
-    from mtrl.config import AgentConfig
-
-    torch.manual_seed(0)
-    config = AgentConfig(
-        hidden_sizes=(16, 16),
-        critic_grad=method,
-        actor_grad=method,
-        diagnostics_every=2,
-        compile=False,
-    )
-    agent = MultiTaskSAC(OBS, A, T, config)
+    agent = _agent(critic_grad=method, actor_grad=method, diagnostics_every=2, compile=False)
     before = [p.detach().clone() for p in agent.critic.parameters()]
     for seed in range(3):
         metrics = agent.update(_batch(seed=seed))
