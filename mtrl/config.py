@@ -22,7 +22,8 @@ from mtrl.specs import suggest_suffix
 
 @dataclass(frozen=True)
 class EnvConfig:
-    # Task set: "MT10", "MT50", "MT1:reach-v3", "reach-v3,push-v3", "synthetic" or "synthetic:<T>".
+    # Task set: "MT10", "MT50", "MT1:reach-v3", "reach-v3,push-v3", "synthetic" or "synthetic:<T>";
+    # "synthetic-scaled:<T>" multiplies task i's reward by 10^i (a test bed for reward_norm).
     name: str = "MT10"
     # Meta-World reward function: "v2" (default of Meta-World v3) or "v1" (what older papers used).
     reward_version: str = "v2"
@@ -56,6 +57,8 @@ class AgentConfig:
     # Adam's epsilon for actor, critic and temperatures (torch's default 1e-8; McLean et al. 2025
     # use 1e-5).
     adam_eps: float = 1e-8
+    # Decoupled weight decay of actor and critic (AdamW; BRC uses optax.adamw's 1e-4); 0: Adam.
+    weight_decay: float = 0.0
     # Weight initialisation: "torch" (nn.Linear's default) or "he_uniform" (McLean et al. 2025,
     # rainx0r/mtrl: He-uniform hidden weights, zero biases, output layers uniform in +-1e-3 for the
     # actor and +-3e-3 for the critic); "he_uniform" is defined for the shared and multihead bodies.
@@ -87,6 +90,29 @@ class AgentConfig:
     # gradients (MT10 critic update with pcgrad: 41 -> 35 ms). Falls back to eager with a warning
     # where compiling fails. The mean-gradient path is never compiled (measured slower).
     compile: bool = True
+    # The critic's loss: "mse" (regression on the soft TD target), "hl_gauss" (Farebrother et al.
+    # 2024: cross-entropy with a Gaussian histogram of the target, sigma = 0.75 bin) or
+    # "categorical" (C51's projected target distribution, as BRC uses it). The distributional
+    # losses put `bins` logits per critic on [v_min, v_max]; Q is their expectation.
+    critic_loss: str = "mse"
+    bins: int = 101
+    v_min: float = -10.0
+    v_max: float = 10.0
+    # How a body sees its task: "onehot" (the observation's one-hot) or "embedding" (BRC: a
+    # learned, unit-norm vector of `task_embedding_dim` per task beside the one-hot, a
+    # task-specific parameter that gradient methods never combine).
+    task_encoding: str = "onehot"
+    task_embedding_dim: int = 32
+    # Per-task reward normalisation for the TD targets (the logged returns stay the env's own):
+    # "none"; "returns" (BRC: divide by the running extent of discounted returns, so values span
+    # ~v_max); "scale" (ARS: a history-based factor per task, refreshed at each reset).
+    reward_norm: str = "none"
+    # Every N updates re-initialise actor, critic, targets and their optimisers, keeping replay,
+    # temperatures and gradient-method state (Nikishin et al. 2022; ARS for MTRL); 0: never.
+    reset_every: int = 0
+    # Updates on the kept replay right after a reset, before acting resumes, so that the fresh
+    # networks do not act at random.
+    reset_warmup: int = 0
 
 
 @dataclass(frozen=True)
@@ -139,6 +165,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "agent.algorithm": ("mt_sac", "independent"),
     "agent.init": ("torch", "he_uniform"),
+    "agent.critic_loss": ("mse", "hl_gauss", "categorical"),
+    "agent.task_encoding": ("onehot", "embedding"),
+    "agent.reward_norm": ("none", "returns", "scale"),
 }
 
 # Fields that must be > 0 (the rest of the numeric fields must be >= 0).
@@ -156,6 +185,7 @@ POSITIVE = {
     "agent.init_temperature",
     "agent.batch_size_per_task",
     "agent.tau",
+    "agent.task_embedding_dim",
     "updates_per_step",
     "max_nonfinite_updates",
 }
@@ -333,11 +363,28 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"agent.tau: must be in (0, 1], got {agent.tau}")
     if agent.log_std_min >= agent.log_std_max:
         raise ConfigError("agent.log_std_min must be below agent.log_std_max")
+    if agent.bins < 2:
+        raise ConfigError(f"agent.bins: a distributional critic needs >= 2, got {agent.bins}")
+    if agent.reset_every and agent.reset_warmup >= agent.reset_every:
+        raise ConfigError(
+            f"agent.reset_warmup ({agent.reset_warmup}) must be below agent.reset_every "
+            f"({agent.reset_every}), or the warm-up would reset again"
+        )
+    if agent.reward_norm == "returns" and agent.v_max <= 0:
+        raise ConfigError(f"agent.reward_norm=returns scales values to v_max; got {agent.v_max}")
+    if agent.v_min >= agent.v_max:
+        raise ConfigError(f"agent.v_min ({agent.v_min}) must be below agent.v_max ({agent.v_max})")
     return config
 
 
 # Numeric fields that may be negative.
-_SIGNED = {"agent.target_entropy", "agent.log_std_min", "agent.log_std_max", "seed"}
+_SIGNED = {
+    "agent.target_entropy",
+    "agent.log_std_min",
+    "agent.log_std_max",
+    "agent.v_min",
+    "seed",
+}
 
 
 def _get(flat: dict[str, Any], dotted: str) -> Any:

@@ -144,7 +144,11 @@ class Trainer(RunOwner):
             try:
                 while self.step < config.total_steps:
                     self._collect(timers)
+                    resets = self.agent.resets
                     metrics.update(self._update(timers) or {})  # diagnostics persist
+                    if self.agent.resets != resets:
+                        logger.log(self.step + 1, self._reset_event(), kind="event")
+                        logger.message(f"reset {self.agent.resets} at update {self.agent.reset_at}")
                     self.step += 1
                     window_steps += 1
                     logger.advance(1)
@@ -189,6 +193,7 @@ class Trainer(RunOwner):
         step = self.env.step(action)
         stepped = time.perf_counter()
         self.replay.add(self.obs, action, step.reward, step.next_obs, step.terminated)
+        self.agent.observe_step(self.obs, action, step.reward, step.terminated, step.truncated)
         timers["inference"] += acted - start
         timers["env"] += stepped - acted
         timers["replay"] += time.perf_counter() - stepped
@@ -213,7 +218,11 @@ class Trainer(RunOwner):
             start = time.perf_counter()
             batch = self.replay.sample(batch_size, self.device)
             sampled = time.perf_counter()
+            resets = self.agent.resets
             metrics = self.agent.update(batch)
+            if self.agent.resets != resets:  # fresh networks learn from the kept replay first
+                for _ in range(self.config.agent.reset_warmup):
+                    metrics = self.agent.update(self.replay.sample(batch_size, self.device))
             timers["replay"] += sampled - start
             timers["update"] += time.perf_counter() - sampled
             if self.agent.consecutive_skipped >= self.config.max_nonfinite_updates:
@@ -228,6 +237,13 @@ class Trainer(RunOwner):
         return metrics
 
     # -------------------------------------------------------------------------------- logging
+    def _reset_event(self) -> dict[str, float]:
+        return {
+            "events/reset": float(self.agent.resets),
+            "charts/updates": float(self.agent.reset_at),
+            "charts/env_steps": float((self.step + 1) * self.env.num_tasks),
+        }
+
     def _train_scalars(
         self, metrics: dict[str, torch.Tensor], elapsed: float, steps: int, timers: dict
     ) -> dict[str, float]:

@@ -5,6 +5,10 @@ per-task temperatures, the target critics. This file is the SAC maths only. Loss
 task ([T], each a function of its own task's rows) and handed to the gradient engine
 (``mtrl.gradients.step``), where the method (``agent.critic_grad`` / ``agent.actor_grad``) decides
 how tasks share the step; with ``mean`` it is the gradient of the mean loss in one backward pass.
+
+The 2025 critic recipe plugs in here as options: a distributional critic (``agent.critic_loss``,
+the losses in ``value_losses``), per-task reward normalisation of the TD targets
+(``reward_norm``), a learned task embedding (``networks.embedding``) and periodic resets.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from torch import nn
 from torch.func import functional_call
 
 from mtrl import gradients
+from mtrl.agents import value_losses
 from mtrl.agents.networks import (
     initialise,
     make_network,
     parameter_count,
+    running_norms,
     task_specific_names,
+    update_running_norms,
 )
+from mtrl.agents.reward_norm import RewardNormaliser
 from mtrl.config import AgentConfig
 from mtrl.gradients.compiled import Passes
 from mtrl.gradients.step import GradientStep
@@ -55,7 +63,12 @@ class Actor(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, num_tasks: int, config: AgentConfig) -> None:
         super().__init__()
         self.body = make_network(
-            config.actor, obs_dim, 2 * action_dim, num_tasks, config.hidden_sizes
+            config.actor,
+            obs_dim,
+            2 * action_dim,
+            num_tasks,
+            config.hidden_sizes,
+            embedding_dim=_embedding_dim(config),
         )
         self.log_std_min, self.log_std_max = config.log_std_min, config.log_std_max
 
@@ -74,6 +87,10 @@ class Actor(nn.Module):
         return squashed_sample(mean, log_std, torch.randn_like(mean))
 
 
+def _embedding_dim(config: AgentConfig) -> int:
+    return config.task_embedding_dim if config.task_encoding == "embedding" else 0
+
+
 class MultiTaskSAC:
     """Actor, twin critics with Polyak targets, and one learned temperature per task."""
 
@@ -88,15 +105,16 @@ class MultiTaskSAC:
     ) -> None:
         self.config, self.num_tasks, self.action_dim = config, num_tasks, action_dim
         self.device = torch.device(device)
-        self.actor = Actor(obs_dim, action_dim, num_tasks, config).to(self.device)
-        # Critic input is [action, obs] so the task one-hot stays the last T features.
-        self.critic = make_network(
-            config.critic, obs_dim + action_dim, 1, num_tasks, config.hidden_sizes, ensemble=2
-        ).to(self.device)
-        # McLean et al. 2025's output scales (agent.init=he_uniform): actor 1e-3, critic 3e-3.
-        initialise(self.actor.body, config.init, output_bound=1e-3)
-        initialise(self.critic, config.init, output_bound=3e-3)
+        self.obs_dim = obs_dim
+        # mse: one Q per critic; hl_gauss / categorical: logits over the support's values.
+        self.support = value_losses.ValueSupport(
+            config.critic_loss, config.bins, config.v_min, config.v_max
+        )
+        # [bins]: what the distributional critic's probabilities are the probabilities of
+        self.values = None if config.critic_loss == "mse" else self.support.values(self.device)
+        self.actor, self.critic = self._build_networks()
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.has_running_norms = bool(running_norms(self.actor) or running_norms(self.critic))
         self.log_alpha = torch.full(
             (num_tasks,),
             math.log(config.init_temperature),
@@ -104,12 +122,25 @@ class MultiTaskSAC:
             requires_grad=True,
         )
         self.target_entropy = config.target_entropy or -float(action_dim)
+        self.reward_norm = RewardNormaliser(
+            config.reward_norm,
+            num_tasks,
+            config.gamma,
+            config.v_max,
+            self.target_entropy,
+            self.device,
+        )
 
         # Fused Adam: one kernel per step instead of ~10 small ops per parameter (measured at MT1,
         # 3 x 400, 128 samples: 12.8 -> 11.2 ms per update, where those small ops are the overhead).
         adam = functools.partial(torch.optim.Adam, fused=True, eps=config.adam_eps)
-        self.actor_optimizer = adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_optimizer = adam(self.critic.parameters(), lr=config.critic_lr)
+        networks_adam = adam
+        if config.weight_decay:  # decoupled (AdamW), on the networks only, not the temperatures
+            networks_adam = functools.partial(
+                torch.optim.AdamW, fused=True, eps=config.adam_eps, weight_decay=config.weight_decay
+            )
+        self.actor_optimizer = networks_adam(self.actor.parameters(), lr=config.actor_lr)
+        self.critic_optimizer = networks_adam(self.critic.parameters(), lr=config.critic_lr)
         self.alpha_optimizer = adam([self.log_alpha], lr=config.alpha_lr)
         self.critic_method = gradients.make(config.critic_grad, num_tasks, seed=seed)
         self.actor_method = gradients.make(config.actor_grad, num_tasks, seed=seed + 1)
@@ -138,6 +169,27 @@ class MultiTaskSAC:
         self.updates = 0
         self.skipped_updates = 0  # updates with a non-finite loss or gradient, never applied
         self.consecutive_skipped = 0
+        self.resets = 0
+        self.reset_at = 0  # the update of the last reset
+
+    def _build_networks(self) -> tuple[Actor, nn.Module]:
+        """A fresh actor and twin critic, initialised by ``agent.init`` (also for resets)."""
+        config, num_tasks = self.config, self.num_tasks
+        actor = Actor(self.obs_dim, self.action_dim, num_tasks, config).to(self.device)
+        # Critic input is [action, obs] so the task one-hot stays the last T features.
+        critic = make_network(
+            config.critic,
+            self.obs_dim + self.action_dim,
+            1 if self.support.kind == "mse" else self.support.bins,
+            num_tasks,
+            config.hidden_sizes,
+            ensemble=2,
+            embedding_dim=_embedding_dim(config),
+        ).to(self.device)
+        # McLean et al. 2025's output scales (agent.init=he_uniform): actor 1e-3, critic 3e-3.
+        initialise(actor.body, config.init, output_bound=1e-3)
+        initialise(critic, config.init, output_bound=3e-3)
+        return actor, critic
 
     # ----------------------------------------------------------------------------------- acting
     @torch.no_grad()
@@ -149,15 +201,37 @@ class MultiTaskSAC:
             mean = mean + log_std.exp() * torch.randn_like(mean)
         return torch.tanh(mean).squeeze(1).cpu().numpy()
 
+    def observe_step(
+        self,
+        obs: np.ndarray,  # [T, obs]
+        action: np.ndarray,  # [T, A]
+        reward: np.ndarray,  # [T]
+        terminated: np.ndarray,  # [T]
+        truncated: np.ndarray,  # [T]
+    ) -> None:
+        """Every env step (the random warm-up included): the running input normalisers of the
+        bodies that have them (SimBa) and the reward normaliser learn from what the env gave."""
+        self.reward_norm.observe(reward, terminated, truncated)
+        if self.has_running_norms:
+            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)[:, None]
+            action_t = torch.as_tensor(action, dtype=torch.float32, device=self.device)[:, None]
+            critic_input = torch.cat([action_t, obs_t], -1)  # [T, 1, A + obs]
+            update_running_norms(self.actor.body, obs_t)
+            update_running_norms(self.critic, critic_input)
+            update_running_norms(self.critic_target, critic_input)
+
     # ----------------------------------------------------------------------------------- update
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One SAC update on a [T, B] batch; returns detached metrics (tensors, no host sync)."""
         num_tasks, batch_size = batch.reward.shape
         self.updates += 1
+        if self.updates == 1:  # the warm-up's rewards are in: ARS sets its first factors
+            self.reward_norm.refresh()
         every = self.config.diagnostics_every
         diagnose = bool(every) and self.updates % every == 0
         alpha = self.log_alpha.detach().exp()  # [T]
-        target = self.td_target(batch)  # [T, B]
+        reward_factor = self.reward_norm.factor(alpha)  # [T]
+        target = self.td_target(batch, reward_factor)  # [T, B], or [T, B, bins] (categorical)
 
         # Critic: both members regress on the same target.
         critic = self.critic_step(
@@ -203,22 +277,45 @@ class MultiTaskSAC:
                 "charts/nonfinite_updates": torch.tensor(float(self.skipped_updates)),
             }
         )
+        if self.reward_norm.active:
+            metrics["per_task/reward_factor"] = reward_factor
+        if self.config.reset_every and self.updates % self.config.reset_every == 0:
+            self.reset()
         return metrics
+
+    def reset(self) -> None:
+        """Re-initialise actor, critic, targets and their optimisers in place (the engine and
+        the compiled passes hold these same tensors); replay, temperatures, the gradient methods'
+        state and the input normalisers' statistics are kept. ARS refreshes its factors here."""
+        actor, critic = self._build_networks()
+        with torch.no_grad():
+            for own, fresh in ((self.actor, actor), (self.critic, critic)):
+                for param, new in zip(own.parameters(), fresh.parameters(), strict=True):
+                    param.copy_(new)
+            for target, param in zip(self.target_parameters, self.critic_parameters, strict=True):
+                target.copy_(param)
+        for optimizer in (self.actor_optimizer, self.critic_optimizer):
+            optimizer.state.clear()
+        self.reward_norm.refresh()
+        self.resets += 1
+        self.reset_at = self.updates
 
     def _count_skip(self) -> None:
         self.skipped_updates += 1
         self.consecutive_skipped += 1
 
-    def td_target(self, batch: Batch) -> torch.Tensor:
-        """Soft TD targets [T, B]: time-limit truncation bootstraps, only termination stops them.
-        The policy's noise is drawn here, outside the (compiled) computation, so that compiling
-        leaves the random stream as it is."""
+    def td_target(self, batch: Batch, reward_factor: torch.Tensor | None = None) -> torch.Tensor:
+        """Soft TD targets [T, B] (categorical: target distributions [T, B, bins]) on rewards
+        times each task's normalising factor [T]: time-limit truncation bootstraps, only
+        termination stops them. The policy's noise is drawn here, outside the (compiled)
+        computation, so that compiling leaves the random stream as it is."""
         noise = torch.randn(*batch.reward.shape, self.action_dim, device=self.device)  # [T, B, A]
+        reward = batch.reward if reward_factor is None else batch.reward * reward_factor[:, None]
         return self.passes.run(
             "_soft_td_target",
             lambda: self._soft_td_target,
             batch.next_obs,
-            batch.reward,
+            reward,
             batch.terminated,
             noise,
             self.log_alpha.detach(),
@@ -228,9 +325,28 @@ class MultiTaskSAC:
     def _soft_td_target(self, next_obs, reward, terminated, noise, log_alpha) -> torch.Tensor:
         mean, log_std = self.actor(next_obs)
         next_action, next_log_prob = squashed_sample(mean, log_std, noise)  # [T, B, A], [T, B]
-        next_q = self.critic_target(torch.cat([next_action, next_obs], -1)).amin(0).squeeze(-1)
-        soft_next_value = next_q - log_alpha.exp()[:, None] * next_log_prob
-        return reward + self.config.gamma * (1.0 - terminated) * soft_next_value
+        next_out = self.critic_target(torch.cat([next_action, next_obs], -1))  # [2, T, B, out]
+        entropy = log_alpha.exp()[:, None] * next_log_prob  # [T, B]
+        discount = self.config.gamma * (1.0 - terminated)  # [T, B]
+        if self.support.kind == "categorical":  # BRC: the twins' mean distribution, shifted
+            next_probs = next_out.softmax(-1).mean(0)  # [T, B, bins]
+            return value_losses.categorical_projection(
+                next_probs, reward, discount, entropy, self.support.v_min, self.support.v_max
+            )
+        next_q = self._q_values(next_out).amin(0)  # [T, B]
+        return reward + discount * (next_q - entropy)
+
+    def _q_values(self, out: torch.Tensor) -> torch.Tensor:
+        """Critic outputs [..., out] -> Q [...]: the output itself, or the logits' expectation."""
+        if self.support.kind == "mse":
+            return out.squeeze(-1)
+        return value_losses.expected_value(out, self.values)
+
+    def _critic_value(self, out: torch.Tensor) -> torch.Tensor:
+        """The actor's Q from the twins' outputs [2, G, B, out] -> [G, B]: the min (clipped double
+        Q); for the categorical critic the twins' mean, as BRC takes it."""
+        q = self._q_values(out)
+        return q.mean(0) if self.support.kind == "categorical" else q.amin(0)
 
     # The losses, each defined once over groups ([G, B, ...], a group per task) as a function of
     # the parameters (None: the modules' own, for plain autograd); the engine vmaps the one-group
@@ -242,9 +358,20 @@ class MultiTaskSAC:
         action: torch.Tensor,  # [G, B, A]
         target: torch.Tensor,  # [G, B]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-group losses [G] (both twin critics regress on the target) and mean Q [G]."""
-        q = _call(self.critic, params, torch.cat([action, obs], -1)).squeeze(-1)  # [2, G, B]
-        return (q - target).pow(2).sum(0).mean(-1), q.detach().mean((0, 2))
+        """Per-group losses [G] (both twin critics fit the same target) and mean Q [G]. target is
+        [G, B] (mse, hl_gauss) or a distribution [G, B, bins] (categorical)."""
+        out = _call(self.critic, params, torch.cat([action, obs], -1))  # [2, G, B, out]
+        q = self._q_values(out)  # [2, G, B]
+        kind = self.support.kind
+        if kind == "mse":
+            loss = (q - target).pow(2)
+        else:
+            if kind == "hl_gauss":
+                target = value_losses.hl_gauss_probs(
+                    target, self.support.v_min, self.support.v_max, self.support.bins
+                )
+            loss = value_losses.cross_entropy(out, target.unsqueeze(0))  # [2, G, B]
+        return loss.sum(0).mean(-1), q.detach().mean((0, 2))
 
     def actor_losses(
         self,
@@ -257,7 +384,7 @@ class MultiTaskSAC:
         """Per-group losses [G] (min-Q plus each task's entropy bonus) and mean log-prob [G]."""
         mean, log_std = _call(self.actor, params, obs)
         action, log_prob = squashed_sample(mean, log_std, noise)  # [G, B, A], [G, B]
-        q = _call(self.critic, critic_params, torch.cat([action, obs], -1)).amin(0).squeeze(-1)
+        q = self._critic_value(_call(self.critic, critic_params, torch.cat([action, obs], -1)))
         return (alpha[:, None] * log_prob - q).mean(-1), log_prob.detach().mean(-1)
 
     def observe_success(self, task_index: np.ndarray, success: np.ndarray) -> None:
@@ -287,6 +414,9 @@ class MultiTaskSAC:
             "critic_method": self.critic_method.state_dict(),
             "updates": self.updates,
             "skipped_updates": self.skipped_updates,
+            "reward_norm": self.reward_norm.state_dict(),
+            "resets": self.resets,
+            "reset_at": self.reset_at,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -302,3 +432,7 @@ class MultiTaskSAC:
         self.critic_method.load_state_dict(state["critic_method"])
         self.updates = int(state.get("updates", 0))
         self.skipped_updates = int(state.get("skipped_updates", 0))
+        if "reward_norm" in state:  # checkpoints before the critic recipe have none
+            self.reward_norm.load_state_dict(state["reward_norm"])
+        self.resets = int(state.get("resets", 0))
+        self.reset_at = int(state.get("reset_at", 0))

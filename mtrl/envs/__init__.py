@@ -1,12 +1,16 @@
 """The env registry: one name string -> a ``MultiTaskVecEnv`` over T tasks.
 
-Names: ``"synthetic"`` (4 point-mass tasks) or ``"synthetic:<T>"``, and every Meta-World spec
+Names: ``"synthetic"`` (4 point-mass tasks) or ``"synthetic:<T>"``; ``"synthetic-scaled:<T>"``, the
+same tasks with task i's reward multiplied by 10^i (reward scales as far apart as Meta-World v1's, so
+reward normalisation has a test that runs in seconds); and every Meta-World spec
 (``"MT10"``, ``"MT25"``, ``"MT50"``, ``"MT1:<task>"``, ``"reach-v3,push-v3"``). Meta-World is
 imported only when a Meta-World name is used, so ``import mtrl.envs`` and the synthetic env never
 load mujoco.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from mtrl.envs.base import EnvError, MultiTaskVecEnv, VecStep
 from mtrl.envs.synthetic import DEFAULT_MAX_EPISODE_STEPS as SYNTHETIC_MAX_EPISODE_STEPS
@@ -25,13 +29,14 @@ __all__ = [
 ]
 
 SYNTHETIC = "synthetic"
+SYNTHETIC_SCALED = "synthetic-scaled"
 SYNTHETIC_DEFAULT_TASKS = 4
 METAWORLD_MAX_EPISODE_STEPS = 500  # = metaworld.DEFAULT_MAX_EPISODE_STEPS, without importing mujoco
 
 
 def is_metaworld(name: str) -> bool:
     """Whether a name belongs to the Meta-World suite (everything that is not synthetic)."""
-    return name.strip().split(":")[0].lower() != SYNTHETIC
+    return name.strip().split(":")[0].lower() not in (SYNTHETIC, SYNTHETIC_SCALED)
 
 
 def episode_steps(name: str, configured: int | None = 0) -> int:
@@ -81,7 +86,10 @@ def make_env(
         raise EnvError(f"vector must be 'sync', 'async' or 'sharded', got {vector!r}")
     if not is_metaworld(name):
         steps = SYNTHETIC_MAX_EPISODE_STEPS if max_episode_steps is None else max_episode_steps
-        return SyntheticVecEnv(_synthetic_num_tasks(name), seed=seed, max_episode_steps=steps)
+        num_tasks = _synthetic_num_tasks(name)
+        scaled = name.strip().split(":")[0].lower() == SYNTHETIC_SCALED
+        scales = 10.0 ** np.arange(num_tasks) if scaled else None  # task i: x 10^i
+        return SyntheticVecEnv(num_tasks, seed=seed, max_episode_steps=steps, reward_scales=scales)
     from mtrl.envs.metaworld import make_metaworld_env
 
     return make_metaworld_env(
@@ -105,6 +113,7 @@ def _synthetic_num_tasks(name: str) -> int:
         return SYNTHETIC_DEFAULT_TASKS
     if not count.strip().isdigit() or int(count) < 1:
         raise EnvError(
-            f"bad synthetic env {name!r}; use 'synthetic' or 'synthetic:<T>' with T >= 1"
+            f"bad synthetic env {name!r}; use 'synthetic', 'synthetic:<T>' or "
+            "'synthetic-scaled:<T>' with T >= 1"
         )
     return int(count)

@@ -43,6 +43,7 @@ class SyntheticVecEnv:
         start_noise: float = 0.05,
         arena: float = 1.5,
         render_size: int = 64,
+        reward_scales: Sequence[float] | np.ndarray | None = None,
     ) -> None:
         if num_tasks < 1:
             raise EnvError(f"the synthetic env needs num_tasks >= 1, got {num_tasks}")
@@ -57,6 +58,14 @@ class SyntheticVecEnv:
         self.start_noise = start_noise
         self.arena = arena  # positions are clipped to [-arena, arena]^2 so states stay bounded
         self.render_size = render_size
+        # Per-task reward multipliers [T] (synthetic-scaled: 10^i); success does not depend on them.
+        self.reward_scales = (
+            np.ones(num_tasks)
+            if reward_scales is None
+            else np.asarray(reward_scales, dtype=np.float64)
+        )
+        if self.reward_scales.shape != (num_tasks,):
+            raise EnvError(f"reward_scales must have {num_tasks} entries, got {reward_scales!r}")
         angles = 2.0 * np.pi * np.arange(num_tasks) / num_tasks  # [T]
         self.goals = goal_radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)  # [T, 2]
         self._one_hot = np.eye(num_tasks, dtype=np.float32)  # [T, T]
@@ -95,7 +104,9 @@ class SyntheticVecEnv:
         return VecStep(
             obs=self._observe(self._pos),
             next_obs=next_obs,
-            reward=(self.success_bonus * success - distance).astype(np.float32),
+            reward=(self.reward_scales * (self.success_bonus * success - distance)).astype(
+                np.float32
+            ),
             terminated=terminated,
             truncated=truncated,
             success=success,

@@ -5,6 +5,8 @@ with the task one-hot) to [G, B, out]. Its ``task_specific`` name prefixes mark 
 belong to single tasks (heads, towers, gates, own experts); those keep the task on dimension 0, and
 gradient methods never mix them. A spec can carry options, ``"mmoe:experts=6,width=256"``; ``width``
 (every hidden layer's width) is understood by all of them, so presets can match parameter counts.
+The residual bodies (``bronet``, ``simba``) have one width and ``blocks`` instead of a depth; SimBa
+keeps running input statistics that the agent feeds with ``update_running_norms``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from mtrl.agents.networks.embedding import TaskEmbedded
 from mtrl.agents.networks.experts import CGCBody, MMoEBody, PLEBody
 from mtrl.agents.networks.layers import Ensemble, he_uniform_init
 from mtrl.agents.networks.mlp import MultiHeadBody, SharedBody
+from mtrl.agents.networks.residual import (
+    BroNetBody,
+    SimbaBody,
+    running_norms,
+    update_running_norms,
+)
 from mtrl.agents.networks.soft_modular import SoftModularBody
 from mtrl.agents.networks.task_routed import TaskRoutedBody
 from mtrl.errors import ConfigError
@@ -31,6 +40,8 @@ NETWORKS: dict[str, type[nn.Module]] = {
     "ple": PLEBody,
     "soft_modular": SoftModularBody,
     "task_routed": TaskRoutedBody,
+    "bronet": BroNetBody,
+    "simba": SimbaBody,
 }
 
 _FIXED = ("self", "obs_dim", "out_dim", "num_tasks", "hidden_sizes")
@@ -57,10 +68,18 @@ def make_network(
     num_tasks: int,
     hidden_sizes: tuple[int, ...],
     ensemble: int | None = None,
+    embedding_dim: int = 0,
 ) -> nn.Module:
-    """A body by spec; with ``ensemble=E``, E independent members stacked: [E, G, B, out]."""
+    """A body by spec; with ``ensemble=E``, E independent members stacked: [E, G, B, out]; with
+    ``embedding_dim=D``, each reads a learned D-dim task embedding too (``TaskEmbedded``)."""
     body, hidden_sizes, options = _resolve(spec, hidden_sizes)
-    build = functools.partial(body, obs_dim, out_dim, num_tasks, hidden_sizes, **options)
+
+    def build() -> nn.Module:
+        if not embedding_dim:
+            return body(obs_dim, out_dim, num_tasks, hidden_sizes, **options)
+        inner = body(obs_dim + embedding_dim, out_dim, num_tasks, hidden_sizes, **options)
+        return TaskEmbedded(inner, num_tasks, embedding_dim)
+
     if ensemble is None:
         return build()
     return Ensemble([build() for _ in range(ensemble)])
@@ -137,7 +156,7 @@ def task_specific_names(module: nn.Module) -> set[str]:
 
 
 # Bodies whose output layer is known (``output_layer()``), so agent.init=he_uniform can scale it.
-HE_UNIFORM_BODIES = ("shared", "multihead")
+HE_UNIFORM_BODIES = ("shared", "multihead", "bronet", "simba")
 
 
 def initialise(network: nn.Module, scheme: str, output_bound: float) -> None:
@@ -146,7 +165,9 @@ def initialise(network: nn.Module, scheme: str, output_bound: float) -> None:
         return
     members = network.members if isinstance(network, Ensemble) else [network]
     for member in members:
-        if not isinstance(member, (SharedBody, MultiHeadBody)):
+        if isinstance(member, TaskEmbedded):  # the embedding keeps its own initialisation
+            member = member.body
+        if not isinstance(member, tuple(NETWORKS[name] for name in HE_UNIFORM_BODIES)):
             raise ValueError(f"agent.init={scheme} is defined for {', '.join(HE_UNIFORM_BODIES)}")
         he_uniform_init(member, member.output_layer(), output_bound)
 
@@ -164,5 +185,7 @@ __all__ = [
     "matched_width",
     "network_count",
     "parameter_count",
+    "running_norms",
     "task_specific_names",
+    "update_running_norms",
 ]

@@ -31,6 +31,14 @@ def positive(name: str, **values: int) -> None:
             raise ValueError(f"{name}: {key} must be a positive integer, got {value!r}")
 
 
+def flag(name: str, **values: bool) -> None:
+    """Raises ValueError naming the network and option unless each value is a boolean (YAML
+    true/false), so ``layer_norm=yes please`` fails instead of counting as true."""
+    for key, value in values.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: {key} must be true or false, got {value!r}")
+
+
 def task_index(x: torch.Tensor, num_tasks: int) -> torch.Tensor:
     """The task of each group of x [G, B, obs] (its one-hot is the last T features) -> [G]."""
     return x[:, 0, -num_tasks:].argmax(-1)
@@ -75,11 +83,16 @@ def he_uniform_init(body: nn.Module, output_layer: nn.Module, output_bound: floa
         output_layer.bias.uniform_(-output_bound, output_bound)
 
 
-def mlp(in_dim: int, sizes: tuple[int, ...], out_dim: int | None = None) -> nn.Sequential:
-    """Linear + ReLU per width in ``sizes``; then a plain linear output layer if out_dim is set."""
+def mlp(
+    in_dim: int, sizes: tuple[int, ...], out_dim: int | None = None, layer_norm: bool = False
+) -> nn.Sequential:
+    """Linear + ReLU per width in ``sizes`` (Linear + LayerNorm + ReLU with ``layer_norm``: RLPD's
+    critic, Ball et al. 2023, the critic regulariser Nauman et al. 2024 found most effective);
+    then a plain linear output layer if out_dim is set, so ``[-1]`` is still the last Linear."""
     layers: list[nn.Module] = []
     for width in sizes:
-        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        norm = [nn.LayerNorm(width)] if layer_norm else []
+        layers += [nn.Linear(in_dim, width), *norm, nn.ReLU()]
         in_dim = width
     if out_dim is not None:
         layers.append(nn.Linear(in_dim, out_dim))

@@ -1,0 +1,144 @@
+"""The 2025 critic recipe inside multi-task SAC: distributional critics, task embeddings, resets,
+reward normalisation, each composed with the per-task gradient pass, and all of them together
+resuming exactly from a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_sac import OBS, A, B, T, _agent, _batch
+from test_train import _comparable
+from test_train import _run as _train
+
+from mtrl.agents.networks import task_specific_names
+from mtrl.logging import read_metrics
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _finite(metrics: dict[str, torch.Tensor]) -> bool:
+    return all(torch.isfinite(v).all() for v in metrics.values())
+
+
+@pytest.mark.parametrize("loss", ["hl_gauss", "categorical"])
+@pytest.mark.parametrize("method", ["mean", "pcgrad"])
+def test_distributional_critics_update_with_every_kind_of_step(loss, method):
+    agent = _agent(critic_loss=loss, bins=11, critic_grad=method, actor_grad=method)
+    batch = _batch()
+    assert agent.critic(torch.cat([batch.action, batch.obs], -1)).shape == (2, T, B, 11)
+    for _ in range(3):
+        metrics = agent.update(_batch())
+        assert _finite(metrics)
+    assert agent.skipped_updates == 0
+
+
+def test_categorical_target_is_a_distribution_and_terminal_targets_sit_at_the_reward():
+    agent = _agent(critic_loss="categorical", bins=21, v_min=-5.0, v_max=5.0)
+    batch = _batch(terminated=1.0)
+    target = agent.td_target(batch)  # [T, B, bins]
+    assert target.shape == (*batch.reward.shape, 21)
+    assert torch.allclose(target.sum(-1), torch.ones_like(batch.reward), atol=1e-5)
+    mean = (target * agent.values).sum(-1)  # the projection keeps the mean inside the support
+    assert torch.allclose(mean, batch.reward.clamp(-5, 5), atol=1e-4)
+
+
+def test_hl_gauss_critic_reads_q_as_the_expected_bin_centre():
+    agent = _agent(critic_loss="hl_gauss", bins=11, v_min=-1.0, v_max=1.0)
+    out = torch.zeros(2, T, 3, 11)  # uniform logits: Q is the mean of the centres, 0
+    assert torch.allclose(agent._q_values(out), torch.zeros(2, T, 3), atol=1e-6)
+    out[..., -1] = 50.0  # all mass on the last bin: its centre, 1 - 1/11
+    assert torch.allclose(agent._q_values(out), torch.full((2, T, 3), 1 - 1 / 11), atol=1e-5)
+
+
+def test_task_embedding_is_task_specific_unit_norm_and_learnt_per_task():
+    agent = _agent(task_encoding="embedding", task_embedding_dim=8, critic_grad="pcgrad")
+    names = task_specific_names(agent.critic)
+    assert {"members.0.embedding", "members.1.embedding"} <= names
+    assert "body.embedding" in task_specific_names(agent.actor)
+    embedding = agent.critic.members[0].embedding
+    assert embedding.shape == (T, 8)
+    features = agent.critic.members[0].features(_batch().obs.new_zeros(T, 2, OBS + A))
+    # Zero state with the one-hot zeroed too reads task 0's code everywhere: it has unit norm.
+    assert torch.allclose(
+        features[..., OBS + A - T : OBS + A - T + 8].norm(dim=-1), torch.ones(T, 2)
+    )
+    before = embedding.detach().clone()
+    agent.update(_batch())
+    assert not torch.equal(before, embedding.detach())  # pcgrad's per-task pass reached it
+
+
+def test_a_reset_restores_fresh_parameters_and_optimiser_state_on_schedule():
+    agent = _agent(reset_every=3)
+    initial = [p.detach().clone() for p in agent.critic.parameters()]
+    for _ in range(2):
+        agent.update(_batch())
+    assert agent.resets == 0 and agent.critic_optimizer.state
+    trained = [p.detach().clone() for p in agent.critic.parameters()]
+    log_alpha = agent.log_alpha.detach().clone()
+    agent.update(_batch())  # the third update, then the reset
+    assert agent.resets == 1
+    assert not agent.critic_optimizer.state and not agent.actor_optimizer.state
+    now = list(agent.critic.parameters())
+    for fresh, old, first in zip(now, trained, initial, strict=True):
+        assert not torch.equal(fresh, old)
+        assert not torch.equal(fresh, first)  # a new draw, not the first initialisation again
+    # A fresh draw has the initialiser's scale: nn.Linear's uniform(+-1/sqrt(fan_in)).
+    first_layer = agent.critic.members[0].net[0]
+    bound = 1 / np.sqrt(first_layer.weight.shape[1])
+    assert first_layer.weight.abs().max() <= bound
+    assert first_layer.weight.std().item() == pytest.approx(bound / np.sqrt(3), rel=0.1)
+    for target, param in zip(agent.critic_target.parameters(), now, strict=True):
+        assert torch.equal(target, param)
+    assert not torch.equal(agent.log_alpha, log_alpha - 1)  # temperatures are kept (and learn)
+    agent.update(_batch())  # the optimisers start again from nothing and step fine
+    assert agent.resets == 1 and agent.skipped_updates == 0
+
+
+RECIPE = [
+    "env.name=synthetic-scaled:3",
+    "agent.actor=simba:blocks=1,width=16",
+    "agent.critic=bronet:blocks=1,width=24",
+    "agent.critic_loss=categorical",
+    "agent.bins=11",
+    "agent.task_encoding=embedding",
+    "agent.task_embedding_dim=4",
+    "agent.reward_norm=returns",
+    "agent.weight_decay=1e-4",
+    "agent.reset_every=70",
+    "agent.reset_warmup=5",
+    "agent.critic_grad=pcgrad",
+    "updates_per_step=2",
+]
+
+
+def test_the_whole_recipe_resumes_exactly_and_logs_its_resets(tmp_path):
+    common = [
+        *RECIPE,
+        "deterministic=true",
+        "checkpoint_replay=true",
+        "warmup_steps=60",
+        "checkpoint_every=100",
+        "eval_every=100",
+        "log_every=25",
+        "final_eval_episodes=2",
+        "agent.batch_size_per_task=8",
+    ]
+    _train(tmp_path / "whole", [*common, "total_steps=200"])
+    _train(tmp_path / "split", [*common, "total_steps=100"])
+    _train(tmp_path / "split", ["total_steps=200"], resume=True)
+
+    whole, split = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "split")
+    assert _comparable(split) == _comparable(whole)
+    assert [r for r in split if r["kind"] == "event"] == [r for r in whole if r["kind"] == "event"]
+    events = [r for r in read_metrics(tmp_path / "whole") if r["kind"] == "event"]
+    # 280 updates over 140 update steps, plus 5 warm-up updates after each reset.
+    assert [r["events/reset"] for r in events] == [1.0, 2.0, 3.0, 4.0]
+    train = [r for r in read_metrics(tmp_path / "whole") if r["kind"] == "train"]
+    factors = [train[-1][f"tasks/point-{i}/reward_factor"] for i in range(3)]
+    assert factors[0] > factors[1] > factors[2]  # task i's rewards were 10^i larger
+    info = json.loads((tmp_path / "split" / "run.json").read_text())
+    assert info["status"] == "finished"
