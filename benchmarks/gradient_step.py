@@ -17,9 +17,12 @@ hit every row alike), and reported as medians and as ratios to the ``mean`` upda
 - architectures: the full update of every network of ``mtrl.agents.networks`` (``mean`` and
   ``pcgrad``), each at the width that matches the ``shared`` critic's parameter count, against
   ``shared``.
+- critic losses: the full update with each ``agent.critic_loss`` (101 bins) on the ``shared``
+  critic, and the whole 2025 recipe (BroNet critic at the matched width, categorical loss, task
+  embeddings, reward normalisation), against the ``mse`` update.
 
     python benchmarks/gradient_step.py [--shapes MT10 MT50] [--repeats 7] [--hidden 400 400 400]
-        [--architectures MT10] [--methods mean pcgrad ...]
+        [--architectures MT10] [--critic-losses MT10] [--methods mean pcgrad ...]
 """
 
 from __future__ import annotations
@@ -244,6 +247,48 @@ def run_architectures(shape: str, hidden: tuple[int, ...], batch_size: int, repe
         )
 
 
+def run_critic_losses(shape: str, hidden: tuple[int, ...], batch_size: int, repeats: int) -> None:
+    """Full update time of each critic loss, and of the whole recipe, against mse."""
+    num_tasks, obs_dim = SHAPES[shape]
+    batch = random_batch(num_tasks, obs_dim, batch_size, torch.Generator().manual_seed(0))
+    reference = network_count("shared", obs_dim + ACTION_DIM, 1, num_tasks, hidden)
+    width = matched_width("bronet", reference, obs_dim + ACTION_DIM, 1, num_tasks, len(hidden))
+    variants = {
+        "mse": {},
+        "hl_gauss": {"critic_loss": "hl_gauss"},
+        "categorical": {"critic_loss": "categorical"},
+        f"recipe (bronet w={width})": {
+            "critic": f"bronet:width={width}",
+            "critic_loss": "categorical",
+            "task_encoding": "embedding",
+            "reward_norm": "returns",
+        },
+    }
+    rows: dict[str, Callable[[], object]] = {}
+    for name, options in variants.items():
+        for method in ("mean", "pcgrad"):
+            config = AgentConfig(
+                hidden_sizes=hidden,
+                critic_grad=method,
+                actor_grad=method,
+                diagnostics_every=0,
+                **options,
+            )
+            agent = MultiTaskSAC(obs_dim, ACTION_DIM, num_tasks, config, seed=0)
+            rows[f"{name}, {method}"] = lambda agent=agent: agent.update(batch)
+    seconds = measure(rows, repeats)
+    print(
+        f"\n{shape} critic losses: full update (critic + actor), shared {list(hidden)}, "
+        f"101 bins, median of {repeats}"
+    )
+    print(f"| {'critic':<24} | {'method':<6} | {'ms':>6} | x mse |")
+    print(f"|{'-' * 26}|--------|--------|-------|")
+    for key, value in seconds.items():
+        name, method = key.rsplit(", ", 1)
+        ratio = value / seconds[f"mse, {method}"]
+        print(f"| {name:<24} | {method:<6} | {value * 1e3:>6.1f} | {ratio:>5.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="*", default=["MT10", "MT50"], choices=list(SHAPES))
@@ -260,11 +305,20 @@ def main() -> None:
         choices=list(SHAPES),
         help="shapes at which to time every architecture (none: skip)",
     )
+    parser.add_argument(
+        "--critic-losses",
+        nargs="*",
+        default=["MT10"],
+        choices=list(SHAPES),
+        help="shapes at which to time the critic losses and the recipe (none: skip)",
+    )
     args = parser.parse_args()
     for shape in args.shapes:
         run_shape(shape, tuple(args.hidden), args.batch, args.repeats, args.methods)
     for shape in args.architectures:
         run_architectures(shape, tuple(args.hidden), args.batch, args.repeats)
+    for shape in args.critic_losses:
+        run_critic_losses(shape, tuple(args.hidden), args.batch, args.repeats)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from learning_runs import ROOT, add_arguments, read_curve, train
 
-ROOT = Path(__file__).resolve().parent.parent
-MTRL = [sys.executable, "-m", "mtrl"]  # the interpreter running this script, venv or not
 PRESET = ROOT / "configs" / "mt10" / "scaling" / "mtmhsac_w0256.yaml"
 # McLean et al. 2025 (their Fig. and rainx0r/mtrl's width-scaling runs), MT10, W = 256: steps per
 # task -> mean success over their 10 seeds.
@@ -37,60 +33,16 @@ PUBLISHED = {50_000: 0.19, 100_000: 0.28, 250_000: 0.54, 1_000_000: 0.70, 2_000_
 
 
 def train_seed(seed: int, args: argparse.Namespace) -> None:
-    run_dir = args.out / "runs" / f"seed{seed}"
-    if (run_dir / "eval" / "final.json").is_file():
-        print(f"seed {seed}: finished, skipped")
-        return
-    options = [
-        f"total_steps={args.steps}",
-        f"eval_every={args.eval_every}",
-        "eval_episodes=50",
-        "final_eval_episodes=50",
-        f"checkpoint_every={args.checkpoint_every}",
-        "checkpoint_replay=true",
-        "keep_checkpoints=1",
-        f"torch_threads={args.torch_threads}",
-        "progress=false",
-    ]
-    if any(run_dir.glob("checkpoints/step_*.pt")):
-        command = [*MTRL, "train", "--resume", str(run_dir), *options]
-    else:
-        command = [*MTRL, "train", "--config", str(PRESET), f"seed={seed}", f"run_dir={run_dir}"]
-        command += options
-    print(f"seed {seed}: {' '.join(command)}", flush=True)
-    done = subprocess.run(command, cwd=ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"})
-    if done.returncode != 0:
-        sys.exit(f"seed {seed}: mtrl train exited with {done.returncode}; rerun to resume")
+    train(args.out / "runs" / f"seed{seed}", PRESET, seed, args)
 
 
 def seed_curves(out: Path) -> dict[int, dict]:
     """Per seed: {step: [per-task success]} from its evaluations, and its wall-clock seconds."""
-    from mtrl.logging import read_metrics
-
     curves = {}
     for run_dir in sorted((out / "runs").glob("seed*")):
-        if not (run_dir / "metrics.jsonl").is_file():
-            continue
-        points: dict[int, dict[str, float]] = {}
-        seconds, last_step = 0.0, 0
-        for record in read_metrics(run_dir):
-            if record.get("kind") == "train":  # each window's wall-clock, evaluations included
-                steps = int(record["step"]) - last_step
-                seconds += steps * TASKS / record["charts/env_steps_per_s"]
-                last_step = int(record["step"])
-            if record.get("kind") not in ("eval", "final_eval"):
-                continue
-            points[int(record["step"])] = {
-                key.split("/")[1]: float(value)
-                for key, value in record.items()
-                if key.startswith("tasks/") and key.endswith("/success_rate")
-            }
-        finished = (run_dir / "eval" / "final.json").is_file()
-        curves[int(run_dir.name.removeprefix("seed"))] = {
-            "points": points,
-            "seconds": seconds,
-            "finished": finished,
-        }
+        curve = read_curve(run_dir, TASKS)
+        if curve is not None:
+            curves[int(run_dir.name.removeprefix("seed"))] = curve
     return curves
 
 
@@ -188,14 +140,7 @@ def plot(path: Path, table: dict, curves: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=100_000, help="steps per task")
-    parser.add_argument("--eval-every", type=int, default=25_000)
-    parser.add_argument("--checkpoint-every", type=int, default=10_000)
-    parser.add_argument("--torch-threads", type=int, default=1)
-    parser.add_argument("--bootstrap-reps", type=int, default=5_000)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/reference_mt10")
-    parser.add_argument("--report-only", action="store_true", help="no training: table and figure")
+    add_arguments(parser, "benchmarks/results/reference_mt10", [0, 1, 2], 100_000, 25_000)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_cli import assert_one_line_error, mtrl
 from test_sac import OBS, A, B, T, _agent, _batch
 from test_train import _comparable
 from test_train import _run as _train
@@ -142,3 +143,34 @@ def test_the_whole_recipe_resumes_exactly_and_logs_its_resets(tmp_path):
     assert factors[0] > factors[1] > factors[2]  # task i's rewards were 10^i larger
     info = json.loads((tmp_path / "split" / "run.json").read_text())
     assert info["status"] == "finished"
+
+
+@pytest.mark.metaworld
+@pytest.mark.parametrize("suite", ["mt10", "mt50"])
+def test_the_brc_presets_train_on_metaworld_and_refuse_a_bad_support(tmp_path, suite):
+    """BRC's presets as shipped (only shrunk: widths, batch, steps), on a real Meta-World task."""
+    run_dir = tmp_path / "run"
+    shrink = [
+        "env.name=MT1:reach-v3",
+        "env.max_episode_steps=30",  # episodes finish, so the reward normaliser has extents
+        "agent.actor=bronet:blocks=1,width=16",
+        "agent.critic=bronet:blocks=2,width=32",
+        "agent.batch_size_per_task=16",
+        "replay_capacity_per_task=1000",
+        "warmup_steps=40",
+        "total_steps=80",
+        "eval_every=0",
+        "final_eval_episodes=1",
+        "checkpoint_every=80",
+        "log_every=20",
+    ]
+    mtrl("train", "--config", f"configs/{suite}/brc.yaml", f"run_dir={run_dir}", *shrink)
+    config = (run_dir / "config.yaml").read_text()
+    assert "critic_loss: categorical" in config and "reward_norm: returns" in config
+    train = [r for r in read_metrics(run_dir) if r["kind"] == "train" and "losses/critic" in r]
+    assert train and all(np.isfinite(r["losses/critic"]) for r in train)
+    assert 0 < train[-1]["tasks/reach-v3/reward_factor"] < 1  # returns of ~100s scaled to ~10
+    assert_one_line_error(
+        mtrl("train", "--config", f"configs/{suite}/brc.yaml", "agent.v_min=10", check=False),
+        "agent.v_min",
+    )

@@ -1,0 +1,93 @@
+"""Resumable learning runs for the benchmark scripts: a preset trained for a number of steps per task
+in its own run directory, and the curve and wall-clock read back from it.
+
+Every run is an ordinary ``mtrl train`` run directory: a finished one is skipped, an unfinished one is
+resumed from its checkpoint (the replay buffer is checkpointed too, so a resumed run learns as an
+uninterrupted one), so a benchmark killed at the end of a session loses at most one checkpoint
+interval. The wall-clock is summed from the logged windows (evaluations included, start-up and the
+replay loading of resumes not), so it survives interruptions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MTRL = [sys.executable, "-m", "mtrl"]  # the interpreter running the script, venv or not
+
+
+def train(
+    run_dir: Path,
+    preset: Path,
+    seed: int,
+    args: argparse.Namespace,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> None:
+    """Trains (or resumes, or skips) one run with the budget in ``args`` (``add_arguments``);
+    exits with a one-line message if training fails."""
+    if (run_dir / "eval" / "final.json").is_file():
+        print(f"{run_dir.relative_to(ROOT)}: finished, skipped")
+        return
+    options = [
+        f"total_steps={args.steps}",
+        f"eval_every={args.eval_every}",
+        "eval_episodes=50",
+        "final_eval_episodes=50",
+        f"checkpoint_every={args.checkpoint_every}",
+        "checkpoint_replay=true",
+        "keep_checkpoints=1",
+        f"torch_threads={args.torch_threads}",
+        "progress=false",
+    ]
+    if any(run_dir.glob("checkpoints/step_*.pt")):
+        command = [*MTRL, "train", "--resume", str(run_dir), *options]
+    else:
+        command = [*MTRL, "train", "--config", str(preset), f"seed={seed}", f"run_dir={run_dir}"]
+        command += [*overrides, *options]
+    print(" ".join(command), flush=True)
+    done = subprocess.run(command, cwd=ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"})
+    if done.returncode != 0:
+        sys.exit(f"{run_dir}: mtrl train exited with {done.returncode}; rerun to resume")
+
+
+def read_curve(run_dir: Path, num_tasks: int) -> dict | None:
+    """{"points": {step: {task: success}}, "seconds": wall-clock, "finished": bool}, or None when
+    the run has logged nothing yet."""
+    from mtrl.logging import read_metrics
+
+    if not (run_dir / "metrics.jsonl").is_file():
+        return None
+    points: dict[int, dict[str, float]] = {}
+    seconds, last_step = 0.0, 0
+    for record in read_metrics(run_dir):
+        if record.get("kind") == "train":  # each window's wall-clock, evaluations included
+            steps = int(record["step"]) - last_step
+            seconds += steps * num_tasks / record["charts/env_steps_per_s"]
+            last_step = int(record["step"])
+        if record.get("kind") not in ("eval", "final_eval"):
+            continue
+        points[int(record["step"])] = {
+            key.split("/")[1]: float(value)
+            for key, value in record.items()
+            if key.startswith("tasks/") and key.endswith("/success_rate")
+        }
+    finished = (run_dir / "eval" / "final.json").is_file()
+    return {"points": points, "seconds": seconds, "finished": finished}
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser, out: str, seeds: list[int], steps: int, eval_every: int
+) -> None:
+    """The options every learning benchmark takes (its seeds, budget, output folder)."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    parser.add_argument("--steps", type=int, default=steps, help="steps per task")
+    parser.add_argument("--eval-every", type=int, default=eval_every)
+    parser.add_argument("--checkpoint-every", type=int, default=10_000)
+    parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--bootstrap-reps", type=int, default=5_000)
+    parser.add_argument("--out", type=Path, default=ROOT / out)
+    parser.add_argument("--report-only", action="store_true", help="no training: the report")
