@@ -145,7 +145,7 @@ def test_every_preset_loads():
     for preset in presets:
         if "sweeps" in preset.parts:
             continue
-        build_config(preset)
+        build_run_config(preset)  # the values and every registered name (env, networks, methods)
 
 
 _keys = st.sampled_from(
