@@ -116,9 +116,26 @@ RECIPE = [
 ]
 
 
-def test_the_whole_recipe_resumes_exactly_and_logs_its_resets(tmp_path):
+# The options the recipe above does not use, in a second run: HL-Gauss, ARS's scale (refreshed at
+# each reset), LayerNorm-ed multi-head bodies, one update per step.
+OTHER_OPTIONS = [
+    "env.name=synthetic-scaled:3",
+    "agent.actor=shared:layer_norm=true",
+    "agent.critic=multihead:layer_norm=true",
+    "agent.critic_loss=hl_gauss",
+    "agent.bins=11",
+    "agent.v_min=-50",
+    "agent.v_max=50",
+    "agent.reward_norm=scale",
+    "agent.reset_every=140",
+    "agent.reset_warmup=5",
+]
+
+
+def _split_and_whole(tmp_path: Path, options: list[str]) -> tuple[list[dict], list[dict]]:
+    """The same run straight through and interrupted at its checkpoint, then resumed."""
     common = [
-        *RECIPE,
+        *options,
         "deterministic=true",
         "checkpoint_replay=true",
         "warmup_steps=60",
@@ -127,22 +144,34 @@ def test_the_whole_recipe_resumes_exactly_and_logs_its_resets(tmp_path):
         "log_every=25",
         "final_eval_episodes=2",
         "agent.batch_size_per_task=8",
+        "agent.hidden_sizes=[16,16]",
     ]
     _train(tmp_path / "whole", [*common, "total_steps=200"])
     _train(tmp_path / "split", [*common, "total_steps=100"])
     _train(tmp_path / "split", ["total_steps=200"], resume=True)
-
     whole, split = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "split")
     assert _comparable(split) == _comparable(whole)
     assert [r for r in split if r["kind"] == "event"] == [r for r in whole if r["kind"] == "event"]
-    events = [r for r in read_metrics(tmp_path / "whole") if r["kind"] == "event"]
+    assert json.loads((tmp_path / "split" / "run.json").read_text())["status"] == "finished"
+    return whole, split
+
+
+def test_the_whole_recipe_resumes_exactly_and_logs_its_resets(tmp_path):
+    whole, _ = _split_and_whole(tmp_path, RECIPE)
+    events = [r for r in whole if r["kind"] == "event"]
     # 280 updates over 140 update steps, plus 5 warm-up updates after each reset.
     assert [r["events/reset"] for r in events] == [1.0, 2.0, 3.0, 4.0]
-    train = [r for r in read_metrics(tmp_path / "whole") if r["kind"] == "train"]
+    train = [r for r in whole if r["kind"] == "train"]
     factors = [train[-1][f"tasks/point-{i}/reward_factor"] for i in range(3)]
     assert factors[0] > factors[1] > factors[2]  # task i's rewards were 10^i larger
-    info = json.loads((tmp_path / "split" / "run.json").read_text())
-    assert info["status"] == "finished"
+
+
+def test_the_other_options_resume_exactly(tmp_path):
+    whole, _ = _split_and_whole(tmp_path, OTHER_OPTIONS)
+    train = [r for r in whole if r["kind"] == "train"]
+    factors = [train[-1][f"tasks/point-{i}/reward_factor"] for i in range(3)]
+    assert factors[0] / factors[2] == pytest.approx(100, rel=0.5)  # ~1 / mean |r|: 10^0 vs 10^2
+    assert [r["events/reset"] for r in whole if r["kind"] == "event"] == [1.0]
 
 
 @pytest.mark.metaworld
