@@ -43,16 +43,18 @@ def test_categorical_target_is_a_distribution_and_terminal_targets_sit_at_the_re
     target = agent.td_target(batch)  # [T, B, bins]
     assert target.shape == (*batch.reward.shape, 21)
     assert torch.allclose(target.sum(-1), torch.ones_like(batch.reward), atol=1e-5)
-    mean = (target * agent.values).sum(-1)  # the projection keeps the mean inside the support
+    mean = (target * agent.readout.values).sum(
+        -1
+    )  # the projection keeps the mean inside the support
     assert torch.allclose(mean, batch.reward.clamp(-5, 5), atol=1e-4)
 
 
 def test_hl_gauss_critic_reads_q_as_the_expected_bin_centre():
     agent = _agent(critic_loss="hl_gauss", bins=11, v_min=-1.0, v_max=1.0)
     out = torch.zeros(2, T, 3, 11)  # uniform logits: Q is the mean of the centres, 0
-    assert torch.allclose(agent._q_values(out), torch.zeros(2, T, 3), atol=1e-6)
+    assert torch.allclose(agent.readout.q(out), torch.zeros(2, T, 3), atol=1e-6)
     out[..., -1] = 50.0  # all mass on the last bin: its centre, 1 - 1/11
-    assert torch.allclose(agent._q_values(out), torch.full((2, T, 3), 1 - 1 / 11), atol=1e-5)
+    assert torch.allclose(agent.readout.q(out), torch.full((2, T, 3), 1 - 1 / 11), atol=1e-5)
 
 
 def test_task_embedding_is_task_specific_unit_norm_and_learnt_per_task():

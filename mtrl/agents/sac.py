@@ -107,11 +107,10 @@ class MultiTaskSAC:
         self.device = torch.device(device)
         self.obs_dim = obs_dim
         # mse: one Q per critic; hl_gauss / categorical: logits over the support's values.
-        self.support = value_losses.ValueSupport(
-            config.critic_loss, config.bins, config.v_min, config.v_max
+        self.readout = value_losses.CriticReadout(
+            value_losses.ValueSupport(config.critic_loss, config.bins, config.v_min, config.v_max),
+            self.device,
         )
-        # [bins]: what the distributional critic's probabilities are the probabilities of
-        self.values = None if config.critic_loss == "mse" else self.support.values(self.device)
         self.actor, self.critic = self._build_networks()
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.has_running_norms = bool(running_norms(self.actor) or running_norms(self.critic))
@@ -180,7 +179,7 @@ class MultiTaskSAC:
         critic = make_network(
             config.critic,
             self.obs_dim + self.action_dim,
-            1 if self.support.kind == "mse" else self.support.bins,
+            self.readout.out_dim,
             num_tasks,
             config.hidden_sizes,
             ensemble=2,
@@ -328,25 +327,7 @@ class MultiTaskSAC:
         next_out = self.critic_target(torch.cat([next_action, next_obs], -1))  # [2, T, B, out]
         entropy = log_alpha.exp()[:, None] * next_log_prob  # [T, B]
         discount = self.config.gamma * (1.0 - terminated)  # [T, B]
-        if self.support.kind == "categorical":  # BRC: the twins' mean distribution, shifted
-            next_probs = next_out.softmax(-1).mean(0)  # [T, B, bins]
-            return value_losses.categorical_projection(
-                next_probs, reward, discount, entropy, self.support.v_min, self.support.v_max
-            )
-        next_q = self._q_values(next_out).amin(0)  # [T, B]
-        return reward + discount * (next_q - entropy)
-
-    def _q_values(self, out: torch.Tensor) -> torch.Tensor:
-        """Critic outputs [..., out] -> Q [...]: the output itself, or the logits' expectation."""
-        if self.support.kind == "mse":
-            return out.squeeze(-1)
-        return value_losses.expected_value(out, self.values)
-
-    def _critic_value(self, out: torch.Tensor) -> torch.Tensor:
-        """The actor's Q from the twins' outputs [2, G, B, out] -> [G, B]: the min (clipped double
-        Q); for the categorical critic the twins' mean, as BRC takes it."""
-        q = self._q_values(out)
-        return q.mean(0) if self.support.kind == "categorical" else q.amin(0)
+        return self.readout.target(next_out, reward, discount, entropy)
 
     # The losses, each defined once over groups ([G, B, ...], a group per task) as a function of
     # the parameters (None: the modules' own, for plain autograd); the engine vmaps the one-group
@@ -361,17 +342,9 @@ class MultiTaskSAC:
         """Per-group losses [G] (both twin critics fit the same target) and mean Q [G]. target is
         [G, B] (mse, hl_gauss) or a distribution [G, B, bins] (categorical)."""
         out = _call(self.critic, params, torch.cat([action, obs], -1))  # [2, G, B, out]
-        q = self._q_values(out)  # [2, G, B]
-        kind = self.support.kind
-        if kind == "mse":
-            loss = (q - target).pow(2)
-        else:
-            if kind == "hl_gauss":
-                target = value_losses.hl_gauss_probs(
-                    target, self.support.v_min, self.support.v_max, self.support.bins
-                )
-            loss = value_losses.cross_entropy(out, target.unsqueeze(0))  # [2, G, B]
-        return loss.sum(0).mean(-1), q.detach().mean((0, 2))
+        loss = self.readout.loss(out, target)  # [2, G, B]
+        q = self.readout.q(out).detach()  # [2, G, B]
+        return loss.sum(0).mean(-1), q.mean((0, 2))
 
     def actor_losses(
         self,
@@ -384,7 +357,7 @@ class MultiTaskSAC:
         """Per-group losses [G] (min-Q plus each task's entropy bonus) and mean log-prob [G]."""
         mean, log_std = _call(self.actor, params, obs)
         action, log_prob = squashed_sample(mean, log_std, noise)  # [G, B, A], [G, B]
-        q = self._critic_value(_call(self.critic, critic_params, torch.cat([action, obs], -1)))
+        q = self.readout.actor_q(_call(self.critic, critic_params, torch.cat([action, obs], -1)))
         return (alpha[:, None] * log_prob - q).mean(-1), log_prob.detach().mean(-1)
 
     def observe_success(self, task_index: np.ndarray, success: np.ndarray) -> None:

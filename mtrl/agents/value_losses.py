@@ -119,3 +119,52 @@ def cross_entropy(logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     as both papers treat the target as a constant.
     """
     return -(probs * torch.log_softmax(logits, -1)).sum(-1)
+
+
+class CriticReadout:
+    """What the twin critics' outputs [2, ..., out] mean under ``agent.critic_loss``: their Q
+    values, the actor's Q, the TD target and the per-sample loss, so that SAC reads the same for
+    a regressed critic and a distributional one."""
+
+    def __init__(self, support: ValueSupport, device: torch.device | str | None = None) -> None:
+        self.support, self.kind = support, support.kind
+        self.values = None if self.kind == "mse" else support.values(device)  # [bins]
+
+    @property
+    def out_dim(self) -> int:
+        return 1 if self.kind == "mse" else self.support.bins
+
+    def q(self, out: torch.Tensor) -> torch.Tensor:
+        """[..., out] -> Q [...]: the output itself, or the logits' expectation."""
+        return out.squeeze(-1) if self.values is None else expected_value(out, self.values)
+
+    def actor_q(self, out: torch.Tensor) -> torch.Tensor:
+        """The twins' [2, ...] outputs -> the Q the actor maximises [...]: their min (clipped
+        double Q), or for the categorical critic their mean, as BRC takes it."""
+        q = self.q(out)
+        return q.mean(0) if self.kind == "categorical" else q.amin(0)
+
+    def target(
+        self,
+        next_out: torch.Tensor,  # [2, ..., out]: the target critics at (s', a')
+        reward: torch.Tensor,  # [...]
+        discount: torch.Tensor,  # [...]: gamma * (1 - terminated)
+        entropy: torch.Tensor,  # [...]: alpha * log pi(a' | s')
+    ) -> torch.Tensor:
+        """The soft TD target: a scalar [...] (mse, hl_gauss: min over the twins), or the
+        projected distribution [..., bins] of the twins' mean distribution (categorical)."""
+        if self.kind == "categorical":
+            next_probs = next_out.softmax(-1).mean(0)
+            return categorical_projection(
+                next_probs, reward, discount, entropy, self.support.v_min, self.support.v_max
+            )
+        return reward + discount * (self.q(next_out).amin(0) - entropy)
+
+    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Each twin's per-sample loss [2, ...] against the one target of ``target()``."""
+        if self.kind == "mse":
+            return (self.q(out) - target).pow(2)
+        if self.kind == "hl_gauss":
+            s = self.support
+            target = hl_gauss_probs(target, s.v_min, s.v_max, s.bins)
+        return cross_entropy(out, target.unsqueeze(0))
