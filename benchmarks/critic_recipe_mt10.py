@@ -16,7 +16,7 @@ Each (arm, seed) is a resumable run directory under ``--out/runs/<arm>/seed<k>``
 (``learning_runs``); seeds run arm by arm, seed 0 of every arm first, so a partial benchmark still
 compares every arm. ``--report-only`` writes the table from what exists.
 
-    nice python benchmarks/critic_recipe_mt10.py --seeds 0 1     # ~1 h per run on 2 cores
+    nice python benchmarks/critic_recipe_mt10.py --seeds 0 1     # ~1-2 h per run on 2 cores
     python benchmarks/critic_recipe_mt10.py --report-only
 """
 
