@@ -243,6 +243,8 @@ def configure_torch(config: Config) -> torch.device:
     if config.torch_threads > 0:
         torch.set_num_threads(config.torch_threads)
     torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
+    if device.type == "cuda" and config.agent.precision != "fp32":
+        torch.set_float32_matmul_precision("high")  # TF32 for what stays fp32 (the Gram matrices)
     torch.set_flush_denormal(True)
     return device
 

@@ -415,6 +415,7 @@ RESUMABLE_KEYS = (
     "device",
     "torch_threads",
     "agent.compile",
+    "agent.precision",
     "progress",
     "label",
 )

@@ -46,6 +46,14 @@ def _call(module: nn.Module, params: dict[str, torch.Tensor] | None, x: torch.Te
     return module(x) if params is None else functional_call(module, params, (x,))
 
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively here (agent.precision=auto): CUDA devices that support
+    bf16, CPUs with avx512_bf16 or AMX (measured here, avx512_bf16: a 2048^3 matmul 2.27x fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def squashed_sample(
     mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,8 +81,9 @@ class Actor(nn.Module):
         self.log_std_min, self.log_std_max = config.log_std_min, config.log_std_max
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """obs [G, B, obs], each group from one task -> mean, log std [G, B, A]."""
-        mean, log_std = self.body(obs).chunk(2, dim=-1)
+        """obs [G, B, obs], each group from one task -> mean, log std [G, B, A], in fp32 also when
+        the body ran under bf16 autocast (its output is cast back before anything else)."""
+        mean, log_std = self.body(obs).float().chunk(2, dim=-1)
         # Soft bounds on log std (as CleanRL and SpinningUp do) keep gradients alive at the edges.
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
             torch.tanh(log_std) + 1
@@ -106,6 +115,14 @@ class MultiTaskSAC:
         self.config, self.num_tasks, self.action_dim = config, num_tasks, action_dim
         self.device = torch.device(device)
         self.obs_dim = obs_dim
+        bf16 = config.precision == "bf16" or (
+            config.precision == "auto" and bf16_is_fast(self.device)
+        )
+        # The networks' forward (and so backward) passes; outputs are cast back to fp32 at once.
+        self.autocast = functools.partial(
+            torch.autocast, self.device.type, dtype=torch.bfloat16, enabled=bf16
+        )
+        self.precision = "bf16" if bf16 else "fp32"
         # mse: one Q per critic; hl_gauss / categorical: logits over the support's values.
         self.readout = value_losses.CriticReadout(
             value_losses.ValueSupport(config.critic_loss, config.bins, config.v_min, config.v_max),
@@ -195,7 +212,8 @@ class MultiTaskSAC:
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """obs [T, obs_dim] -> actions [T, A] in [-1, 1]."""
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
-        mean, log_std = self.actor(obs_t)
+        with self.autocast():
+            mean, log_std = self.actor(obs_t)
         if not deterministic:  # the policy's sample, without the log-probability acting never uses
             mean = mean + log_std.exp() * torch.randn_like(mean)
         return torch.tanh(mean).squeeze(1).cpu().numpy()
@@ -322,9 +340,12 @@ class MultiTaskSAC:
 
     @torch.no_grad()
     def _soft_td_target(self, next_obs, reward, terminated, noise, log_alpha) -> torch.Tensor:
-        mean, log_std = self.actor(next_obs)
+        with self.autocast():
+            mean, log_std = self.actor(next_obs)
         next_action, next_log_prob = squashed_sample(mean, log_std, noise)  # [T, B, A], [T, B]
-        next_out = self.critic_target(torch.cat([next_action, next_obs], -1))  # [2, T, B, out]
+        with self.autocast():
+            next_out = self.critic_target(torch.cat([next_action, next_obs], -1))
+        next_out = next_out.float()  # [2, T, B, out]
         entropy = log_alpha.exp()[:, None] * next_log_prob  # [T, B]
         discount = self.config.gamma * (1.0 - terminated)  # [T, B]
         return self.readout.target(next_out, reward, discount, entropy)
@@ -341,7 +362,9 @@ class MultiTaskSAC:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-group losses [G] (both twin critics fit the same target) and mean Q [G]. target is
         [G, B] (mse, hl_gauss) or a distribution [G, B, bins] (categorical)."""
-        out = _call(self.critic, params, torch.cat([action, obs], -1))  # [2, G, B, out]
+        with self.autocast():
+            out = _call(self.critic, params, torch.cat([action, obs], -1))
+        out = out.float()  # [2, G, B, out]
         loss = self.readout.loss(out, target)  # [2, G, B]
         q = self.readout.q(out).detach()  # [2, G, B]
         return loss.sum(0).mean(-1), q.mean((0, 2))
@@ -355,9 +378,12 @@ class MultiTaskSAC:
         critic_params: dict[str, torch.Tensor] | None,  # fixed: the loss goes through them
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-group losses [G] (min-Q plus each task's entropy bonus) and mean log-prob [G]."""
-        mean, log_std = _call(self.actor, params, obs)
+        with self.autocast():
+            mean, log_std = _call(self.actor, params, obs)
         action, log_prob = squashed_sample(mean, log_std, noise)  # [G, B, A], [G, B]
-        q = self.readout.actor_q(_call(self.critic, critic_params, torch.cat([action, obs], -1)))
+        with self.autocast():
+            out = _call(self.critic, critic_params, torch.cat([action, obs], -1))
+        q = self.readout.actor_q(out.float())
         return (alpha[:, None] * log_prob - q).mean(-1), log_prob.detach().mean(-1)
 
     def observe_success(self, task_index: np.ndarray, success: np.ndarray) -> None:
