@@ -49,12 +49,16 @@ def per_second(
 
 # ------------------------------------------------------------------------------------ compute
 def sgemm_peak(
-    size: int = 2048, calls: int = 10, rounds: int = 5, device: torch.device | None = None
+    size: int = 2048,
+    calls: int = 10,
+    rounds: int = 5,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> float:
     """FLOP/s of a [size, size] @ [size, size] fp32 matmul, the device's practical peak: the best
     of several rounds, since a shared host's slow moments would otherwise pass for a low peak (one
     round measured 113 GFLOP/s on a day the update alone ran at 114)."""
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     return (
         2 * size**3 * max(per_second(lambda k: a @ b, calls, device=device) for _ in range(rounds))
     )
@@ -84,6 +88,7 @@ def update_seconds(
     hidden: tuple[int, ...],
     batch: int,
     device: torch.device | None = None,
+    precision: str = "fp32",
 ) -> float:
     """Median seconds of one full MT-SAC update (mean gradient) on a random [T, B] batch."""
     device = device or torch.device("cpu")
@@ -110,7 +115,9 @@ def update_seconds(
             )
         )
     )
-    config = AgentConfig(hidden_sizes=hidden, batch_size_per_task=batch, diagnostics_every=0)
+    config = AgentConfig(
+        hidden_sizes=hidden, batch_size_per_task=batch, diagnostics_every=0, precision=precision
+    )
     agent = MultiTaskSAC(obs_dim, ACTION_DIM, num_tasks, config, device)
     times = []
     for k in range(12):
@@ -129,11 +136,14 @@ def update_seconds_and_peak(
     batch: int,
     size: int,
     device: torch.device | None = None,
+    precision: str = "fp32",
 ) -> tuple[float, float]:
-    """The update's median seconds and the sgemm peak measured right after it in the same process,
-    so that its share of the peak compares two numbers taken under the same host load."""
-    seconds = update_seconds(num_tasks, obs_dim, hidden, batch, device)
-    return seconds, sgemm_peak(size, device=device)
+    """The update's median seconds and the matmul peak of its precision measured right after it
+    in the same process, so that its share of the peak compares two numbers taken under the same
+    host load."""
+    seconds = update_seconds(num_tasks, obs_dim, hidden, batch, device, precision)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    return seconds, sgemm_peak(size, device=device, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------- envs
@@ -324,23 +334,37 @@ def main(argv: list[str] | None = None) -> int:
     peak = sgemm_peak(size, device=device)
     print(f"\n(a) fp32 matmul peak ({size}^3 sgemm): {peak / 1e9:,.1f} GFLOP/s")
 
-    print("\n(b) MT-SAC update (mean gradient, shared networks)")
+    bf16_peak = sgemm_peak(size, device=device, dtype=torch.bfloat16)
+    print(f"    bf16 matmul peak (same size): {bf16_peak / 1e9:,.1f} GFLOP/s")
+
+    print("\n(b) MT-SAC update (mean gradient, shared networks), fp32 and agent.precision=bf16")
     print(
-        "| tasks | rows | ms/update | GFLOP/update | GFLOP/s | sgemm GFLOP/s beside it "
-        "| x sgemm peak |"
+        "| tasks | rows | precision | ms/update | x fp32 | GFLOP/update | GFLOP/s "
+        "| matmul GFLOP/s beside it | x its peak |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for spec in specs:
-        seconds, peak_beside = in_fresh_process(
-            update_seconds_and_peak, tasks[spec], obs_dims[spec], hidden, batch, size, device
-        )
         flops = update_flops(obs_dims[spec], tasks[spec], hidden, batch)
-        # The share is of the higher of the two peaks: never flattered by a slow moment.
-        share = flops / seconds / max(peak, peak_beside)
-        print(
-            f"| {spec} | {tasks[spec] * batch} | {seconds * 1e3:.1f} | {flops / 1e9:.2f} | "
-            f"{flops / seconds / 1e9:.1f} | {peak_beside / 1e9:.1f} | {share:.2f} |"
-        )
+        fp32_seconds = None
+        for precision, first_peak in (("fp32", peak), ("bf16", bf16_peak)):
+            seconds, peak_beside = in_fresh_process(
+                update_seconds_and_peak,
+                tasks[spec],
+                obs_dims[spec],
+                hidden,
+                batch,
+                size,
+                device,
+                precision,
+            )
+            fp32_seconds = fp32_seconds or seconds
+            # The share is of the higher of the two peaks: never flattered by a slow moment.
+            share = flops / seconds / max(first_peak, peak_beside)
+            print(
+                f"| {spec} | {tasks[spec] * batch} | {precision} | {seconds * 1e3:.1f} | "
+                f"{fp32_seconds / seconds:.2f} | {flops / 1e9:.2f} | {flops / seconds / 1e9:.1f} "
+                f"| {peak_beside / 1e9:.1f} | {share:.2f} |"
+            )
 
     print("\n(c) env steps/s (task steps, random actions)")
     print("| task set | raw Meta-World loop | our sync vector env | ratio | sharded, 1 per core |")
