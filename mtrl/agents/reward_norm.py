@@ -53,13 +53,11 @@ class RewardNormaliser:
         gamma: float,
         v_max: float,
         target_entropy: float,
-        device: torch.device | str = "cpu",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"reward_norm must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode, self.num_tasks, self.gamma = mode, num_tasks, gamma
         self.v_max, self.target_entropy = v_max, target_entropy
-        self.device = torch.device(device)
         self.episodes: list[list[float]] = [[] for _ in range(num_tasks)]  # unfinished episodes
         self.returns_min = np.full(num_tasks, np.inf)  # [T]
         self.returns_max = np.full(num_tasks, -np.inf)  # [T]

@@ -144,7 +144,6 @@ class MultiTaskSAC:
             config.gamma,
             config.v_max,
             self.target_entropy,
-            self.device,
         )
 
         # Fused Adam: one kernel per step instead of ~10 small ops per parameter (measured at MT1,
