@@ -13,8 +13,9 @@ Arms (each ``configs/mt10/scaling/mtmhsac_w0256.yaml``, McLean et al.'s protocol
   returns ([-1000, 1000]: Meta-World v2 rewards are <= 10 a step, gamma = 0.99).
 
 Each (arm, seed) is a resumable run directory under ``--out/runs/<arm>/seed<k>``
-(``learning_runs``); seeds run arm by arm, seed 0 of every arm first, so a partial benchmark still
-compares every arm. ``--report-only`` writes the table from what exists.
+(``learning_runs``), its curve kept in ``--out/records/<arm>/seed<k>.json`` (committed: run
+directories stay on the machine that ran them); seeds run arm by arm, seed 0 of every arm first, so
+a partial benchmark still compares every arm. ``--report-only`` writes the table from what exists.
 
     nice python benchmarks/critic_recipe_mt10.py --seeds 0 1     # ~1-2 h per run on 2 cores
     python benchmarks/critic_recipe_mt10.py --report-only
@@ -27,7 +28,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from learning_runs import ROOT, add_arguments, read_curve, train
+from learning_runs import ROOT, add_arguments, record_curve, train
 
 PRESET = ROOT / "configs" / "mt10" / "scaling" / "mtmhsac_w0256.yaml"
 TASKS, OBS, ACTIONS, EMBEDDING = 10, 39 + 10, 4, 32
@@ -74,11 +75,14 @@ def report(out: Path, reps: int) -> str:
 
     rows, results = [], {}
     for arm in arms():
+        names = {path.name for path in (out / "runs" / arm).glob("seed*")}
+        names |= {path.stem for path in (out / "records" / arm).glob("seed*.json")}
         curves = {}
-        for run_dir in sorted((out / "runs" / arm).glob("seed*")):
-            curve = read_curve(run_dir, TASKS)
+        for name in names:
+            record = out / "records" / arm / f"{name}.json"
+            curve = record_curve(out / "runs" / arm / name, record, TASKS)
             if curve is not None and curve["points"]:
-                curves[int(run_dir.name.removeprefix("seed"))] = curve
+                curves[int(name.removeprefix("seed"))] = curve
         if not curves:
             continue
         step = min(max(c["points"]) for c in curves.values())  # reached by every seed
@@ -87,8 +91,7 @@ def report(out: Path, reps: int) -> str:
         scores = np.array([[curves[s]["points"][step][t] for t in tasks] for s in seeds])
         iqm, low, high = aggregate_estimates(scores, reps=reps, seed=0)["iqm"].as_tuple()
         hours = [curves[s]["seconds"] / 3600 for s in seeds]
-        params = json.loads((out / "runs" / arm / f"seed{seeds[0]}" / "run.json").read_text())
-        counts = params["parameter_counts"]
+        counts = curves[seeds[0]]["parameter_counts"]
         results[arm] = {
             "step": step,
             "seeds": seeds,

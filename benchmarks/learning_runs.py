@@ -6,14 +6,21 @@ resumed from its checkpoint (the replay buffer is checkpointed too, so a resumed
 uninterrupted one), so a benchmark killed at the end of a session loses at most one checkpoint
 interval. The wall-clock is summed from the logged windows (evaluations included, start-up and the
 replay loading of resumes not), so it survives interruptions.
+
+Run directories are git-ignored (their checkpoints hold the replay buffer) and live only on the
+machine that ran them, so each run's curve is also kept in a small JSON *record* committed with the
+results (``record_curve``): the reports read the records, and a seed finished, or evaluated part
+way, in one session still counts after its machine is gone.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +83,42 @@ def read_curve(run_dir: Path, num_tasks: int) -> dict | None:
             if key.startswith("tasks/") and key.endswith("/success_rate")
         }
     finished = (run_dir / "eval" / "final.json").is_file()
-    return {"points": points, "seconds": seconds, "finished": finished}
+    curve = {"points": points, "seconds": seconds, "finished": finished}
+    curve["means"] = {step: sum(tasks.values()) / len(tasks) for step, tasks in points.items()}
+    if (run_dir / "run.json").is_file():
+        curve["parameter_counts"] = json.loads((run_dir / "run.json").read_text())[
+            "parameter_counts"
+        ]
+    return curve
+
+
+def record_curve(run_dir: Path, record: Path, num_tasks: int) -> dict | None:
+    """The run's curve (``read_curve``'s, plus ``means``: step -> mean success over tasks), from
+    its directory when that is here, and written to ``record`` so it outlives the machine.
+
+    A record that holds more evaluations than the directory (a seed restarted on a new machine
+    before catching up) is kept and returned. A record may carry only per-seed ``means`` for steps
+    whose per-task scores were lost (seeds run before records existed); its ``source`` says so.
+    """
+    stored = load_record(record) if record.is_file() else None
+    curve = read_curve(run_dir, num_tasks)
+    if curve is None or (stored is not None and len(stored["means"]) > len(curve["means"])):
+        return stored
+    record.parent.mkdir(parents=True, exist_ok=True)
+    text = {key: value for key, value in curve.items() if key not in ("points", "means")}
+    text["points"] = {str(step): tasks for step, tasks in sorted(curve["points"].items())}
+    text["means"] = {str(step): mean for step, mean in sorted(curve["means"].items())}
+    text["source"] = f"{run_dir.relative_to(ROOT)}, recorded {time.strftime('%Y-%m-%d')}"
+    record.write_text(json.dumps(text, indent=1) + "\n")
+    return curve
+
+
+def load_record(record: Path) -> dict:
+    """A record's curve with integer steps (JSON keys are strings)."""
+    curve = json.loads(record.read_text())
+    curve["points"] = {int(step): tasks for step, tasks in curve.get("points", {}).items()}
+    curve["means"] = {int(step): mean for step, mean in curve["means"].items()}
+    return curve
 
 
 def add_arguments(

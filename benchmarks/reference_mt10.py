@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from learning_runs import ROOT, add_arguments, read_curve, train
+from learning_runs import ROOT, add_arguments, record_curve, train
 
 PRESET = ROOT / "configs" / "mt10" / "scaling" / "mtmhsac_w0256.yaml"
 # McLean et al. 2025 (their Fig. and rainx0r/mtrl's width-scaling runs), MT10, W = 256: steps per
@@ -37,12 +37,15 @@ def train_seed(seed: int, args: argparse.Namespace) -> None:
 
 
 def seed_curves(out: Path) -> dict[int, dict]:
-    """Per seed: {step: [per-task success]} from its evaluations, and its wall-clock seconds."""
+    """Per seed (``learning_runs.record_curve``): its per-task success and mean at each evaluated
+    step, and its wall-clock seconds, from its run directory or, when that is gone, its record."""
+    names = {path.name for path in (out / "runs").glob("seed*")}
+    names |= {path.stem for path in (out / "records").glob("seed*.json")}
     curves = {}
-    for run_dir in sorted((out / "runs").glob("seed*")):
-        curve = read_curve(run_dir, TASKS)
+    for name in sorted(names, key=lambda name: int(name.removeprefix("seed"))):
+        curve = record_curve(out / "runs" / name, out / "records" / f"{name}.json", TASKS)
         if curve is not None:
-            curves[int(run_dir.name.removeprefix("seed"))] = curve
+            curves[int(name.removeprefix("seed"))] = curve
     return curves
 
 
@@ -50,27 +53,34 @@ def report(out: Path, reps: int) -> str:
     from mtrl.stats import aggregate_estimates
 
     curves = seed_curves(out)
-    steps = sorted({step for curve in curves.values() for step in curve["points"]})
+    steps = sorted({step for curve in curves.values() for step in curve["means"]})
     rows, table = [], {}
     for step in steps:
-        seeds = [s for s, curve in curves.items() if step in curve["points"]]
-        tasks = sorted(curves[seeds[0]]["points"][step])
-        scores = np.array([[curves[s]["points"][step][t] for t in tasks] for s in seeds])
-        iqm, low, high = aggregate_estimates(scores, reps=reps, seed=0)["iqm"].as_tuple()
+        seeds = [s for s, curve in curves.items() if step in curve["means"]]
+        means = np.array([curves[s]["means"][step] for s in seeds])
+        # The IQM needs every task's score: over the seeds whose per-task record survives.
+        full = [s for s in seeds if step in curves[s]["points"]]
         table[step] = {
             "seeds": seeds,
-            "iqm": iqm,
-            "iqm_ci": [low, high],
-            "mean": float(scores.mean()),
-            "per_seed": {s: float(scores[i].mean()) for i, s in enumerate(seeds)},
+            "mean": float(means.mean()),
+            "per_seed": {s: float(m) for s, m in zip(seeds, means, strict=True)},
+            "iqm_seeds": full,
             "published": PUBLISHED.get(step),
         }
-        per_seed = ", ".join(f"{table[step]['per_seed'][s]:.2f}" for s in seeds)
+        if full:
+            tasks = sorted(curves[full[0]]["points"][step])
+            scores = np.array([[curves[s]["points"][step][t] for t in tasks] for s in full])
+            iqm, low, high = aggregate_estimates(scores, reps=reps, seed=0)["iqm"].as_tuple()
+            table[step] |= {"iqm": iqm, "iqm_ci": [low, high]}
+            interval = f"[{low:.2f}, {high:.2f}]" if len(full) > 1 else "(1 seed: no interval)"
+            iqm_cell = f"{iqm:.2f} {interval}, seeds {', '.join(map(str, full))}"
+        else:
+            iqm_cell = "-"
+        per_seed = ", ".join(f"{s}: {m:.2f}" for s, m in zip(seeds, means, strict=True))
         published = f"{PUBLISHED[step]:.2f}" if step in PUBLISHED else "-"
-        interval = f"[{low:.2f}, {high:.2f}]" if len(seeds) > 1 else "(n/a: 1 seed)"
         rows.append(
-            f"| {step // 1000}k | {len(seeds)} | {iqm:.2f} {interval} | "
-            f"{scores.mean():.2f} | {per_seed} | {published} |"
+            f"| {step // 1000}k | {len(seeds)} | {means.mean():.2f} | {per_seed} | "
+            f"{iqm_cell} | {published} |"
         )
     timing = ", ".join(
         f"seed {s}: {c['seconds'] / 3600:.2f} h" + ("" if c["finished"] else " (unfinished)")
@@ -79,15 +89,16 @@ def report(out: Path, reps: int) -> str:
     )
     text = "\n".join(
         [
-            "| steps per task | seeds | IQM over seeds x tasks [95% CI] | mean | "
-            "per seed (mean over tasks) | McLean et al. 2025 (W=256) |",
+            "| steps per task | seeds | mean success | per seed (mean over tasks) | "
+            "IQM over seeds x tasks [95% CI] | McLean et al. 2025 (W=256) |",
             "|---|---|---|---|---|---|",
             *rows,
             "",
-            "IQM and interval: rliable's, over the seed x task matrix of success rates. McLean "
-            "et al.'s points are mean success rates over the 10 tasks, aggregated over their 10 "
-            "seeds: the mean column is the comparable quantity (rliable's IQM of 3 per-seed "
-            "means is their mean).",
+            "McLean et al.'s points are mean success rates over the 10 tasks, aggregated over "
+            "their 10 seeds: the mean column is the comparable quantity. IQM and interval: "
+            "rliable's, over the seed x task matrix of success rates of the seeds whose per-task "
+            "scores are recorded (seeds 0 and 1 ran before the per-seed records existed, and "
+            "their machine kept only their per-seed means and two of seed 0's per-task rows).",
             "",
             f"Wall-clock per seed (2-core CPU, torch_threads=1): {timing or 'n/a'}.",
         ]
@@ -107,17 +118,20 @@ def plot(path: Path, table: dict, curves: dict) -> None:
     steps = sorted(table)
     figure, axis = plt.subplots(figsize=(6, 4), dpi=120)
     for curve in curves.values():
-        xs = sorted(curve["points"])
-        ys = [np.mean(list(curve["points"][x].values())) for x in xs]
+        xs = sorted(curve["means"])
+        ys = [curve["means"][x] for x in xs]
         axis.plot(np.array(xs) / 1e3, ys, color="tab:blue", alpha=0.3, lw=1)
     x = np.array(steps) / 1e3
     mean = [table[s]["mean"] for s in steps]
     axis.plot(x, mean, color="tab:blue", lw=2, marker="o", label="mtrl: mean success (thin: seeds)")
-    iqm = [table[s]["iqm"] for s in steps]
-    axis.plot(x, iqm, color="tab:blue", lw=1, ls=":", label="mtrl: IQM over seeds x tasks, 95% CI")
-    low = [table[s]["iqm_ci"][0] for s in steps]
-    high = [table[s]["iqm_ci"][1] for s in steps]
-    axis.fill_between(x, low, high, color="tab:blue", alpha=0.15)
+    with_iqm = [s for s in steps if "iqm" in table[s]]
+    x_iqm = np.array(with_iqm) / 1e3
+    iqm = [table[s]["iqm"] for s in with_iqm]
+    label = "mtrl: IQM over recorded seeds x tasks, 95% CI"
+    axis.plot(x_iqm, iqm, color="tab:blue", lw=1, ls=":", label=label)
+    low = [table[s]["iqm_ci"][0] for s in with_iqm]
+    high = [table[s]["iqm_ci"][1] for s in with_iqm]
+    axis.fill_between(x_iqm, low, high, color="tab:blue", alpha=0.15)
     limit = max(steps) if steps else 100_000
     published = sorted((s, v) for s, v in PUBLISHED.items() if s <= max(limit, 100_000))
     axis.plot(
