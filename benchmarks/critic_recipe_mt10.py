@@ -1,7 +1,7 @@
 """Does the 2025 critic recipe help at MT10's small scale? MT-MH-SAC W = 256 against the recipe at
 the same critic parameter count, with and without reward normalisation, 50k steps per task.
 
-Arms (each ``configs/mt10/scaling/mtmhsac_w0256.yaml``, McLean et al.'s protocol, plus overrides):
+Arms (each ``mt10/scaling/mtmhsac_w0256``, McLean et al.'s protocol, plus overrides):
 
 - ``mtmhsac``: MT-MH-SAC W = 256 as published (148k parameters per critic);
 - ``recipe``: a BroNet critic (2 blocks) at the width whose parameter count matches, 101-bin
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from learning_runs import ROOT, add_arguments, record_curve, train
 
-PRESET = ROOT / "configs" / "mt10" / "scaling" / "mtmhsac_w0256.yaml"
+PRESET = ROOT / "mtrl" / "presets" / "mt10" / "scaling" / "mtmhsac_w0256.yaml"
 TASKS, OBS, ACTIONS, EMBEDDING = 10, 39 + 10, 4, 32
 
 

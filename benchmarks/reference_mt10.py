@@ -1,6 +1,6 @@
 """Our MT10 curve beside McLean et al. 2025's: MT-MH-SAC W = 256, the first 100k steps per task.
 
-Trains ``configs/mt10/scaling/mtmhsac_w0256.yaml`` (McLean et al.'s setup, every value's source in
+Trains ``mt10/scaling/mtmhsac_w0256`` (McLean et al.'s setup, every value's source in
 the file) for ``--steps`` steps per task on each seed, evaluating every ``--eval-every`` steps with
 50 episodes per task (one per training goal), and writes our curve (IQM over seeds x tasks with a
 95% stratified-bootstrap interval, the mean, and every seed) beside their published points as a
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from learning_runs import ROOT, add_arguments, record_curve, train
 
-PRESET = ROOT / "configs" / "mt10" / "scaling" / "mtmhsac_w0256.yaml"
+PRESET = ROOT / "mtrl" / "presets" / "mt10" / "scaling" / "mtmhsac_w0256.yaml"
 # McLean et al. 2025 (their Fig. and rainx0r/mtrl's width-scaling runs), MT10, W = 256: steps per
 # task -> mean success over their 10 seeds.
 TASKS = 10

@@ -3,7 +3,7 @@ i's reward x 10^i): final mean success of each variant over seeds, in minutes on
 
     python benchmarks/synthetic_recipe.py [--seeds 0 1 2] [--steps 2500]
 
-Every run is ``configs/synthetic.yaml`` plus the row's overrides (as tests/test_train.py's learning
+Every run is the ``synthetic`` preset plus the row's overrides (as tests/test_train.py's learning
 tests run it), evaluated at the end over 10 episodes per task.
 """
 
@@ -35,7 +35,7 @@ ROWS = {
 def final_success(overrides: list[str], seed: int, steps: int, root: Path) -> float:
     run_dir = root / f"run{time.monotonic_ns()}"
     config = build_config(
-        ROOT / "configs" / "synthetic.yaml",
+        ROOT / "mtrl" / "presets" / "synthetic.yaml",
         [
             "env.name=synthetic-scaled:4",
             f"seed={seed}",

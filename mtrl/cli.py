@@ -1,4 +1,5 @@
-"""``mtrl train | eval | export | sweep | report | bench``: parse, validate, call. Bad input is one line on stderr and exit code 2.
+"""``mtrl train | eval | export | sweep | report | bench | presets | config show``: parse, validate,
+call. Bad input is one line on stderr and exit code 2.
 
 So is a run directory that another process is writing (``mtrl.lock``); a run stopped by a write
 the disk refused is one line too, with exit code 1.
@@ -131,6 +132,43 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _presets(args: argparse.Namespace) -> int:
+    from mtrl.presets import PRESETS_DIR, describe, names
+
+    for title, sweeps in (("presets (mtrl train --config NAME)", False), ("sweeps", True)):
+        found = names(sweeps=sweeps)
+        print(f"{title}:" if not sweeps else f"\n{title} (mtrl sweep NAME):")
+        width = max(map(len, found))
+        for name in found:
+            print(f"  {name:<{width}}  {describe(PRESETS_DIR / f'{name}.yaml')}")
+    return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from mtrl.config import to_dict
+    from mtrl.run import build_run_config
+
+    config = build_run_config(args.config, args.overrides)
+    print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+    return 0
+
+
+def config_keys_help() -> str:
+    """Every config key, its default and its documentation, for ``mtrl train --help``."""
+    import textwrap
+
+    from mtrl.config import field_docs
+
+    lines = ["config keys (key=value after the command; defaults shown):"]
+    for key, (default, doc) in field_docs().items():
+        shown = list(default) if isinstance(default, tuple) else default
+        lines.append(f"  {key} = {shown!r}")
+        lines += textwrap.wrap(doc, 96, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from mtrl.bench import main as bench_main
 
@@ -138,12 +176,22 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mtrl import __version__
+
     parser = argparse.ArgumentParser(prog="mtrl", description="Multi-task RL on Meta-World v3.")
+    parser.add_argument("--version", action="version", version=f"mtrl {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a multi-task agent")
-    train.add_argument("--config", help="a YAML preset (configs/*.yaml)")
+    train = commands.add_parser(
+        "train",
+        help="train a multi-task agent",
+        epilog=config_keys_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument(
+        "--config", help="a preset: a shipped one by name (mtrl presets lists them) or a YAML file"
+    )
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint"
     )
@@ -180,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_export)
 
     sweep = commands.add_parser("sweep", help="run a grid of presets x seeds (Ray if installed)")
-    sweep.add_argument("sweep", help="a sweep file (configs/sweeps/*.yaml)")
+    sweep.add_argument("sweep", help="a sweep file, or a shipped one by name (sweeps/<name>)")
     sweep.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (overrides the file)")
     sweep.add_argument("--out", default=None, help="where the run directories go")
     sweep.add_argument("--address", default=None, help="a Ray cluster to run on (default: local)")
@@ -210,6 +258,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--debug", action="store_true", help="show tracebacks")
     report.set_defaults(handler=_report)
+
+    presets = commands.add_parser("presets", help="the presets and sweeps shipped with mtrl")
+    presets.set_defaults(handler=_presets, debug=False)
+
+    config = commands.add_parser("config", help="the resolved config of a preset and overrides")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    show = config_commands.add_parser("show", help="print the config a run would start from")
+    show.add_argument("--config", help="a preset name or YAML file (default: the defaults)")
+    show.add_argument("--debug", action="store_true", help="show tracebacks")
+    show.add_argument("overrides", nargs="*", help="key=value overrides")
+    show.set_defaults(handler=_config_show)
 
     bench = commands.add_parser(
         "bench", help="throughput: sgemm peak, update FLOP/s, env steps/s, the loop's time split"
@@ -241,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(error).split())  # one line, whatever the error text holds
         print(f"mtrl: error: {message}", file=sys.stderr)
         return getattr(error, "exit_code", EXIT_BAD_INPUT)
+    except BrokenPipeError:  # `mtrl presets | head`: the reader has gone, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:  # outside the training loop (which stops cleanly on its own)
         print("mtrl: interrupted", file=sys.stderr)
         return 130

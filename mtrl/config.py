@@ -50,6 +50,7 @@ class AgentConfig:
     critic: str = "shared"
     # Hidden layer widths of actor and critic (the mtrl/CARE MT-SAC setup: 3 x 400).
     hidden_sizes: tuple[int, ...] = (400, 400, 400)
+    # Adam learning rates of the actor and the critic.
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     # Learning rate of the per-task log temperatures.
@@ -67,6 +68,7 @@ class AgentConfig:
     init_temperature: float = 1.0
     # Per-task entropy target; 0 means the usual -|A|.
     target_entropy: float = 0.0
+    # Discount factor.
     gamma: float = 0.99
     # Polyak averaging rate of the target critics.
     tau: float = 5e-3
@@ -126,6 +128,7 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     # The method's name in `mtrl report` tables and plots (e.g. "SAC+PCGrad"); empty: derived.
     label: str = ""
+    # Seeds the networks, the replay sampling, the envs' start states and the training goals.
     seed: int = 0
     # Vector-env steps: each steps every task once, so a run collects total_steps x T transitions.
     total_steps: int = 1_000_000
@@ -424,10 +427,13 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 def build_config(
     preset: str | Path | None = None, overrides: list[str] | None = None, check: bool = True
 ) -> Config:
-    """Defaults <- YAML preset <- ``key=value`` overrides, then validated."""
+    """Defaults <- YAML preset (a file, or a shipped preset's name: ``mtrl.presets``) <-
+    ``key=value`` overrides, then validated."""
+    from mtrl.presets import resolve
+
     config = Config()
     if preset is not None:
-        config = _apply(Config, config, load_yaml(preset))
+        config = _apply(Config, config, load_yaml(resolve(preset)))
     if overrides:
         config = apply_overrides(config, overrides)
     return validate(config) if check else config
@@ -439,3 +445,37 @@ def save_config(config: Config, path: str | Path) -> None:
 
 def load_config(path: str | Path) -> Config:
     return validate(from_dict(load_yaml(path)))
+
+
+def field_docs() -> dict[str, tuple[Any, str]]:
+    """Every config key (dotted) -> (its default, its documentation): the comment lines above the
+    field in this file, which are where a field is documented (``mtrl train --help``, the docs'
+    config reference)."""
+    import inspect
+
+    docs: dict[str, tuple[Any, str]] = {}
+
+    def walk(cls: type, default: Any, prefix: str) -> None:
+        # A comment documents the fields right below it, up to the next comment or blank line.
+        comments: dict[str, str] = {}
+        pending: list[str] = []
+        group = ""
+        for line in inspect.getsource(cls).splitlines()[1:]:
+            stripped = line.strip()
+            if stripped.startswith("#"):
+                pending.append(stripped.lstrip("#").strip())
+            elif ":" in stripped and stripped.split(":")[0].isidentifier():
+                group = " ".join(pending) if pending else group
+                comments[stripped.split(":")[0]] = group
+                pending = []
+            else:
+                pending, group = [], ""
+        for name, annotation in _field_types(cls).items():
+            value = getattr(default, name)
+            if dataclasses.is_dataclass(annotation):
+                walk(annotation, value, f"{prefix}{name}.")
+            else:
+                docs[f"{prefix}{name}"] = (value, comments.get(name, ""))
+
+    walk(Config, Config(), "")
+    return docs

@@ -1,7 +1,7 @@
 """A trained policy loaded from a file: a training checkpoint's agent, or one task's exported path.
 
-``mtrl eval``, ``mtrl export`` (and the Python API to come) read policies through here, so what a
-checkpoint holds is interpreted in one place.
+``mtrl eval``, ``mtrl export`` and the Python API (``mtrl.load_policy``) read policies through
+here, so what a checkpoint holds is interpreted in one place.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,6 +22,7 @@ from mtrl.checkpoint import (
     load_checkpoint,
 )
 from mtrl.config import Config, ConfigError, from_dict
+from mtrl.errors import UsageError
 
 TASK_POLICY = "task_policy"
 
@@ -64,8 +66,22 @@ def load_agent(
     path: Path, payload: dict[str, Any], device: torch.device | str = "cpu"
 ) -> MultiTaskSAC:
     """The trained agent of a training checkpoint; a state that does not fit is one line."""
+    from mtrl.run import check_specs
+
     config, trained, obs_dim, action_dim = read_run(path, payload)
     checkpoint = TrainingCheckpoint.from_payload(path, payload)
+    try:  # a network or method from a plugin that is not installed here: say which
+        check_specs(config, num_tasks=len(trained))
+    except ConfigError as error:
+        run = payload.get("run")
+        used = run.get("provenance", {}).get("plugins") if isinstance(run, dict) else None
+        needs = "; ".join(
+            f"{name} from {origin}"
+            for names in (used or {}).values()
+            for name, origin in names.items()
+        )
+        hint = f"; the run used plugins: {needs} (install them)" if needs else ""
+        raise CheckpointError(f"{path}: cannot rebuild its agent: {error}{hint}") from None
     agent = MultiTaskSAC(obs_dim, action_dim, len(trained), config.agent, device)
     try:
         agent.load_state_dict(checkpoint.agent)
@@ -83,3 +99,126 @@ def load_task_policy(path: Path, payload: dict[str, Any]) -> TaskPolicy:
         first_line = str(error).strip().splitlines()[0][:200]
         raise CheckpointError(f"{path}: task policy does not fit ({first_line})") from None
     return policy
+
+
+class Policy:
+    """A trained multi-task policy, for acting on observations a user holds (``mtrl.load_policy``).
+
+    Observations are Meta-World's (or the synthetic env's) state, ``state_dim`` wide, without the
+    task one-hot: ``predict(state, task="reach-v3")`` appends the one-hot the networks were
+    trained with, for one observation ``[state_dim]`` or a batch ``[N, state_dim]`` of one task.
+    Observations that already carry the one-hot (``[N, state_dim + num_tasks]``, as the
+    ``MultiTaskVecEnv`` gives them) may mix tasks and take ``task=None``. Deterministic actions
+    are tanh of the policy's mean, as every evaluation uses; ``deterministic=False`` samples.
+    """
+
+    def __init__(
+        self,
+        actor,  # (obs [N, obs_dim] float32, deterministic) -> actions [N, A], numpy
+        config: Config,
+        trained: list[str],
+        obs_dim: int,
+        action_dim: int,
+        tasks: list[str] | None = None,
+        path: Path | None = None,
+        step: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self._actor = actor
+        self.config = config
+        self.trained_tasks = list(trained)  # the one-hot's tasks, in order
+        self.task_names = list(tasks) if tasks is not None else list(trained)  # what it can act on
+        self.num_tasks = len(trained)
+        self.obs_dim = obs_dim
+        self.state_dim = obs_dim - self.num_tasks
+        self.action_dim = action_dim
+        self.path = path
+        self.step = step
+        self.device = torch.device(device)
+
+    def __repr__(self) -> str:
+        where = f", from {self.path}" if self.path else ""
+        return (
+            f"Policy({len(self.task_names)} tasks, state_dim={self.state_dim}, "
+            f"action_dim={self.action_dim}{where})"
+        )
+
+    def task_index(self, task: str | int) -> int:
+        """A task's position in the one-hot, from its name or its index in ``task_names``."""
+        if isinstance(task, (int, np.integer)) and not isinstance(task, bool):
+            if not 0 <= task < len(self.task_names):
+                raise UsageError(
+                    f"task index {task} is out of range (0..{len(self.task_names) - 1})"
+                )
+            task = self.task_names[int(task)]
+        if task not in self.task_names:
+            raise UsageError(
+                f"the policy was not trained on {task!r}; its tasks: {', '.join(self.task_names)}"
+            )
+        return self.trained_tasks.index(str(task))
+
+    def with_one_hot(self, obs: np.ndarray, task: str | int | None) -> np.ndarray:
+        """``obs`` as the networks read it: [N, state_dim + num_tasks] float32."""
+        array = np.asarray(obs, dtype=np.float32)
+        if array.ndim not in (1, 2):
+            raise UsageError(f"obs must be [state_dim] or [N, state_dim], got shape {array.shape}")
+        rows = array.reshape(1, -1) if array.ndim == 1 else array
+        width = rows.shape[1]
+        if task is None:
+            if width != self.obs_dim:
+                raise UsageError(
+                    f"obs has {width} features: pass task= for a state of {self.state_dim}, "
+                    f"or observations with the one-hot ({self.obs_dim})"
+                )
+            return rows
+        if width != self.state_dim:
+            raise UsageError(
+                f"with task= the obs is the state alone: {self.state_dim} features, got {width}"
+            )
+        one_hot = np.zeros((len(rows), self.num_tasks), dtype=np.float32)
+        one_hot[:, self.task_index(task)] = 1.0
+        return np.concatenate([rows, one_hot], axis=1)
+
+    def predict(
+        self, obs: np.ndarray, task: str | int | None = None, deterministic: bool = True
+    ) -> np.ndarray:
+        """Actions in [-1, 1]: [action_dim] for one observation, [N, action_dim] for a batch."""
+        rows = self.with_one_hot(obs, task)
+        if task is None:  # the one-hots' tasks must be ones this policy acts on
+            for index in np.unique(rows[:, self.state_dim :].argmax(axis=1)):
+                self.task_index(self.trained_tasks[int(index)])
+        actions = self._actor(rows, deterministic)
+        return actions[0] if np.asarray(obs).ndim == 1 else actions
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """The evaluation loop's policy: one-hot observations [N, obs_dim] -> deterministic
+        actions, for every row (a synthetic set steps tasks an exported policy does not report)."""
+        return self._actor(np.asarray(obs, dtype=np.float32), True)
+
+
+def load_policy(path: str | Path, device: str = "auto") -> Policy:
+    """The policy of a checkpoint file, a run directory (its latest checkpoint) or an exported
+    task policy (``mtrl export``); an untrusted or broken file is refused in one line."""
+    from mtrl.run import resolve_device
+
+    path, payload = load_training_checkpoint(Path(path))
+    config, trained, obs_dim, action_dim = read_run(path, payload)
+    step = payload.get("step")
+    if payload.get("kind") == TASK_POLICY:  # one task's exported path
+        task_policy = load_task_policy(path, payload)
+
+        def act_task(obs: np.ndarray, deterministic: bool) -> np.ndarray:
+            if not deterministic:
+                raise UsageError("an exported task policy acts deterministically only")
+            return task_policy.act(torch.as_tensor(obs)).numpy()
+
+        task = str(payload.get("task"))
+        return Policy(act_task, config, trained, obs_dim, action_dim, [task], path, step)
+    device = resolve_device(device)
+    agent = load_agent(path, payload, device)
+
+    def act(obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        with torch.no_grad():
+            return agent.act(obs, deterministic=deterministic)
+
+    return Policy(act, config, trained, obs_dim, action_dim, None, path, step, device)

@@ -13,9 +13,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from mtrl.envs import is_metaworld
+from mtrl.envs import is_custom, is_metaworld
+from mtrl.envs.base import MultiTaskVecEnv
 from mtrl.errors import UsageError
 from mtrl.evaluation import (
     GOAL_SCHEME,
@@ -23,14 +23,8 @@ from mtrl.evaluation import (
     evaluate,
     format_table,
 )
-from mtrl.policy import (
-    TASK_POLICY,
-    load_agent,
-    load_task_policy,
-    load_training_checkpoint,
-    read_run,
-)
-from mtrl.run import make_eval_env, resolve_device
+from mtrl.policy import Policy, load_policy
+from mtrl.run import make_eval_env
 
 
 def _select_tasks(trained: list[str], requested: list[str] | None) -> list[str]:
@@ -44,6 +38,56 @@ def _select_tasks(trained: list[str], requested: list[str] | None) -> list[str]:
     return list(dict.fromkeys(requested))
 
 
+def evaluate_policy(
+    policy: Policy,
+    tasks: list[str] | None = None,
+    episodes: int | None = None,
+    seed: int | None = None,
+    frames: dict[str, list[np.ndarray]] | None = None,
+    env: MultiTaskVecEnv | None = None,
+) -> dict[str, TaskResult]:
+    """``episodes`` deterministic episodes (default: the run's final-evaluation count) on each of
+    ``tasks`` (default: all the policy's), one per training goal, on the run's evaluation env (or
+    ``env``, which must step all the policy's tasks, and is left open); ``frames`` (task -> list)
+    receives the RGB frames of each listed task's first episode."""
+    if episodes is not None and episodes <= 0:
+        raise UsageError(f"episodes must be > 0, got {episodes}")
+    config = policy.config
+    episodes = episodes or config.final_eval_episodes
+    selected = _select_tasks(policy.task_names, tasks)
+    indices = [policy.trained_tasks.index(task) for task in selected]
+    if env is not None:  # the user's: all tasks stepped, the selected ones reported
+        if list(env.task_names) != policy.trained_tasks:
+            raise UsageError(
+                f"env's tasks {env.task_names} are not the policy's {policy.trained_tasks}"
+            )
+        rows = indices
+        record = {
+            row: frames[task]
+            for task, row in zip(selected, rows, strict=True)
+            if task in (frames or {})
+        }
+        all_results = evaluate(policy, env, episodes, record=record)
+        return {task: all_results[task] for task in selected}
+    if is_custom(config.env.name):
+        raise UsageError(
+            f"the policy was trained on a user's env ({config.env.name}): pass env= to evaluate it"
+        )
+    env = make_eval_env(config, seed, tasks=selected, render=bool(frames))
+    # Meta-World steps just the selected tasks; a synthetic set steps all and reports some.
+    rows = list(range(len(selected))) if is_metaworld(config.env.name) else indices
+    record = {
+        row: frames[task]
+        for task, row in zip(selected, rows, strict=True)
+        if task in (frames or {})
+    }
+    try:
+        all_results = evaluate(policy, env, episodes, record=record)
+    finally:
+        env.close()
+    return {task: all_results[task] for task in selected}
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     tasks: list[str] | None = None,
@@ -53,40 +97,15 @@ def evaluate_checkpoint(
     seed: int | None = None,
     device: str = "auto",
 ) -> dict[str, TaskResult]:
-    path, payload = load_training_checkpoint(Path(checkpoint))
-    config, trained, _, _ = read_run(path, payload)
+    """``mtrl eval``: evaluates, prints the table and writes the results (and videos)."""
+    policy = load_policy(checkpoint, device)
     if episodes is not None and episodes <= 0:
         raise UsageError(f"--episodes must be > 0, got {episodes}")
-    episodes = episodes or config.final_eval_episodes
-
-    if payload.get("kind") == TASK_POLICY:  # one task's exported path (mtrl export)
-        exported = str(payload.get("task"))
-        selected = _select_tasks([exported], tasks)
-        task_policy = load_task_policy(path, payload)
-
-        def policy(obs: np.ndarray) -> np.ndarray:
-            return task_policy.act(torch.as_tensor(obs, dtype=torch.float32)).numpy()
-
-    else:
-        selected = _select_tasks(trained, tasks)
-        agent = load_agent(path, payload, resolve_device(device))
-
-        def policy(obs: np.ndarray) -> np.ndarray:
-            return agent.act(obs, deterministic=True)
-
-    indices = [trained.index(task) for task in selected]
-    env = make_eval_env(config, seed, tasks=selected, render=bool(video))
-    # Meta-World steps just the selected tasks; a synthetic set steps all and reports some.
-    record_rows = list(range(len(selected))) if is_metaworld(config.env.name) else indices
-
-    frames: dict[int, list[np.ndarray]] = {row: [] for row in record_rows} if video else {}
-    try:
-        all_results = evaluate(policy, env, episodes, record=frames)
-    finally:
-        env.close()
-    results = {task: all_results[task] for task in selected}
-
-    print(f"checkpoint: {path} (step {payload.get('step')})")
+    selected = _select_tasks(policy.task_names, tasks)
+    frames: dict[str, list[np.ndarray]] = {task: [] for task in selected} if video else {}
+    results = evaluate_policy(policy, selected, episodes, seed, frames)
+    path = policy.path
+    print(f"checkpoint: {path} (step {policy.step})")
     print(format_table(results))
     out_path = Path(out) if out else path.parent.parent / "eval" / f"eval_{path.stem}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +113,7 @@ def evaluate_checkpoint(
         json.dumps(
             {
                 "checkpoint": str(path),
-                "episodes": episodes,
+                "episodes": next(iter(results.values())).episodes,
                 "goal_scheme": GOAL_SCHEME,
                 "tasks": {task: asdict(result) for task, result in results.items()},
             },
@@ -105,7 +124,6 @@ def evaluate_checkpoint(
     if video:
         from mtrl.video import write_videos
 
-        videos = {task: frames[row] for task, row in zip(selected, record_rows, strict=True)}
-        for written in write_videos(video, videos):
+        for written in write_videos(video, frames):
             print(f"video: {written}")
     return results

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from mtrl import envs, gradients
+from mtrl import envs, gradients, plugins
 from mtrl.agents import networks
 from mtrl.config import Config, build_config
 from mtrl.envs import episode_steps, is_metaworld, make_env, resolve_task_names
@@ -55,11 +55,13 @@ COMPARED_PROTOCOL_FIELDS = (
 )
 
 
-def check_specs(config: Config) -> Config:
+def check_specs(config: Config, num_tasks: int | None = None) -> Config:
     """The names of registered things in a config, each checked by its own registry (env and
     tasks, gradient methods, networks with their options, widths and initialisation): one
-    ConfigError line for the first bad one. ``config.validate`` checks plain values."""
-    num_tasks = envs.check_spec(config.env.name)
+    ConfigError line for the first bad one. ``config.validate`` checks plain values. A run on a
+    user's env object (``num_tasks`` given) has no env name to check."""
+    if num_tasks is None:
+        num_tasks = envs.check_spec(config.env.name)
     agent = config.agent
     for key, spec in (
         ("agent.actor_grad", agent.actor_grad),
@@ -120,19 +122,26 @@ def provenance(started_at: str | None = None) -> dict[str, Any]:
         | {name: _version(name) for name in LIBRARIES},
         "command": shlex.join(argv),
         "host": socket.gethostname(),
+        "plugins": plugins.loaded(),  # group -> name -> "distribution version (module:attr)"
         "started_at": started_at or now(),
         "ended_at": None,
     }
 
 
-def protocol(config: Config, parameter_counts: dict[str, int]) -> dict[str, Any]:
-    """How the run's numbers were made: what ``mtrl report`` checks before comparing runs."""
+def protocol(
+    config: Config, parameter_counts: dict[str, int], env: MultiTaskVecEnv | None = None
+) -> dict[str, Any]:
+    """How the run's numbers were made: what ``mtrl report`` checks before comparing runs. A
+    user's env object (``env``, named ``custom:<class>``) says its own size and episode length."""
     metaworld = is_metaworld(config.env.name)
+    custom = env is not None and envs.is_custom(config.env.name)
     return {
         "env": config.env.name,
-        "tasks": len(resolve_task_names(config.env.name)),
+        "tasks": env.num_tasks if custom else len(resolve_task_names(config.env.name)),
         "reward_version": config.env.reward_version if metaworld else None,
-        "max_episode_steps": episode_steps(config.env.name, config.env.max_episode_steps),
+        "max_episode_steps": getattr(env, "max_episode_steps", None)
+        if custom
+        else episode_steps(config.env.name, config.env.max_episode_steps),
         "eval_episodes": config.eval_episodes,
         "final_eval_episodes": config.final_eval_episodes,
         "goal_scheme": GOAL_SCHEME,
@@ -157,6 +166,7 @@ class RunInfo:
         parameter_counts: dict[str, int],
         device: str,
         resume: bool = False,
+        env: MultiTaskVecEnv | None = None,
         **extra: Any,
     ) -> None:
         self.path = run_dir / "run.json"
@@ -170,7 +180,7 @@ class RunInfo:
             "parameter_counts": parameter_counts,
             "device": device,
             **extra,
-            "protocol": protocol(config, parameter_counts),
+            "protocol": protocol(config, parameter_counts, env),
         }
 
     def record(self) -> dict[str, Any]:
@@ -348,8 +358,11 @@ class RunOwner:
     held until the trainer's ``close()``)."""
 
     def __init__(self, config: Config, run_dir: Path, resume: bool = False) -> None:
-        check_specs(config)  # before the run directory is touched
+        self._check_specs(config)  # before the run directory is touched
         self.lock = start_locked(run_dir, resume, lambda: self._setup(config, run_dir, resume))
+
+    def _check_specs(self, config: Config) -> None:
+        check_specs(config)
 
     def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
         raise NotImplementedError

@@ -13,8 +13,8 @@ time::
     overrides: [eval_every=20000] # applied to every run
     resources: {cpus: 1, gpus: 0} # what each run asks Ray for
     runs:
-      - preset: ../mt10/pcgrad_paper/sac.yaml   # relative to the sweep file
-      - preset: ../mt10/pcgrad_paper/pcgrad.yaml
+      - preset: mt10/pcgrad_paper/sac      # a shipped preset's name, or a file
+      - preset: ../my_presets/pcgrad.yaml  # (relative to the sweep file)
         overrides: [agent.diagnostics_every=500]
 
 The whole file is checked (keys, presets, every run's config) before anything starts.
@@ -34,6 +34,7 @@ from typing import Any
 from mtrl.checkpoint import step_checkpoints
 from mtrl.config import ConfigError, load_yaml
 from mtrl.lock import describe, holder
+from mtrl.presets import resolve
 from mtrl.report import method_label
 from mtrl.run import build_run_config
 
@@ -98,8 +99,9 @@ def _unknown(keys: set[str], allowed: set[str], where: str) -> None:
 
 
 def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | None = None) -> Sweep:
-    """Reads and checks a sweep file; ``seeds`` (a count) and ``out`` override the file's."""
-    path = Path(path)
+    """Reads and checks a sweep file (a path, or a shipped one's name: ``sweeps/<name>``);
+    ``seeds`` (a count) and ``out`` override the file's."""
+    path = resolve(path)
     data = load_yaml(path)
     _unknown(set(data), SWEEP_KEYS, str(path))
     name = str(data.get("name") or path.stem)
@@ -132,7 +134,7 @@ def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | Non
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a mapping with preset/overrides/label")
         _unknown(set(entry), RUN_KEYS, where)
-        preset = (path.parent / entry["preset"]).resolve() if entry.get("preset") else None
+        preset = resolve(entry["preset"], path.parent).resolve() if entry.get("preset") else None
         overrides = common + _as_overrides(entry.get("overrides"), where)
         try:
             config = build_run_config(preset, list(overrides))

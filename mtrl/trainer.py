@@ -9,9 +9,11 @@ env) goes into each checkpoint, so ``--resume`` continues the same run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 
 from mtrl.agents.sac import MultiTaskSAC
+from mtrl.callbacks import Callback, Callbacks
 from mtrl.checkpoint import (
     CheckpointKeeper,
     TrainingCheckpoint,
@@ -27,10 +30,11 @@ from mtrl.checkpoint import (
     step_checkpoints,
 )
 from mtrl.config import Config, from_dict, save_config, to_dict
-from mtrl.envs import make_env
+from mtrl.envs import CUSTOM, is_custom, make_env
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import RunError
+from mtrl.errors import RunError, UsageError
 from mtrl.evaluation import (
+    EVAL_SEED_OFFSET,
     TaskResult,
     evaluate,
     log_evaluation,
@@ -53,8 +57,53 @@ from mtrl.run import (
 TIME_PARTS = ("env", "inference", "replay", "update")  # the loop's timed parts
 
 
+EnvSource = MultiTaskVecEnv | Callable[[int], MultiTaskVecEnv]  # an env, or seed -> env
+
+
 class Trainer(RunOwner):
-    """Multi-task SAC's loop over one run directory: ``train()``, then ``close()``."""
+    """Multi-task SAC's loop over one run directory: ``train()``, then ``close()``.
+
+    ``env``: a user's env object (any ``MultiTaskVecEnv``, e.g. ``mtrl.envs.GymnasiumTasks``) or
+    a factory ``seed -> env``, instead of the config's ``env.name`` (which becomes
+    ``custom:<class>``). Evaluations need an env of their own: ``eval_env`` (an env, reset by each
+    evaluation, or a factory called with the evaluation seed), or by default the factory's.
+    ``callbacks``: ``mtrl.Callback`` objects (``mtrl.callbacks``).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        resume: bool = False,
+        env: EnvSource | None = None,
+        eval_env: EnvSource | None = None,
+        callbacks: Callback | list[Callback] | None = None,
+    ) -> None:
+        self.callbacks = Callbacks(callbacks)
+        self._env_source, self._eval_source = env, eval_env
+        if env is not None:
+            if eval_env is None and not callable(env):
+                raise UsageError(
+                    "evaluations need an env of their own: pass eval_env= (an env or a factory "
+                    "seed -> env), or env as a factory"
+                )
+            self.env = self._build_env(env, config.seed)
+            if not is_custom(config.env.name):
+                name = f"{CUSTOM}{type(self.env).__name__}"
+                config = dataclasses.replace(config, env=dataclasses.replace(config.env, name=name))
+        super().__init__(config, run_dir, resume)
+
+    def _build_env(self, source: EnvSource, seed: int) -> MultiTaskVecEnv:
+        env = source(seed) if callable(source) else source
+        for name in ("task_names", "obs_dim", "action_dim", "num_goals", "step", "reset"):
+            if not hasattr(env, name):
+                raise UsageError(f"env {env!r} is not a MultiTaskVecEnv: it has no {name}")
+        return env
+
+    def _check_specs(self, config: Config) -> None:
+        if self._env_source is None:
+            return super()._check_specs(config)
+        check_specs(config, num_tasks=self.env.num_tasks)
 
     def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
         self.config, self.run_dir = config, run_dir
@@ -64,7 +113,10 @@ class Trainer(RunOwner):
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)  # warm-up actions
 
-        self.env: MultiTaskVecEnv = make_env(config.env.name, config.seed, **env_options(config))
+        if self._env_source is None:
+            self.env: MultiTaskVecEnv = make_env(
+                config.env.name, config.seed, **env_options(config)
+            )
         self.task_names = list(self.env.task_names)
         num_tasks = self.env.num_tasks
         self.agent = MultiTaskSAC(
@@ -103,6 +155,7 @@ class Trainer(RunOwner):
             self.agent.parameter_counts(),
             str(self.device),
             resume=resume,
+            env=self.env,
         )
         self._write_run_info("running")
 
@@ -159,6 +212,7 @@ class Trainer(RunOwner):
                         scalars["charts/updates_per_s"] = (self.updates - window_updates) / elapsed
                         logger.log(self.step, scalars)
                         logger.advance(0, self._postfix(scalars))
+                        self.callbacks.fire("on_log", self.step, scalars)
                         window_start, window_steps = time.perf_counter(), 0
                         window_updates = self.updates
                         timers = dict.fromkeys(TIME_PARTS, 0.0)
@@ -166,11 +220,12 @@ class Trainer(RunOwner):
                         self._evaluate(logger, config.eval_episodes)
                     if config.checkpoint_every and self.step % config.checkpoint_every == 0:
                         self._checkpoint()
-                    if stop.received:
+                    stopper = stop.received or self.callbacks.stop_requested
+                    if stopper:
                         path = self._checkpoint()
-                        self._write_run_info("interrupted", f"stopped by {stop.received}")
+                        self._write_run_info("interrupted", f"stopped by {stopper}")
                         logger.message(
-                            f"stopped by {stop.received} at step {self.step}; checkpoint {path}"
+                            f"stopped by {stopper} at step {self.step}; checkpoint {path}"
                         )
                         return None
                 if not (config.checkpoint_every and self.step % config.checkpoint_every == 0):
@@ -283,10 +338,23 @@ class Trainer(RunOwner):
     def _evaluate(
         self, logger: RunLogger, episodes: int, final: bool = False
     ) -> dict[str, TaskResult]:
-        with make_eval_env(self.config, vectorised=True) as env:
-            results = evaluate(lambda obs: self.agent.act(obs, deterministic=True), env, episodes)
+        def policy(obs):
+            return self.agent.act(obs, deterministic=True)
+
+        if self._env_source is None:
+            with make_eval_env(self.config, vectorised=True) as env:
+                results = evaluate(policy, env, episodes)
+        else:
+            source = self._eval_source if self._eval_source is not None else self._env_source
+            env = self._build_env(source, self.config.seed + EVAL_SEED_OFFSET)
+            try:
+                results = evaluate(policy, env, episodes)
+            finally:
+                if callable(source):  # a fresh one per evaluation; a given one stays open
+                    env.close()
         self.last_eval = results
         log_evaluation(logger, self.step, results, self.run_dir, final)
+        self.callbacks.fire("on_eval", self.step, results, final)
         return results
 
     # --------------------------------------------------------------------------- checkpoints
@@ -322,6 +390,7 @@ class Trainer(RunOwner):
         score = mean_success(self.last_eval) if self.last_eval is not None else None
         path = self.keeper.save(self.step, checkpoint.to_payload(), score)
         self._write_run_info("running")  # run.json's step follows the checkpoints
+        self.callbacks.fire("on_checkpoint", self.step, path)
         return path
 
     def _checkpoint_bytes(self) -> int:
@@ -365,6 +434,8 @@ class Trainer(RunOwner):
         """Closes the envs and releases the run directory's lock."""
         try:
             self.env.close()
+            if self._eval_source is not None and not callable(self._eval_source):
+                self._eval_source.close()
         finally:
             self.lock.release()
 
@@ -421,8 +492,11 @@ RESUMABLE_KEYS = (
 )
 
 
-def resume_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
-    """The run's saved config with the overrides a resume may make (its length, its logging)."""
+def resume_config(
+    run_dir: Path, overrides: list[str] | None = None, num_tasks: int | None = None
+) -> Config:
+    """The run's saved config with the overrides a resume may make (its length, its logging);
+    ``num_tasks``: the run is on a user's env object of that many tasks."""
     from mtrl.config import apply_overrides, parse_overrides, validate
 
     config = load_run_config(run_dir)
@@ -436,7 +510,7 @@ def resume_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
                 f"a resume may change: {', '.join(RESUMABLE_KEYS)}"
             )
         config = apply_overrides(config, overrides)
-    return check_specs(validate(config))
+    return check_specs(validate(config), num_tasks)
 
 
 def _flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:

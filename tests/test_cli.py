@@ -187,7 +187,7 @@ def test_export_refuses_an_actor_without_task_paths(tmp_path):
     mtrl(
         "train",
         "--config",
-        "configs/synthetic.yaml",
+        "synthetic",
         "total_steps=60",
         "warmup_steps=50",
         "eval_every=0",
@@ -234,7 +234,7 @@ def test_resume_of_a_finished_synthetic_run_extends_it(tmp_path):
     mtrl(
         "train",
         "--config",
-        "configs/synthetic.yaml",
+        "synthetic",
         "total_steps=60",
         "warmup_steps=30",
         "checkpoint_every=60",
@@ -245,7 +245,7 @@ def test_resume_of_a_finished_synthetic_run_extends_it(tmp_path):
         "progress=false",
     )
     assert_one_line_error(
-        mtrl("train", "--config", "configs/synthetic.yaml", f"run_dir={run_dir}", check=False),
+        mtrl("train", "--config", "synthetic", f"run_dir={run_dir}", check=False),
         "--resume",
     )
     mtrl("train", "--resume", str(run_dir), "total_steps=90")

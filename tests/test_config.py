@@ -20,7 +20,7 @@ from mtrl.config import (
 )
 from mtrl.run import build_run_config
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "mtrl" / "presets"
 
 
 def test_defaults_are_the_published_mt_sac_setup():

@@ -18,7 +18,7 @@ from test_train import _run as _train
 from mtrl.agents.networks import task_specific_names
 from mtrl.logging import read_metrics
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "mtrl" / "presets"
 
 
 def _finite(metrics: dict[str, torch.Tensor]) -> bool:
@@ -196,7 +196,7 @@ def test_the_brc_preset_trains_on_metaworld_evaluates_and_refuses_a_bad_support(
         "checkpoint_every=80",
         "log_every=20",
     ]
-    mtrl("train", "--config", f"configs/{suite}/brc.yaml", f"run_dir={run_dir}", *shrink)
+    mtrl("train", "--config", f"{suite}/brc", f"run_dir={run_dir}", *shrink)
     config = (run_dir / "config.yaml").read_text()
     assert "critic_loss: categorical" in config and "reward_norm: returns" in config
     train = [r for r in read_metrics(run_dir) if r["kind"] == "train" and "losses/critic" in r]
@@ -205,6 +205,6 @@ def test_the_brc_preset_trains_on_metaworld_evaluates_and_refuses_a_bad_support(
     evaluated = mtrl("eval", str(run_dir), "--episodes", "1")  # the saved policy loads and acts
     assert "reach-v3" in evaluated.stdout
     assert_one_line_error(
-        mtrl("train", "--config", f"configs/{suite}/brc.yaml", "agent.v_min=10", check=False),
+        mtrl("train", "--config", f"{suite}/brc", "agent.v_min=10", check=False),
         "agent.v_min",
     )

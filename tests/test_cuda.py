@@ -16,7 +16,7 @@ from mtrl.replay import TaskReplay
 from mtrl.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "mtrl" / "presets"
 
 
 def _replay(seed: int) -> TaskReplay:

@@ -214,7 +214,7 @@ def test_config_validates_network_specs_up_front():
     check_network(config.agent.critic)
 
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "mtrl" / "presets"
 MATCHED = sorted(CONFIGS.glob("mt*/matched/*.yaml"))
 
 

@@ -32,7 +32,7 @@ SMALL_SYNTHETIC = [
     "final_eval_episodes=1",
     "progress=false",
 ]
-TINY = ["--config", "configs/synthetic.yaml", *SMALL_SYNTHETIC]
+TINY = ["--config", "synthetic", *SMALL_SYNTHETIC]
 
 
 def start_training(run_dir: Path, *overrides: str) -> subprocess.Popen:
@@ -111,7 +111,7 @@ def test_sigkill_at_any_point_resumes_and_finishes(tmp_path, delay):
 
 def _trainer(tmp_path: Path, *overrides: str) -> Trainer:
     config = build_config(
-        REPO / "configs" / "synthetic.yaml",
+        REPO / "mtrl" / "presets" / "synthetic.yaml",
         [*SMALL_SYNTHETIC, "log_every=10", "checkpoint_every=100", *overrides],
     )
     return Trainer(config, tmp_path / "run")
@@ -167,7 +167,7 @@ def test_a_full_disk_fails_at_start(tmp_path, monkeypatch):
 def test_a_run_dir_under_a_file_fails_at_start(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    config = build_config(REPO / "configs" / "synthetic.yaml", ["progress=false"])
+    config = build_config(REPO / "mtrl" / "presets" / "synthetic.yaml", ["progress=false"])
     with pytest.raises(RunError, match="not writable"):
         Trainer(config, blocker / "run")
 
@@ -284,7 +284,7 @@ def test_a_sweep_rerun_skips_a_run_that_is_being_written(tmp_path):
                 "name": "busy",
                 "out": str(tmp_path / "runs"),
                 "overrides": [*SMALL_SYNTHETIC, *FAST, "total_steps=100000", "checkpoint_every=50"],
-                "runs": [{"preset": str(REPO / "configs" / "synthetic.yaml"), "label": "SAC"}],
+                "runs": [{"preset": str(REPO / "mtrl" / "presets" / "synthetic.yaml"), "label": "SAC"}],
             }
         )
     )

@@ -20,7 +20,7 @@ from mtrl.stats import aggregate_estimates, interquartile_mean
 from mtrl.sweep import load_sweep, run_state, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
-SYNTHETIC = REPO / "configs" / "synthetic.yaml"
+SYNTHETIC = REPO / "mtrl" / "presets" / "synthetic.yaml"
 TINY = [
     "total_steps=300",
     "warmup_steps=100",

@@ -17,7 +17,7 @@ from mtrl.gradients import GRADIENT_METHODS
 from mtrl.logging import read_metrics
 from mtrl.trainer import Trainer, resume_config
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "mtrl" / "presets"
 TIMING_KEYS = ("charts/env_steps_per_s", "charts/updates_per_s", "charts/time_")
 
 

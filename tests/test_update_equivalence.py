@@ -61,7 +61,7 @@ def run_case(run_dir: Path, overrides: list[str]) -> list[dict]:
     from mtrl.trainer import Trainer
 
     config = build_config(
-        ROOT / "configs" / "synthetic.yaml",
+        ROOT / "mtrl" / "presets" / "synthetic.yaml",
         [*COMMON, *overrides, f"run_dir={run_dir}", "progress=false"],
     )
     trainer = Trainer(config, run_dir)

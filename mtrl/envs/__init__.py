@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from mtrl.envs.base import EnvError, MultiTaskVecEnv, VecStep
+from mtrl.envs.gymnasium_tasks import GymnasiumTasks
 from mtrl.envs.synthetic import DEFAULT_MAX_EPISODE_STEPS as SYNTHETIC_MAX_EPISODE_STEPS
 from mtrl.envs.synthetic import SyntheticVecEnv
 from mtrl.errors import ConfigError
@@ -20,6 +21,7 @@ from mtrl.errors import ConfigError
 __all__ = [
     "EnvError",
     "episode_steps",
+    "GymnasiumTasks",
     "MultiTaskVecEnv",
     "SyntheticVecEnv",
     "VecStep",
@@ -35,8 +37,8 @@ METAWORLD_MAX_EPISODE_STEPS = 500  # = metaworld.DEFAULT_MAX_EPISODE_STEPS, with
 
 
 def is_metaworld(name: str) -> bool:
-    """Whether a name belongs to the Meta-World suite (everything that is not synthetic)."""
-    return name.strip().split(":")[0].lower() not in (SYNTHETIC, SYNTHETIC_SCALED)
+    """Whether a name belongs to the Meta-World suite (everything not synthetic nor custom)."""
+    return name.strip().split(":")[0].lower() not in (SYNTHETIC, SYNTHETIC_SCALED, "custom")
 
 
 def episode_steps(name: str, configured: int | None = 0) -> int:
@@ -55,8 +57,20 @@ def resolve_task_names(name: str) -> list[str]:
     return resolve_metaworld_tasks(name)
 
 
+CUSTOM = "custom:"  # env.name of a run on a user's env object (mtrl.train(env=...))
+
+
+def is_custom(name: str) -> bool:
+    return name.startswith(CUSTOM)
+
+
 def check_spec(name: str) -> int:
     """``env.name``'s number of tasks, or a one-line ConfigError naming the key."""
+    if is_custom(name):
+        raise ConfigError(
+            f"env.name: '{name}' is a user's env object, which mtrl cannot build by name; start "
+            "or resume such a run from Python: mtrl.train(..., env=your_env)"
+        )
     try:
         return len(resolve_task_names(name))
     except EnvError as error:

@@ -4,13 +4,15 @@ A method is a small object with ``weights(G, losses, context) -> w [T]``, the st
 sum_i w_i g_i on the scale of the mean task gradient (``base.py``; ../DESIGN.md, "The
 gradient-method contract"); ``step.py`` is the engine that computes the task gradients, hands the
 method their Gram matrix and takes the step. The registry is an explicit dict, so a YAML file names
-a key, never an import path.
+a key, never an import path; other packages add methods through the ``mtrl.gradients`` entry
+points (``mtrl.plugins``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from mtrl import plugins
 from mtrl.gradients.aligned_mtl import AlignedMTL
 from mtrl.gradients.base import GradientMethod
 from mtrl.gradients.cagrad import CAGrad
@@ -69,6 +71,7 @@ GRADIENT_METHODS: dict[str, type[GradientMethod]] = {
 
 def make(name: str, num_tasks: int, seed: int = 0, **options: Any) -> GradientMethod:
     """A method by registry name (or by spec with options, see ``mtrl.specs.parse_spec``)."""
+    plugins.load("mtrl.gradients", GRADIENT_METHODS, GradientMethod)
     name, spec_options = parse_spec(name)
     options = {**spec_options, **options}
     method_cls = lookup(GRADIENT_METHODS, name, "gradient method")
@@ -78,6 +81,7 @@ def make(name: str, num_tasks: int, seed: int = 0, **options: Any) -> GradientMe
 
 def check_spec(key: str, spec: str) -> None:
     """A config key's method spec (``agent.critic_grad=cagrad:c=0.5``), or a one-line ConfigError."""
+    plugins.load("mtrl.gradients", GRADIENT_METHODS, GradientMethod)
     check_registered(key, spec, GRADIENT_METHODS, lambda s: make(s, num_tasks=2))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mtrl import plugins
 from mtrl.agents.networks.embedding import TaskEmbedded
 from mtrl.agents.networks.experts import CGCBody, MMoEBody, PLEBody
 from mtrl.agents.networks.layers import Ensemble, he_uniform_init
@@ -50,6 +51,7 @@ _FIXED = ("self", "obs_dim", "out_dim", "num_tasks", "hidden_sizes")
 def _resolve(
     spec: str, hidden_sizes: tuple[int, ...]
 ) -> tuple[type[nn.Module], tuple[int, ...], dict[str, Any]]:
+    plugins.load("mtrl.networks", NETWORKS, nn.Module)
     name, options = parse_spec(spec)
     body = lookup(NETWORKS, name, "network")
     width = options.pop("width", None)
@@ -133,6 +135,7 @@ def check_spec(
 ) -> None:
     """A config key's network spec (``agent.critic=mmoe:experts=4``) for these widths and tasks,
     with the initialisation scheme it will get, or a one-line ConfigError."""
+    plugins.load("mtrl.networks", NETWORKS, nn.Module)
     check_registered(key, spec, NETWORKS, lambda s: check_network(s, hidden_sizes, num_tasks))
     name, _ = parse_spec(spec)
     if init != "torch" and name not in HE_UNIFORM_BODIES:
