@@ -56,35 +56,28 @@ def evaluate_policy(
     episodes = episodes or config.final_eval_episodes
     selected = _select_tasks(policy.task_names, tasks)
     indices = [policy.trained_tasks.index(task) for task in selected]
-    if env is not None:  # the user's: all tasks stepped, the selected ones reported
+    own = env is None  # built here, so closed here; a user's env stays open
+    if not own:  # the user's: all tasks stepped, the selected ones reported
         if list(env.task_names) != policy.trained_tasks:
             raise UsageError(
                 f"env's tasks {env.task_names} are not the policy's {policy.trained_tasks}"
             )
         rows = indices
-        record = {
-            row: frames[task]
-            for task, row in zip(selected, rows, strict=True)
-            if task in (frames or {})
-        }
-        all_results = evaluate(policy, env, episodes, record=record)
-        return {task: all_results[task] for task in selected}
-    if is_custom(config.env.name):
+    elif is_custom(config.env.name):
         raise UsageError(
             f"the policy was trained on a user's env ({config.env.name}): pass env= to evaluate it"
         )
-    env = make_eval_env(config, seed, tasks=selected, render=bool(frames))
-    # Meta-World steps just the selected tasks; a synthetic set steps all and reports some.
-    rows = list(range(len(selected))) if is_metaworld(config.env.name) else indices
-    record = {
-        row: frames[task]
-        for task, row in zip(selected, rows, strict=True)
-        if task in (frames or {})
-    }
+    else:
+        env = make_eval_env(config, seed, tasks=selected, render=bool(frames))
+        # Meta-World steps just the selected tasks; a synthetic set steps all and reports some.
+        rows = list(range(len(selected))) if is_metaworld(config.env.name) else indices
+    frames = frames or {}
+    record = {row: frames[task] for task, row in zip(selected, rows, strict=True) if task in frames}
     try:
         all_results = evaluate(policy, env, episodes, record=record)
     finally:
-        env.close()
+        if own:
+            env.close()
     return {task: all_results[task] for task in selected}
 
 
