@@ -13,15 +13,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mtrl"
 
 # Bottom up; a module may import its own layer and the ones below it. Keys are the first name
 # under mtrl ("agents" for mtrl.agents.sac); report_* are report's parts, lock and policy_eval sit
-# with run and policy, video is a leaf writer that policy evaluation uses.
+# with run and policy, video is a leaf writer that policy evaluation uses; presets only finds files,
+# plugins feeds the registries, callbacks are what the trainer calls, api sits beside the CLI's peers.
 LAYERS = [
-    {"errors", "specs"},
-    {"config", "registry"},
+    {"errors", "specs", "presets"},
+    {"config", "registry", "plugins"},
     {"envs", "replay", "gradients", "checkpoint", "logging", "stats", "video"},
     {"agents"},
-    {"run", "evaluation", "policy", "policy_eval", "lock"},
+    {"run", "evaluation", "policy", "policy_eval", "lock", "callbacks"},
     {"trainer", "baselines"},
-    {"sweep", "report", "report_tables", "report_figures", "bench", "export"},
+    {"sweep", "report", "report_tables", "report_figures", "bench", "export", "api"},
     {"cli", "__init__", "__main__"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
@@ -30,6 +31,11 @@ RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 def _layer_name(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _submodule_or_package(name: str) -> str:
+    is_module = (PACKAGE / name).is_dir() or (PACKAGE / f"{name}.py").exists()
+    return f"mtrl.{name}" if is_module else "mtrl"
 
 
 def _edges() -> set[tuple[str, str, str]]:
@@ -41,8 +47,8 @@ def _edges() -> set[tuple[str, str, str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             targets: list[str] = []
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                if node.module == "mtrl":  # from mtrl import stats
-                    targets = [f"mtrl.{alias.name}" for alias in node.names]
+                if node.module == "mtrl":  # from mtrl import stats; __version__ is the package's
+                    targets = [_submodule_or_package(alias.name) for alias in node.names]
                 elif node.module.startswith("mtrl."):
                     targets = [node.module]
             elif isinstance(node, ast.Import):
