@@ -139,6 +139,7 @@ def main() -> None:
             for arm in args.arms:
                 run_dir = args.out / "runs" / arm / f"seed{seed}"
                 train(run_dir, PRESET, seed, args, overrides[arm])
+                report(args.out, args.bootstrap_reps)  # the record lands as each run finishes
     print(report(args.out, args.bootstrap_reps))
 
 

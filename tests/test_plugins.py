@@ -1,0 +1,168 @@
+"""Plugins as a user ships them: an installed distribution's entry points, seen by every process.
+
+The distribution here is a dist-info folder and a module on PYTHONPATH, which is what ``pip
+install`` leaves behind; the commands run in fresh processes as a sweep's do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mtrl import plugins
+from mtrl.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = [
+    "total_steps=300",
+    "warmup_steps=100",
+    "agent.hidden_sizes=[16,16]",
+    "agent.batch_size_per_task=8",
+    "eval_every=0",
+    "eval_episodes=1",
+    "final_eval_episodes=2",
+    "checkpoint_every=300",
+    "log_every=100",
+    "progress=false",
+]
+
+PLUGIN_SOURCE = '''
+import torch
+
+from mtrl.agents.networks.mlp import SharedBody
+from mtrl.gradients.base import GradientMethod
+
+
+class LastTaskFirst(GradientMethod):
+    """Twice the weight on the last task: a method no registry of mtrl has."""
+
+    def weights(self, gram_matrix, task_losses, context):
+        w = torch.ones(self.num_tasks, dtype=torch.float64)
+        w[-1] = 2.0
+        return w / w.sum()
+
+
+class PluginBody(SharedBody):
+    """The shared MLP under another name, from another package."""
+
+
+class NotAMethod:
+    pass
+'''
+
+
+def install_plugin(root: Path, entry_points: str) -> Path:
+    """A distribution 'mtrl-test-plugin 0.3' with ``entry_points`` under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "mtrl_test_plugin.py").write_text(PLUGIN_SOURCE)
+    info = root / "mtrl_test_plugin-0.3.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mtrl-test-plugin\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    return root
+
+
+GOOD = """\
+    [mtrl.gradients]
+    last_task_first = mtrl_test_plugin:LastTaskFirst
+    [mtrl.networks]
+    plugin_body = mtrl_test_plugin:PluginBody
+"""
+
+
+def mtrl(*args: str, path: Path | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if path is not None:
+        env["PYTHONPATH"] = str(path)
+    return subprocess.run(
+        [sys.executable, "-m", "mtrl", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env=env,
+    )
+
+
+def test_a_plugin_trains_evaluates_and_its_absence_is_one_line(tmp_path):
+    site = install_plugin(tmp_path / "site", GOOD)
+    run_dir = tmp_path / "run"
+    trained = mtrl(
+        "train",
+        "--config",
+        "synthetic",
+        "agent.critic_grad=last_task_first",
+        "agent.critic=plugin_body",
+        f"run_dir={run_dir}",
+        *SMALL,
+        path=site,
+    )
+    assert trained.returncode == 0, trained.stderr
+    provenance = json.loads((run_dir / "run.json").read_text())["provenance"]
+    assert provenance["plugins"] == {
+        "mtrl.gradients": {
+            "last_task_first": "mtrl-test-plugin 0.3 (mtrl_test_plugin:LastTaskFirst)"
+        },
+        "mtrl.networks": {"plugin_body": "mtrl-test-plugin 0.3 (mtrl_test_plugin:PluginBody)"},
+    }
+
+    evaluated = mtrl("eval", str(run_dir), "--episodes", "1", path=site)
+    assert evaluated.returncode == 0, evaluated.stderr
+
+    missing = mtrl("eval", str(run_dir), "--episodes", "1", path=None)
+    assert missing.returncode != 0
+    lines = missing.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in missing.stderr, missing.stderr
+    assert "plugin_body" in lines[0] and "mtrl-test-plugin 0.3" in lines[0], lines[0]
+
+
+def test_an_unknown_name_lists_the_plugins_beside_the_built_ins(tmp_path):
+    site = install_plugin(tmp_path / "site", GOOD)
+    shown = mtrl("config", "show", "--config", "synthetic", "agent.critic_grad=last_task_firs",
+                 path=site)  # fmt: skip
+    assert shown.returncode == 2
+    assert "last_task_first" in shown.stderr and "Traceback" not in shown.stderr
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ("broken = mtrl_test_plugin_missing:Thing", "failed to load: ModuleNotFoundError"),
+        ("wrong = mtrl_test_plugin:NotAMethod", "is not a mtrl.gradients.base.GradientMethod"),
+    ],
+)
+def test_a_bad_plugin_is_one_line_naming_it_and_its_distribution(
+    tmp_path, monkeypatch, entry, says
+):
+    site = install_plugin(tmp_path / "site", f"[mtrl.gradients]\n{entry}\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(plugins, "_loaded", {})
+    registry: dict = {}
+    from mtrl.gradients.base import GradientMethod
+
+    with pytest.raises(ConfigError) as raised:
+        plugins.load("mtrl.gradients", registry, GradientMethod)
+    message = str(raised.value)
+    assert "\n" not in message and says in message and "mtrl-test-plugin 0.3" in message
+    assert registry == {}
+
+
+def test_a_built_in_name_wins_over_a_plugin_of_the_same_name(tmp_path, monkeypatch):
+    site = install_plugin(
+        tmp_path / "site", "[mtrl.gradients]\npcgrad = mtrl_test_plugin:NotAMethod\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(plugins, "_loaded", {})
+    from mtrl.gradients import GRADIENT_METHODS
+    from mtrl.gradients.base import GradientMethod
+    from mtrl.gradients.pcgrad import PCGrad
+
+    registry = dict(GRADIENT_METHODS)
+    plugins.load("mtrl.gradients", registry, GradientMethod)
+    assert registry["pcgrad"] is PCGrad and plugins.loaded() == {}
