@@ -32,6 +32,15 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = build_run_config(args.config, args.overrides)
         run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
+    if args.track and not config.wandb.project:  # CleanRL's --track: W&B, project "mtrl"
+        import dataclasses
+
+        from mtrl.tracking import check_available
+
+        config = dataclasses.replace(
+            config, wandb=dataclasses.replace(config.wandb, project="mtrl")
+        )
+        check_available(config)
     independent = config.agent.algorithm == "independent"
     if independent:  # one stable-baselines3 SAC per task
         from mtrl.baselines.independent import IndependentTrainer
@@ -196,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint"
     )
     train.add_argument("--debug", action="store_true", help="show tracebacks")
+    train.add_argument(
+        "--track",
+        action="store_true",
+        help="log to Weights & Biases (project 'mtrl' unless wandb.project says; wandb.* keys)",
+    )
     train.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. agent.critic=multihead"
     )

@@ -123,9 +123,24 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class WandbConfig:
+    # Weights & Biases project for the run's scalars, config and final table; empty: no W&B (it
+    # needs the wandb extra: pip install "mtrl-suite[wandb]"). A resume continues the same W&B run.
+    project: str = ""
+    # W&B entity (a team or user); empty: your default one.
+    entity: str = ""
+    # W&B group; empty: none, and mtrl sweep sets it to the sweep's name.
+    group: str = ""
+    # "online", "offline" (upload later with `wandb sync`) or "disabled"; empty: W&B's own
+    # choice (the WANDB_MODE variable, else online).
+    mode: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
     # The method's name in `mtrl report` tables and plots (e.g. "SAC+PCGrad"); empty: derived.
     label: str = ""
     # Seeds the networks, the replay sampling, the envs' start states and the training goals.
@@ -143,6 +158,9 @@ class Config:
     eval_episodes: int = 5
     # Episodes per task of the final evaluation (Meta-World v3's protocol uses 50).
     final_eval_episodes: int = 50
+    # Record each task's first episode at the evaluations at multiples of N steps, and at the
+    # final one (0: never), as GIFs in eval/videos/ and in TensorBoard's images (needs imageio).
+    eval_video_every: int = 0
     # Write a checkpoint every N steps (0: only at the end); keep the last K plus the best.
     checkpoint_every: int = 50_000
     keep_checkpoints: int = 3
@@ -177,6 +195,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "agent.task_encoding": ("onehot", "embedding"),
     "agent.reward_norm": ("none", "returns", "scale"),
     "agent.precision": ("fp32", "bf16", "auto"),
+    "wandb.mode": ("", "online", "offline", "disabled"),
 }
 
 # Fields that must be > 0 (the rest of the numeric fields must be >= 0).
@@ -381,6 +400,8 @@ def validate(config: Config) -> Config:
         )
     if agent.reward_norm == "returns" and agent.v_max <= 0:
         raise ConfigError(f"agent.reward_norm=returns scales values to v_max; got {agent.v_max}")
+    if agent.algorithm == "independent" and config.eval_video_every:
+        raise ConfigError("eval_video_every: the independent baseline records no videos; set 0")
     if agent.v_min >= agent.v_max:
         raise ConfigError(f"agent.v_min ({agent.v_min}) must be below agent.v_max ({agent.v_max})")
     return config

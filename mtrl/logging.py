@@ -45,11 +45,18 @@ def _quiet_tensorboard_threads() -> None:
 
 class RunLogger:
     def __init__(
-        self, run_dir: Path, total_steps: int, start_step: int = 0, progress: bool = True
+        self,
+        run_dir: Path,
+        total_steps: int,
+        start_step: int = 0,
+        progress: bool = True,
+        tracker: Any = None,
     ) -> None:
+        """``tracker``: where the scalars also go (``mtrl.tracking.WandbRun``), or None."""
         from torch.utils.tensorboard import SummaryWriter  # slow import: only when a run starts
 
         self.run_dir = run_dir
+        self.tracker = tracker
         _quiet_tensorboard_threads()
         try:
             self.writer = SummaryWriter(
@@ -86,6 +93,32 @@ class RunLogger:
             self.metrics.write(json.dumps(record) + "\n")
         except OSError as error:
             raise _naming(error, self.run_dir / METRICS_FILE) from error
+        if self.tracker is not None:
+            self.tracker.log(step, finite)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        """Text in TensorBoard's text tab (markdown: indented lines show as they are)."""
+        self._tensorboard(lambda: self.writer.add_text(tag, text, step))
+
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """The run's settings beside its results, in TensorBoard's hparams tab (its own run,
+        ``tensorboard/hparams``, as TensorBoard keeps them)."""
+        self._tensorboard(lambda: self.writer.add_hparams(hparams, metrics, run_name="hparams"))
+
+    def animation(self, tag: str, gif: bytes, height: int, width: int, step: int) -> None:
+        """An animated GIF in TensorBoard's images tab (it plays them as they are; the writer's
+        own ``add_video`` needs moviepy to make one)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
+        summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+        self._tensorboard(lambda: self.writer._get_file_writer().add_summary(summary, step))
+
+    def _tensorboard(self, write: Any) -> None:
+        try:
+            write()
+        except OSError as error:
+            raise _naming(error, self.run_dir / TENSORBOARD_DIR) from error
 
     def advance(self, steps: int, postfix: dict[str, str] | None = None) -> None:
         self.bar.update(steps)

@@ -16,6 +16,7 @@ before it puts runs in one table. Checkpoints carry the same record.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import os
 import platform
@@ -33,12 +34,12 @@ from typing import Any
 
 import torch
 
-from mtrl import envs, gradients, plugins
+from mtrl import envs, gradients, plugins, tracking
 from mtrl.agents import networks
 from mtrl.config import Config, build_config
 from mtrl.envs import episode_steps, is_metaworld, make_env, resolve_task_names
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import RunError, RunWriteError
+from mtrl.errors import ConfigError, RunError, RunWriteError
 from mtrl.evaluation import EVAL_SEED_OFFSET, GOAL_SCHEME
 from mtrl.lock import RunLock, acquire
 
@@ -70,6 +71,9 @@ def check_specs(config: Config, num_tasks: int | None = None) -> Config:
         gradients.check_spec(key, spec)
     for key, spec in (("agent.actor", agent.actor), ("agent.critic", agent.critic)):
         networks.check_spec(key, spec, agent.hidden_sizes, num_tasks, agent.init)
+    tracking.check_available(config)
+    if config.eval_video_every and importlib.util.find_spec("imageio") is None:
+        raise ConfigError("eval_video_every needs imageio: pip install 'mtrl-suite[video]'")
     return config
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtrl import tracking
 from mtrl.checkpoint import step_checkpoints
 from mtrl.config import ConfigError, load_yaml
 from mtrl.lock import describe, holder
@@ -140,6 +141,8 @@ def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | Non
             config = build_run_config(preset, list(overrides))
         except ConfigError as error:
             raise ConfigError(f"{where}: {error}") from None
+        if tracking.wanted(config) and not config.wandb.group:  # one W&B group per sweep
+            overrides = (*overrides, f"wandb.group={name}")
         label = str(entry.get("label") or method_label(config))
         if label in labels:
             raise ConfigError(f"{where}: label '{label}' repeats runs[{labels[label]}]")

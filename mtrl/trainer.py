@@ -14,12 +14,14 @@ import json
 import random
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from mtrl import tracking
 from mtrl.agents.sac import MultiTaskSAC
 from mtrl.callbacks import Callback, Callbacks
 from mtrl.checkpoint import (
@@ -32,7 +34,7 @@ from mtrl.checkpoint import (
 from mtrl.config import Config, from_dict, save_config, to_dict
 from mtrl.envs import CUSTOM, is_custom, make_env
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import RunError, UsageError
+from mtrl.errors import EnvError, RunError, UsageError
 from mtrl.evaluation import (
     EVAL_SEED_OFFSET,
     TaskResult,
@@ -51,8 +53,10 @@ from mtrl.run import (
     configure_torch,
     env_options,
     make_eval_env,
+    read_run_info,
     write_failure,
 )
+from mtrl.video import FPS, SampledFrames, gif_bytes
 
 TIME_PARTS = ("env", "inference", "replay", "update")  # the loop's timed parts
 
@@ -81,6 +85,8 @@ class Trainer(RunOwner):
     ) -> None:
         self.callbacks = Callbacks(callbacks)
         self._env_source, self._eval_source = env, eval_env
+        self.tracker: tracking.WandbRun | None = None
+        self._failed = False
         if env is not None:
             if eval_env is None and not callable(env):
                 raise UsageError(
@@ -148,6 +154,8 @@ class Trainer(RunOwner):
             path = latest_checkpoint(run_dir)
             self._restore(TrainingCheckpoint.from_payload(path, load_checkpoint(path), resume=True))
         save_config(config, run_dir / "config.yaml")
+        previous = read_run_info(run_dir).get("wandb") if resume else None
+        self.tracker, wandb = tracking.start(config, run_dir, previous)
         self.run_info = RunInfo(
             run_dir,
             config,
@@ -156,6 +164,7 @@ class Trainer(RunOwner):
             str(self.device),
             resume=resume,
             env=self.env,
+            **({"wandb": wandb} if wandb else {}),
         )
         self._write_run_info("running")
 
@@ -189,7 +198,13 @@ class Trainer(RunOwner):
 
     def _train(self) -> dict[str, TaskResult] | None:
         config = self.config
-        logger = RunLogger(self.run_dir, config.total_steps, self.step, config.progress)
+        logger = RunLogger(
+            self.run_dir, config.total_steps, self.step, config.progress, self.tracker
+        )
+        config_text = (self.run_dir / "config.yaml").read_text()
+        logger.text(
+            "config", "".join(f"    {line}\n" for line in config_text.splitlines()), self.step
+        )
         timers = dict.fromkeys(TIME_PARTS, 0.0)
         window_start, window_steps, window_updates = time.perf_counter(), 0, self.updates
         metrics: dict[str, torch.Tensor] = {}
@@ -233,6 +248,10 @@ class Trainer(RunOwner):
                 logger.message(f"final evaluation: {config.final_eval_episodes} episodes per task")
                 results = self._evaluate(logger, config.final_eval_episodes, final=True)
                 self._checkpoint()  # again, so that best.pt is judged by the final evaluation too
+                logger.hparams(
+                    tracking.hparams(to_dict(config)),
+                    {"hparams/final_mean_success_rate": mean_success(results)},
+                )
             finally:
                 logger.close()
         self._write_run_info("finished")
@@ -341,19 +360,29 @@ class Trainer(RunOwner):
         def policy(obs):
             return self.agent.act(obs, deterministic=True)
 
-        if self._env_source is None:
-            with make_eval_env(self.config, vectorised=True) as env:
-                results = evaluate(policy, env, episodes)
+        every = self.config.eval_video_every
+        frames = None
+        if every and (final or self.step % every == 0):
+            frames = {task: SampledFrames() for task in range(len(self.task_names))}
+        if self._env_source is None:  # one process when recording: the frames come from here
+            vectorised, render = frames is None, frames is not None
+            with make_eval_env(self.config, vectorised=vectorised, render=render) as env:
+                results = evaluate(policy, env, episodes, frames)
         else:
             source = self._eval_source if self._eval_source is not None else self._env_source
             env = self._build_env(source, self.config.seed + EVAL_SEED_OFFSET)
             try:
-                results = evaluate(policy, env, episodes)
+                frames = frames if frames is None or _renders(env, logger) else None
+                results = evaluate(policy, env, episodes, frames)
             finally:
                 if callable(source):  # a fresh one per evaluation; a given one stays open
                     env.close()
         self.last_eval = results
         log_evaluation(logger, self.step, results, self.run_dir, final)
+        if frames:
+            self._write_videos(logger, frames)
+        if final and self.tracker is not None:
+            self.tracker.final_table(self.step, {k: asdict(r) for k, r in results.items()})
         self.callbacks.fire("on_eval", self.step, results, final)
         return results
 
@@ -427,17 +456,48 @@ class Trainer(RunOwner):
     def _write_run_info(self, status: str, reason: str | None = None) -> None:
         self.run_info.write(status, self.step, reason)
 
+    def _write_videos(self, logger: RunLogger, frames: dict[int, list[np.ndarray]]) -> None:
+        """Each task's first evaluation episode: eval/videos/step_<N>/<task>.gif, TensorBoard's
+        images (``videos/<task>``) and W&B."""
+        folder = self.run_dir / "eval" / "videos" / f"step_{self.step:010d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        fps = FPS / 2  # SampledFrames keeps every second frame: real time over two
+        for index, task_frames in frames.items():
+            if not task_frames:
+                continue
+            task = self.task_names[index]
+            gif = gif_bytes(task_frames, fps)
+            path = folder / f"{task}.gif"
+            path.write_bytes(gif)
+            height, width = task_frames[0].shape[:2]
+            logger.animation(f"videos/{task}", gif, height, width, self.step)
+            if self.tracker is not None:
+                self.tracker.video(self.step, task, path)
+
     def _mark_failed(self, reason: str) -> None:
+        self._failed = True
         self._write_run_info("failed", reason)
 
     def close(self) -> None:
-        """Closes the envs and releases the run directory's lock."""
+        """Closes the envs and the W&B run and releases the run directory's lock."""
         try:
+            if self.tracker is not None:
+                self.tracker.finish(finished=not self._failed)
             self.env.close()
             if self._eval_source is not None and not callable(self._eval_source):
                 self._eval_source.close()
         finally:
             self.lock.release()
+
+
+def _renders(env: MultiTaskVecEnv, logger: RunLogger) -> bool:
+    """Whether a user's evaluation env can give frames for eval_video_every (else said once)."""
+    try:
+        env.render(0)
+    except (EnvError, NotImplementedError, AttributeError) as error:
+        logger.message(f"eval_video_every: no videos, the evaluation env does not render ({error})")
+        return False
+    return True
 
 
 def _drop_metrics_after(run_dir: Path, step: int) -> None:
@@ -489,6 +549,11 @@ RESUMABLE_KEYS = (
     "agent.precision",
     "progress",
     "label",
+    "eval_video_every",
+    "wandb.project",
+    "wandb.entity",
+    "wandb.group",
+    "wandb.mode",
 )
 
 

@@ -39,3 +39,34 @@ def write_videos(path: str | Path, frames_by_task: dict[str, list[np.ndarray]]) 
             ) from None
         written.append(target)
     return written
+
+
+class SampledFrames(list):
+    """The frames a periodic evaluation keeps for its video: every ``stride``-th, shrunk by whole
+    factors to at most ~``side`` pixels a side (an MT10 evaluation of 480 x 480 frames at every
+    step would hold ~3 GB; this keeps an eighth of it)."""
+
+    def __init__(self, stride: int = 2, side: int = 256) -> None:
+        super().__init__()
+        self.stride, self.side, self.seen = stride, side, 0
+
+    def append(self, frame: np.ndarray) -> None:
+        if self.seen % self.stride == 0:
+            shrink = -(-max(frame.shape[:2]) // self.side)  # ceil: 480 -> 2, 64 -> 1
+            super().append(np.ascontiguousarray(frame[::shrink, ::shrink]))
+        self.seen += 1
+
+
+def gif_bytes(frames: list[np.ndarray], fps: float) -> bytes:
+    """An animated GIF of ``frames`` ([H, W, 3] uint8 each), looping."""
+    import io
+
+    try:
+        import imageio.v2 as imageio
+    except ImportError:
+        raise VideoError(
+            "eval_video_every needs imageio: pip install 'mtrl-suite[video]'"
+        ) from None
+    buffer = io.BytesIO()
+    imageio.mimsave(buffer, frames, format="GIF", duration=1000 / fps, loop=0)
+    return buffer.getvalue()

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mtrl"
 LAYERS = [
     {"errors", "specs", "presets"},
     {"config", "registry", "plugins"},
-    {"envs", "replay", "gradients", "checkpoint", "logging", "stats", "video"},
+    {"envs", "replay", "gradients", "checkpoint", "logging", "tracking", "stats", "video"},
     {"agents"},
     {"run", "evaluation", "policy", "policy_eval", "lock", "callbacks"},
     {"trainer", "baselines"},

@@ -7,30 +7,15 @@ install`` leaves behind; the commands run in fresh processes as a sweep's do.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from mtrl_process import TINY, run_mtrl
 
 from mtrl import plugins
 from mtrl.errors import ConfigError
-
-REPO = Path(__file__).resolve().parent.parent
-SMALL = [
-    "total_steps=300",
-    "warmup_steps=100",
-    "agent.hidden_sizes=[16,16]",
-    "agent.batch_size_per_task=8",
-    "eval_every=0",
-    "eval_episodes=1",
-    "final_eval_episodes=2",
-    "checkpoint_every=300",
-    "log_every=100",
-    "progress=false",
-]
 
 PLUGIN_SOURCE = '''
 import torch
@@ -77,17 +62,8 @@ GOOD = """\
 
 
 def mtrl(*args: str, path: Path | None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    if path is not None:
-        env["PYTHONPATH"] = str(path)
-    return subprocess.run(
-        [sys.executable, "-m", "mtrl", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-        env=env,
-    )
+    """The command with ``path`` (where the plugin is installed) as PYTHONPATH, or none."""
+    return run_mtrl(*args, env={"PYTHONPATH": None if path is None else str(path)})
 
 
 def test_a_plugin_trains_evaluates_and_its_absence_is_one_line(tmp_path):
@@ -100,7 +76,7 @@ def test_a_plugin_trains_evaluates_and_its_absence_is_one_line(tmp_path):
         "agent.critic_grad=last_task_first",
         "agent.critic=plugin_body",
         f"run_dir={run_dir}",
-        *SMALL,
+        *TINY,
         path=site,
     )
     assert trained.returncode == 0, trained.stderr

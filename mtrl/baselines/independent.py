@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from mtrl import tracking
 from mtrl.config import Config, save_config
 from mtrl.envs import is_metaworld, make_env
 from mtrl.envs.base import MultiTaskVecEnv
@@ -32,6 +34,7 @@ from mtrl.run import (
     configure_torch,
     env_options,
     make_eval_env,
+    read_run_info,
     write_failure,
 )
 
@@ -123,6 +126,9 @@ class IndependentTrainer(RunOwner):
             self.models.append(model)
         self.last_eval: dict[str, TaskResult] | None = None
         save_config(config, run_dir / "config.yaml")
+        self._failed = False
+        previous = read_run_info(run_dir).get("wandb") if resume else None
+        self.tracker, wandb = tracking.start(config, run_dir, previous)
         self.run_info = RunInfo(
             run_dir,
             config,
@@ -131,6 +137,7 @@ class IndependentTrainer(RunOwner):
             str(self.device),
             resume=resume,
             algorithm="independent",
+            **({"wandb": wandb} if wandb else {}),
         )
         self._write_run_info("running")
 
@@ -166,6 +173,8 @@ class IndependentTrainer(RunOwner):
             env.close()
         self.last_eval = results
         log_evaluation(logger, self.step, results, self.run_dir, final)
+        if final and self.tracker is not None:
+            self.tracker.final_table(self.step, {k: asdict(r) for k, r in results.items()})
         return results
 
     def _checkpoint(self) -> Path:
@@ -202,6 +211,7 @@ class IndependentTrainer(RunOwner):
         try:
             return self._train()
         except OSError as error:
+            self._failed = True
             failure = write_failure(
                 error,
                 self.run_dir,
@@ -215,7 +225,9 @@ class IndependentTrainer(RunOwner):
 
     def _train(self) -> dict[str, TaskResult] | None:
         config = self.config
-        logger = RunLogger(self.run_dir, config.total_steps, self.step, config.progress)
+        logger = RunLogger(
+            self.run_dir, config.total_steps, self.step, config.progress, self.tracker
+        )
         chunk = config.eval_every or config.checkpoint_every or config.total_steps
         try:
             with StopSignals() as stop:
@@ -254,8 +266,10 @@ class IndependentTrainer(RunOwner):
         self.run_info.write(status, self.step, reason)
 
     def close(self) -> None:
-        """Closes the envs and releases the run directory's lock."""
+        """Closes the envs and the W&B run and releases the run directory's lock."""
         try:
+            if self.tracker is not None:
+                self.tracker.finish(finished=not self._failed)
             for env in self.envs:
                 env.close()
         finally:

@@ -1,0 +1,130 @@
+"""Weights & Biases for the runs that ask for it (``wandb.project=...``): the scalars the run logs,
+its resolved config, the final per-task table and evaluation videos, one W&B run per run directory.
+
+The W&B run id is kept in run.json, so ``mtrl train --resume`` continues the same W&B run instead of
+starting a second one. W&B's own step may only grow, and a resume re-makes the steps logged after
+its checkpoint, so every record carries ``global_step`` as its x-axis (``define_metric``): the
+re-made steps then appear twice in W&B, as the superseded ones do in ``metrics.superseded.jsonl``.
+``metrics.jsonl`` stays the record reports read; W&B is for looking and sharing.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import string
+from pathlib import Path
+from typing import Any
+
+from mtrl.config import Config
+from mtrl.errors import ConfigError, RunError
+
+STEP = "global_step"
+INSTALL = 'pip install "mtrl-suite[wandb]"'
+
+
+def wanted(config: Config) -> bool:
+    return bool(config.wandb.project) and config.wandb.mode != "disabled"
+
+
+def check_available(config: Config) -> None:
+    """A run that asks for W&B where wandb is not installed stops before it starts, in one line."""
+    if not wanted(config):
+        return
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"wandb.project is set but wandb is not installed: {INSTALL}") from None
+
+
+def new_run_id() -> str:
+    """Eight characters of [a-z0-9], as W&B's own ids."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+class WandbRun:
+    """One W&B run, created or (with the id a previous process kept) resumed."""
+
+    def __init__(self, config: Config, run_dir: Path, run_id: str, settings: dict[str, Any]):
+        import wandb
+
+        self._wandb = wandb
+        options = config.wandb
+        try:
+            self.run = wandb.init(
+                project=options.project,
+                entity=options.entity or None,
+                group=options.group or None,
+                mode=options.mode or None,
+                id=run_id,
+                resume="allow",
+                name=run_dir.name,
+                dir=str(run_dir),
+                config=settings,
+                reinit="create_new",  # mtrl.train called again in one notebook: a new W&B run
+            )
+        except Exception as error:  # no API key, no network: one line, before any step is taken
+            first = " ".join(str(error).split())[:200]
+            raise RunError(
+                f"W&B did not start ({type(error).__name__}: {first}); run `wandb login`, or set "
+                "wandb.mode=offline (and `wandb sync` later)"
+            ) from None
+        self.run.define_metric(STEP)
+        self.run.define_metric("*", step_metric=STEP)
+
+    @property
+    def url(self) -> str | None:
+        return getattr(self.run, "url", None)
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        finite = {key: value for key, value in scalars.items() if math.isfinite(value)}
+        self.run.log({**finite, STEP: step})
+
+    def final_table(self, step: int, rows: dict[str, dict[str, float]]) -> None:
+        """The final evaluation's per-task table (``rows``: task -> its result's fields)."""
+        columns = ["task", "success_rate", "mean_return", "mean_length", "episodes"]
+        data = [[task, *(row[key] for key in columns[1:])] for task, row in rows.items()]
+        table = self._wandb.Table(columns=columns, data=data)
+        self.run.log({"eval/final_table": table, STEP: step})
+        mean = sum(row["success_rate"] for row in rows.values()) / max(len(rows), 1)
+        self.run.summary["eval/final_mean_success_rate"] = mean
+
+    def video(self, step: int, task: str, path: Path) -> None:
+        self.run.log({f"videos/{task}": self._wandb.Video(str(path), format="gif"), STEP: step})
+
+    def finish(self, finished: bool) -> None:
+        self.run.finish(exit_code=0 if finished else 1)
+
+
+def hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config as TensorBoard's hparams take it: flat keys, scalars and strings only."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(hparams(value, f"{prefix}{key}."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[f"{prefix}{key}"] = value
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
+
+
+def start(
+    config: Config, run_dir: Path, previous: dict[str, Any] | None
+) -> tuple[WandbRun | None, dict[str, Any] | None]:
+    """The run's W&B run (None without ``wandb.project``) and its run.json record; ``previous``:
+    the record a resumed run kept, whose W&B run it continues."""
+    if not wanted(config):
+        return None, previous  # a resume without W&B keeps the record of the one it had
+    record = {"project": config.wandb.project, "run_id": None, **(previous or {})}
+    record["run_id"] = record["run_id"] or new_run_id()
+    run = WandbRun(config, run_dir, record["run_id"], config_dict(config))
+    record["url"] = run.url
+    return run, record
+
+
+def config_dict(config: Config) -> dict[str, Any]:
+    from mtrl.config import to_dict
+
+    return to_dict(config)
