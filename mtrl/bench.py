@@ -199,6 +199,7 @@ def training_window(
     warmup: int,
     device: str = "cpu",
     vector: str = "sync",
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """A short MT-SAC run; the scalars of its last log window, ``steps`` long, which starts after
     the warm-up and the first updates (and the compiling of the gradient passes): env steps/s and
@@ -228,6 +229,7 @@ def training_window(
                 f"run_dir={run_dir}",
                 f"device={device}",
                 f"env.vector={vector}",
+                f"agent.precision={precision}",
             ],
         )
         trainer = Trainer(config, run_dir)
@@ -277,6 +279,27 @@ def sb3_rate(
     return rate
 
 
+def at_once(copies: int, function: Callable, *args: object, **variables: str) -> list:
+    """``copies`` calls of ``function(*args)`` at the same time, each in a fresh process started
+    with the environment ``variables`` on top of this one's (OpenMP reads them at start)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=copies, mp_context=spawn) as pool:
+            futures = [pool.submit(function, *args) for _ in range(copies)]
+            return [future.result() for future in futures]
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def in_fresh_process(function: Callable, *args: object) -> object:
     """``function(*args)`` in a spawned process, so that no measurement inherits another's state:
     torch's float settings (our trainer flushes denormals), compiled-code caches, the heap.
@@ -305,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=3,
         help="interleaved rounds of the MT1 comparison with stable-baselines3 (median reported)",
+    )
+    parser.add_argument(
+        "--no-sharing", action="store_true", help="skip (f), two training runs at once (minutes)"
     )
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -399,18 +425,30 @@ def main(argv: list[str] | None = None) -> int:
         rounds.append((window, rates_of_round))
     rounds.sort(key=lambda r: r[1][0])
     windows = {(mt1, "sync"): rounds[len(rounds) // 2][0]}
-    runs = [(spec, "sync") for spec in specs] + [("MT10", "sharded")]
-    for spec, vector in runs:
-        if (spec, vector) not in windows:
-            windows[spec, vector] = in_fresh_process(
-                training_window, spec, steps[spec], hidden, batch, warmup, device.type, vector
+    runs = [(spec, "sync", "fp32") for spec in specs]
+    runs += [("MT10", "sharded", "fp32"), ("MT10", "sync", "bf16")]
+    for spec, vector, precision in runs:
+        if (spec, vector) not in windows or precision != "fp32":
+            windows[spec, vector, precision] = in_fresh_process(
+                training_window,
+                spec,
+                steps[spec],
+                hidden,
+                batch,
+                warmup,
+                device.type,
+                vector,
+                precision,
             )
-        window = windows[spec, vector]
+        else:
+            windows[spec, vector, precision] = windows[spec, vector]
+        window = windows[spec, vector, precision]
         parts = [
             window[f"charts/time_{p}_fraction"]
             for p in ("env", "inference", "replay", "update", "other")
         ]
         name = f"mtrl {spec}" + (", env.vector=sharded" if vector == "sharded" else "")
+        name += ", agent.precision=bf16" if precision == "bf16" else ""
         print(
             f"| {name} | {window['charts/env_steps_per_s']:,.0f} | "
             + " | ".join(f"{p:.0%}" for p in parts)
@@ -429,7 +467,41 @@ def main(argv: list[str] | None = None) -> int:
         f"{float(np.median(ratios[1])):.2f}x stable-baselines3 with denormals flushed too "
         f"(per round: {per_round}); mtrl and stable-baselines3 MT1 rows: medians over the rounds"
     )
+    rate = {key: w["charts/env_steps_per_s"] for key, w in windows.items() if len(key) == 3}
+    print(
+        f"MT10 end to end: agent.precision=bf16 {rate['MT10', 'sync', 'bf16'] / rate['MT10', 'sync', 'fp32']:.2f}x"
+        " fp32's env steps/s"
+    )
+    if not args.no_sharing:
+        sharing(rate["MT10", "sync", "fp32"], steps["MT10"], hidden, batch, warmup, device.type)
     return 0
+
+
+def sharing(
+    alone: float, steps: int, hidden: tuple[int, ...], batch: int, warmup: int, device: str
+) -> None:
+    """(f): two MT10 training runs at once, each as a user starts one (default threads: one per
+    core), with the OpenMP wait policy mtrl sets and with the spinning one it replaces."""
+    print("\n(f) two MT10 training runs at once, default threads, against one alone (row d)")
+    print("| OMP_WAIT_POLICY | env steps/s, each | time, each / one alone |")
+    print("|---|---|---|")
+    for policy, label in (("PASSIVE", "PASSIVE (mtrl's default)"), ("ACTIVE", "ACTIVE")):
+        windows = at_once(
+            2,
+            training_window,
+            "MT10",
+            steps,
+            hidden,
+            batch,
+            warmup,
+            device,
+            OMP_WAIT_POLICY=policy,
+        )
+        rates = [w["charts/env_steps_per_s"] for w in windows]
+        print(
+            f"| {label} | {', '.join(f'{r:,.0f}' for r in rates)} | "
+            f"{', '.join(f'{alone / r:.2f}x' for r in rates)} |"
+        )
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ from mtrl.run import (
     read_run_info,
     write_failure,
 )
+from mtrl.sharing import other_training_processes, oversubscription, usable_cores
 from mtrl.video import FPS, SampledFrames, gif_bytes
 
 TIME_PARTS = ("env", "inference", "replay", "update")  # the loop's timed parts
@@ -114,6 +115,9 @@ class Trainer(RunOwner):
     def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
         self.config, self.run_dir = config, run_dir
         self.device = configure_torch(config)
+        self.sharing_warning = oversubscription(
+            torch.get_num_threads(), other_training_processes(), usable_cores()
+        )
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
         torch.manual_seed(config.seed)
@@ -201,6 +205,8 @@ class Trainer(RunOwner):
         logger = RunLogger(
             self.run_dir, config.total_steps, self.step, config.progress, self.tracker
         )
+        if self.sharing_warning:
+            logger.message(f"warning: {self.sharing_warning}")
         config_text = (self.run_dir / "config.yaml").read_text()
         logger.text(
             "config", "".join(f"    {line}\n" for line in config_text.splitlines()), self.step
