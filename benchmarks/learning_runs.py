@@ -37,7 +37,7 @@ def train(
     """Trains (or resumes, or skips) one run with the budget in ``args`` (``add_arguments``);
     exits with a one-line message if training fails."""
     if (run_dir / "eval" / "final.json").is_file():
-        print(f"{run_dir.relative_to(ROOT)}: finished, skipped")
+        print(f"{_shown(run_dir)}: finished, skipped")
         return
     options = [
         f"total_steps={args.steps}",
@@ -59,6 +59,11 @@ def train(
     done = subprocess.run(command, cwd=ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"})
     if done.returncode != 0:
         sys.exit(f"{run_dir}: mtrl train exited with {done.returncode}; rerun to resume")
+
+
+def _shown(run_dir: Path) -> Path:
+    """A run directory as records and messages name it: relative to the repository if in it."""
+    return run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir
 
 
 def read_curve(run_dir: Path, num_tasks: int) -> dict | None:
@@ -108,7 +113,7 @@ def record_curve(run_dir: Path, record: Path, num_tasks: int) -> dict | None:
     text = {key: value for key, value in curve.items() if key not in ("points", "means")}
     text["points"] = {str(step): tasks for step, tasks in sorted(curve["points"].items())}
     text["means"] = {str(step): mean for step, mean in sorted(curve["means"].items())}
-    text["source"] = f"{run_dir.relative_to(ROOT)}, recorded {time.strftime('%Y-%m-%d')}"
+    text["source"] = f"{_shown(run_dir)}, recorded {time.strftime('%Y-%m-%d')}"
     record.write_text(json.dumps(text, indent=1) + "\n")
     return curve
 
