@@ -25,7 +25,7 @@ import numpy as np
 from learning_runs import ROOT, add_arguments, load_record, record_curve, train
 
 PRESET = ROOT / "mtrl" / "presets" / "mt10" / "scaling" / "mtmhsac_w0256.yaml"
-REFERENCE = ROOT / "benchmarks" / "results" / "reference_mt10" / "records"
+REFERENCE = ROOT / "benchmarks" / "results" / "reference_mt10" / "tanh" / "records"
 # suite -> (env overrides, tasks, eval every, seeds)
 SUITES = {
     "MT1": (["env.name=MT1:reach-v3", "label=MT1 reach-v3"], 1, 10_000, [0, 1, 2]),
@@ -125,7 +125,13 @@ def main() -> None:
                     if (suite, precision) == ("MT10", "fp32") and not args.mt10_fp32:
                         continue
                     run_dir = args.out / "runs" / suite / precision / f"seed{seed}"
-                    options = [*overrides, f"agent.precision={precision}"]
+                    # tanh-bounded log std: as the MT10 fp32 reference runs (before the preset
+                    # took McLean et al.'s clip), so that both precisions compare like with like.
+                    options = [
+                        *overrides,
+                        f"agent.precision={precision}",
+                        "agent.log_std_bound=tanh",
+                    ]
                     train(run_dir, PRESET, seed, budget, options)
                     report(args.out, args.steps)  # the record lands as each run finishes
     print(report(args.out, args.steps))

@@ -35,7 +35,7 @@ import numpy as np
 from learning_runs import ROOT, add_arguments, load_record, record_curve, train
 
 PRESET = ROOT / "mtrl" / "presets" / "mt10" / "scaling" / "mtmhsac_w0256.yaml"
-REFERENCE = ROOT / "benchmarks" / "results" / "reference_mt10" / "records"
+REFERENCE = ROOT / "benchmarks" / "results" / "reference_mt10" / "tanh" / "records"
 TASKS, OBS, ACTIONS, EMBEDDING = 10, 39 + 10, 4, 32
 
 
@@ -57,10 +57,14 @@ def arms() -> dict[str, list[str]]:
         "agent.init_temperature=0.1",
         f"agent.target_entropy={-ACTIONS / 2}",
     ]
+    # Every arm keeps the tanh-bounded log std its MT-MH-SAC arm (the reference's runs) and its
+    # first recipe run were made with, before the preset took McLean et al.'s clip (2026-12-02).
+    tanh = "agent.log_std_bound=tanh"
     return {
-        "mtmhsac": ["label=MT-MH-SAC W=256"],
+        "mtmhsac": ["label=MT-MH-SAC W=256", tanh],
         "recipe": [
             *recipe,
+            tanh,
             "agent.reward_norm=returns",
             "agent.v_min=-10",
             "agent.v_max=10",
@@ -68,6 +72,7 @@ def arms() -> dict[str, list[str]]:
         ],
         "recipe_no_norm": [
             *recipe,
+            tanh,
             "agent.v_min=-1000",
             "agent.v_max=1000",
             "label=recipe without reward normalisation",

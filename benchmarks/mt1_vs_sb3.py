@@ -58,6 +58,7 @@ def mtrl_run(
             f"agent.gamma={GAMMA}",
             f"agent.log_std_min={LOG_STD_MIN}",
             f"agent.log_std_max={LOG_STD_MAX}",
+            "agent.log_std_bound=clip",  # as SB3 (added 2026-12-02, after the table below)
             f"replay_capacity_per_task={steps}",
             f"eval_every={eval_every}",
             f"eval_episodes={eval_episodes}",

@@ -6,14 +6,21 @@ the file) for ``--steps`` steps per task on each seed, evaluating every ``--eval
 95% stratified-bootstrap interval, the mean, and every seed) beside their published points as a
 Markdown table, a JSON and a figure under ``--out``.
 
-Resumable and incremental: each seed is an ordinary run directory under ``--out/runs/seed<k>``; a
+Two variants, each in its own folder ``--out/<variant>``: ``clip`` (the preset as it is: the
+actor's log std clipped to [-20, 2], as McLean et al.'s code does) and ``tanh`` (log std mapped
+into [-20, 2] through tanh, which starts a fresh actor at std e^-9 instead of 1: the preset before
+2026-12-02, and the runs of seeds 0-2 made before that). The figure ``--out/curve.png`` shows both
+beside the published points.
+
+Resumable and incremental: each seed is an ordinary run directory under ``<variant>/runs/seed<k>``; a
 finished seed is skipped, an unfinished one resumed from its checkpoint (the replay buffer is
 checkpointed too, so a resumed seed learns as an uninterrupted one), and a new ``--seeds`` list adds
 seeds to the ones already there. Each seed's wall-clock time is summed from its logged windows
 (evaluations included, start-up and resumes' replay loading not), so it survives interruptions.
 
-    nice python benchmarks/reference_mt10.py --seeds 0 1 2     # ~1.5-2 h per seed on 2 cores
-    python benchmarks/reference_mt10.py --report-only           # table and figure from what exists
+    nice python benchmarks/reference_mt10.py --seeds 0 1 2     # ~2-3 h per seed on 2 cores
+    nice python benchmarks/reference_mt10.py --variant tanh --seeds 3
+    python benchmarks/reference_mt10.py --report-only           # tables and figure from what exists
 """
 
 from __future__ import annotations
@@ -30,17 +37,21 @@ PRESET = ROOT / "mtrl" / "presets" / "mt10" / "scaling" / "mtmhsac_w0256.yaml"
 # task -> mean success over their 10 seeds.
 TASKS = 10
 PUBLISHED = {50_000: 0.19, 100_000: 0.28, 250_000: 0.54, 1_000_000: 0.70, 2_000_000: 0.74}
+VARIANTS = {  # name -> (overrides, what it is)
+    "clip": ([], "log std clipped to [-20, 2], as McLean et al.'s code (the preset)"),
+    "tanh": (["agent.log_std_bound=tanh"], "log std mapped into [-20, 2] through tanh"),
+}
 
 
-def train_seed(seed: int, args: argparse.Namespace) -> None:
-    train(args.out / "runs" / f"seed{seed}", PRESET, seed, args)
+def train_seed(seed: int, variant: str, args: argparse.Namespace) -> None:
+    train(args.out / variant / "runs" / f"seed{seed}", PRESET, seed, args, VARIANTS[variant][0])
 
 
 def seed_curves(out: Path) -> dict[int, dict]:
     """Per seed (``learning_runs.record_curve``): its per-task success and mean at each evaluated
     step, and its wall-clock seconds, from its run directory or, when that is gone, its record."""
     names = {path.name for path in (out / "runs").glob("seed*")}
-    names |= {path.stem for path in (out / "records").glob("seed*.json")}
+    names |= {path.stem for path in (out / "records").glob("seed*.json")}  # out: a variant's
     curves = {}
     for name in sorted(names, key=lambda name: int(name.removeprefix("seed"))):
         curve = record_curve(out / "runs" / name, out / "records" / f"{name}.json", TASKS)
@@ -50,9 +61,22 @@ def seed_curves(out: Path) -> dict[int, dict]:
 
 
 def report(out: Path, reps: int) -> str:
+    """Each variant's table (``<variant>/table.md``, ``curve.json``) and the figure of both."""
+    texts, drawn = [], []
+    for variant, (_, what) in VARIANTS.items():
+        curves = seed_curves(out / variant)
+        if not curves:
+            continue
+        text, table = variant_report(out / variant, curves, reps)
+        texts.append(f"{variant}: {what}\n\n{text}")
+        drawn.append((variant, table, curves))
+    plot(out / "curve.png", drawn)
+    return "\n\n".join(texts)
+
+
+def variant_report(out: Path, curves: dict[int, dict], reps: int) -> tuple[str, dict]:
     from mtrl.stats import aggregate_estimates
 
-    curves = seed_curves(out)
     steps = sorted({step for curve in curves.values() for step in curve["means"]})
     rows, table = [], {}
     for step in steps:
@@ -105,35 +129,35 @@ def report(out: Path, reps: int) -> str:
     )
     (out / "table.md").write_text(text + "\n")
     (out / "curve.json").write_text(json.dumps({str(k): v for k, v in table.items()}, indent=2))
-    plot(out / "curve.png", table, curves)
-    return text
+    return text, table
 
 
-def plot(path: Path, table: dict, curves: dict) -> None:
+def plot(path: Path, drawn: list[tuple[str, dict, dict]]) -> None:
+    """Each variant's mean curve (thin: its seeds; dotted: the IQM with its band) and the
+    published points."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = sorted(table)
-    figure, axis = plt.subplots(figsize=(6, 4), dpi=120)
-    for curve in curves.values():
-        xs = sorted(curve["means"])
-        ys = [curve["means"][x] for x in xs]
-        axis.plot(np.array(xs) / 1e3, ys, color="tab:blue", alpha=0.3, lw=1)
-    x = np.array(steps) / 1e3
-    mean = [table[s]["mean"] for s in steps]
-    axis.plot(x, mean, color="tab:blue", lw=2, marker="o", label="mtrl: mean success (thin: seeds)")
-    with_iqm = [s for s in steps if "iqm" in table[s]]
-    x_iqm = np.array(with_iqm) / 1e3
-    iqm = [table[s]["iqm"] for s in with_iqm]
-    label = "mtrl: IQM over recorded seeds x tasks, 95% CI"
-    axis.plot(x_iqm, iqm, color="tab:blue", lw=1, ls=":", label=label)
-    low = [table[s]["iqm_ci"][0] for s in with_iqm]
-    high = [table[s]["iqm_ci"][1] for s in with_iqm]
-    axis.fill_between(x_iqm, low, high, color="tab:blue", alpha=0.15)
-    limit = max(steps) if steps else 100_000
-    published = sorted((s, v) for s, v in PUBLISHED.items() if s <= max(limit, 100_000))
+    figure, axis = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    limit = 100_000
+    for (variant, table, curves), color in zip(drawn, ("tab:blue", "tab:green"), strict=False):
+        steps = sorted(table)
+        limit = max([limit, *steps])
+        for curve in curves.values():
+            xs = sorted(curve["means"])
+            axis.plot(np.array(xs) / 1e3, [curve["means"][x] for x in xs], color=color, alpha=0.3)
+        mean = [table[s]["mean"] for s in steps]
+        label = f"mtrl, log std {variant}: mean success"
+        axis.plot(np.array(steps) / 1e3, mean, color=color, lw=2, marker="o", label=label)
+        with_iqm = [s for s in steps if "iqm" in table[s]]
+        x_iqm = np.array(with_iqm) / 1e3
+        axis.plot(x_iqm, [table[s]["iqm"] for s in with_iqm], color=color, lw=1, ls=":")
+        low = [table[s]["iqm_ci"][0] for s in with_iqm]
+        high = [table[s]["iqm_ci"][1] for s in with_iqm]
+        axis.fill_between(x_iqm, low, high, color=color, alpha=0.12)
+    published = sorted((s, v) for s, v in PUBLISHED.items() if s <= limit)
     axis.plot(
         [s / 1e3 for s, _ in published],
         [v for _, v in published],
@@ -144,7 +168,7 @@ def plot(path: Path, table: dict, curves: dict) -> None:
     axis.set_xlabel("steps per task (thousands)")
     axis.set_ylabel("success rate")
     axis.set_ylim(0, 1)
-    axis.set_title("MT10, MT-MH-SAC 3 x 256")
+    axis.set_title("MT10, MT-MH-SAC 3 x 256 (dotted: IQM with 95% CI; thin: seeds)")
     axis.grid(alpha=0.3)
     axis.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
@@ -155,11 +179,13 @@ def plot(path: Path, table: dict, curves: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_arguments(parser, "benchmarks/results/reference_mt10", [0, 1, 2], 100_000, 25_000)
+    parser.add_argument("--variant", choices=list(VARIANTS), default="clip")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         for seed in args.seeds:
-            train_seed(seed, args)
+            train_seed(seed, args.variant, args)
+            report(args.out, args.bootstrap_reps)  # the record lands as each seed finishes
     print(report(args.out, args.bootstrap_reps))
 
 

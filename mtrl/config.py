@@ -82,6 +82,10 @@ class AgentConfig:
     # Bounds of the actor's log standard deviation.
     log_std_min: float = -10.0
     log_std_max: float = 2.0
+    # How they bound it: "tanh" maps the head's output smoothly into them (CleanRL, SpinningUp; a
+    # fresh head starts at their midpoint), "clip" clips it (SB3, McLean et al.'s code; a fresh
+    # head starts at log std 0). With [-20, 2] that is std 1e-4 against 1 at the start.
+    log_std_bound: str = "tanh"
     # Clip each combined gradient to this global norm; 0 disables clipping.
     grad_clip_norm: float = 0.0
     # Every N updates, compute per-task gradients (one vmap pass) to log the gradient-conflict
@@ -195,6 +199,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "agent.task_encoding": ("onehot", "embedding"),
     "agent.reward_norm": ("none", "returns", "scale"),
     "agent.precision": ("fp32", "bf16", "auto"),
+    "agent.log_std_bound": ("tanh", "clip"),
     "wandb.mode": ("", "online", "offline", "disabled"),
 }
 

@@ -295,3 +295,24 @@ def test_he_uniform_init_is_refused_for_bodies_without_a_known_output_layer():
 
     with pytest.raises(ConfigError, match="agent.init=he_uniform is defined for shared, multihead"):
         build_run_config(None, ["env.name=synthetic", "agent.init=he_uniform", "agent.critic=mmoe"])
+
+
+def test_log_std_bounds_clip_as_mclean_et_al_or_map_through_tanh():
+    """agent.log_std_bound: "clip" clamps the head's log std (a fresh He-uniform head gives ~0,
+    std ~1, as McLean et al.'s code); "tanh" maps it into the bounds (a fresh head: the midpoint,
+    -9 for [-20, 2])."""
+    torch.manual_seed(0)
+    obs = torch.randn(T, 16, OBS)
+    bounds = {"log_std_min": -20.0, "log_std_max": 2.0, "init": "he_uniform"}
+    clip = MultiTaskSAC(OBS, A, T, AgentConfig(log_std_bound="clip", **bounds)).actor
+    tanh = MultiTaskSAC(OBS, A, T, AgentConfig(log_std_bound="tanh", **bounds)).actor
+    tanh.load_state_dict(clip.state_dict())  # the same head, two readings of its output
+    _, clipped = clip(obs)
+    _, mapped = tanh(obs)
+    assert clipped.abs().max() < 0.05
+    assert (mapped + 9.0).abs().max() < 0.5
+    with torch.no_grad():  # a head far out of range: clip sits on the bounds
+        clip.body.output_layer().bias.fill_(50.0)
+        assert torch.all(clip(obs)[1] == 2.0)
+        clip.body.output_layer().bias.fill_(-50.0)
+        assert torch.all(clip(obs)[1] == -20.0)

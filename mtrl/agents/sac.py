@@ -79,11 +79,14 @@ class Actor(nn.Module):
             embedding_dim=_embedding_dim(config),
         )
         self.log_std_min, self.log_std_max = config.log_std_min, config.log_std_max
+        self.clip_log_std = config.log_std_bound == "clip"
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """obs [G, B, obs], each group from one task -> mean, log std [G, B, A], in fp32 also when
         the body ran under bf16 autocast (its output is cast back before anything else)."""
         mean, log_std = self.body(obs).float().chunk(2, dim=-1)
+        if self.clip_log_std:  # as McLean et al.'s and SB3's code: a fresh head gives std ~1
+            return mean, log_std.clamp(self.log_std_min, self.log_std_max)
         # Soft bounds on log std (as CleanRL and SpinningUp do) keep gradients alive at the edges.
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
             torch.tanh(log_std) + 1
