@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtrl.extras import available, install_hint
+
+HAVE_SB3 = available("stable_baselines3")  # the MT1 comparison's other library
 ACTION_DIM = 4
 
 
@@ -419,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         shipped, flushed = (
             in_fresh_process(sb3_rate, steps[mt1], hidden, batch, warmup, device.type, flush)
+            if HAVE_SB3
+            else float("nan")
             for flush in (False, True)
         )
         rates_of_round = (window["charts/env_steps_per_s"], shipped, flushed)
@@ -454,6 +459,24 @@ def main(argv: list[str] | None = None) -> int:
             + " | ".join(f"{p:.0%}" for p in parts)
             + " |"
         )
+    if HAVE_SB3:
+        print_sb3_comparison(rounds, mt1)
+    else:
+        print(
+            f"\n(no stable-baselines3 rows: it is not installed; {install_hint('stable_baselines3')})"
+        )
+    rate = {key: w["charts/env_steps_per_s"] for key, w in windows.items() if len(key) == 3}
+    print(
+        f"MT10 end to end: agent.precision=bf16 {rate['MT10', 'sync', 'bf16'] / rate['MT10', 'sync', 'fp32']:.2f}x"
+        " fp32's env steps/s"
+    )
+    if not args.no_sharing:
+        sharing(rate["MT10", "sync", "fp32"], steps["MT10"], hidden, batch, warmup, device.type)
+    return 0
+
+
+def print_sb3_comparison(rounds: list, mt1: str) -> None:
+    """The stable-baselines3 rows of (d) and the ratio line, medians over the rounds."""
     for column, label in ((1, "as shipped"), (2, "flushing denormals, as mtrl does")):
         rate = float(np.median([r[1][column] for r in rounds]))
         print(f"| stable-baselines3 {mt1}, {label} | {rate:,.0f} | | | | | |")
@@ -467,14 +490,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{float(np.median(ratios[1])):.2f}x stable-baselines3 with denormals flushed too "
         f"(per round: {per_round}); mtrl and stable-baselines3 MT1 rows: medians over the rounds"
     )
-    rate = {key: w["charts/env_steps_per_s"] for key, w in windows.items() if len(key) == 3}
-    print(
-        f"MT10 end to end: agent.precision=bf16 {rate['MT10', 'sync', 'bf16'] / rate['MT10', 'sync', 'fp32']:.2f}x"
-        " fp32's env steps/s"
-    )
-    if not args.no_sharing:
-        sharing(rate["MT10", "sync", "fp32"], steps["MT10"], hidden, batch, warmup, device.type)
-    return 0
 
 
 def sharing(

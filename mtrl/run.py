@@ -16,7 +16,6 @@ before it puts runs in one table. Checkpoints carry the same record.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import os
 import platform
@@ -39,8 +38,9 @@ from mtrl.agents import networks
 from mtrl.config import Config, build_config
 from mtrl.envs import episode_steps, is_metaworld, make_env, resolve_task_names
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import ConfigError, RunError, RunWriteError
+from mtrl.errors import RunError, RunWriteError
 from mtrl.evaluation import EVAL_SEED_OFFSET, GOAL_SCHEME
+from mtrl.extras import require
 from mtrl.lock import RunLock, acquire
 
 DISTRIBUTION = "mtrl-suite"
@@ -72,8 +72,10 @@ def check_specs(config: Config, num_tasks: int | None = None) -> Config:
     for key, spec in (("agent.actor", agent.actor), ("agent.critic", agent.critic)):
         networks.check_spec(key, spec, agent.hidden_sizes, num_tasks, agent.init)
     tracking.check_available(config)
-    if config.eval_video_every and importlib.util.find_spec("imageio") is None:
-        raise ConfigError("eval_video_every needs imageio: pip install 'mtrl-suite[video]'")
+    if config.eval_video_every:
+        require("imageio", "eval_video_every")
+    if config.agent.algorithm == "independent":
+        require("stable_baselines3", "agent.algorithm=independent")
     return config
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from mtrl import tracking
 from mtrl.checkpoint import step_checkpoints
 from mtrl.config import ConfigError, load_yaml
+from mtrl.extras import install_hint
 from mtrl.lock import describe, holder
 from mtrl.presets import resolve
 from mtrl.report import method_label
@@ -319,8 +320,8 @@ def run_sweep(
             ray_available = True
         except ImportError:
             if address:
-                raise ConfigError("--address needs Ray: pip install 'mtrl-suite[ray]'") from None
-            say("Ray is not installed (pip install 'mtrl-suite[ray]'): running the runs one by one")
+                raise ConfigError(f"--address needs Ray: {install_hint('ray')}") from None
+            say(f"Ray is not installed ({install_hint('ray')}): running the runs one by one")
     if ray_available:
         return results + _ray_results(sweep, pending, address, max_parallel, num_cpus, report)
     threads = max(1, int(sweep.cpus))

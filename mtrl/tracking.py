@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from mtrl.config import Config
-from mtrl.errors import ConfigError, RunError
+from mtrl.errors import RunError
+from mtrl.extras import require
 
 STEP = "global_step"
-INSTALL = 'pip install "mtrl-suite[wandb]"'
 
 
 def wanted(config: Config) -> bool:
@@ -29,12 +29,8 @@ def wanted(config: Config) -> bool:
 
 def check_available(config: Config) -> None:
     """A run that asks for W&B where wandb is not installed stops before it starts, in one line."""
-    if not wanted(config):
-        return
-    try:
-        import wandb  # noqa: F401
-    except ImportError:
-        raise ConfigError(f"wandb.project is set but wandb is not installed: {INSTALL}") from None
+    if wanted(config):
+        require("wandb", "wandb.project")
 
 
 def new_run_id() -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mtrl.errors import VideoError
+from mtrl.extras import install_hint
 
 FPS = 40  # Meta-World's control frequency is ~80 Hz; half speed is easier to watch
 
@@ -19,7 +20,7 @@ def write_videos(path: str | Path, frames_by_task: dict[str, list[np.ndarray]]) 
     try:
         import imageio.v2 as imageio
     except ImportError:
-        raise VideoError("--video needs imageio: pip install 'mtrl-suite[video]'") from None
+        raise VideoError(f"--video needs imageio: {install_hint('imageio')}") from None
     written = []
     for task, frames in frames_by_task.items():
         if not frames:
@@ -64,9 +65,7 @@ def gif_bytes(frames: list[np.ndarray], fps: float) -> bytes:
     try:
         import imageio.v2 as imageio
     except ImportError:
-        raise VideoError(
-            "eval_video_every needs imageio: pip install 'mtrl-suite[video]'"
-        ) from None
+        raise VideoError(f"eval_video_every needs imageio: {install_hint('imageio')}") from None
     buffer = io.BytesIO()
     imageio.mimsave(buffer, frames, format="GIF", duration=1000 / fps, loop=0)
     return buffer.getvalue()

@@ -284,7 +284,9 @@ def test_a_sweep_rerun_skips_a_run_that_is_being_written(tmp_path):
                 "name": "busy",
                 "out": str(tmp_path / "runs"),
                 "overrides": [*SMALL_SYNTHETIC, *FAST, "total_steps=100000", "checkpoint_every=50"],
-                "runs": [{"preset": str(REPO / "mtrl" / "presets" / "synthetic.yaml"), "label": "SAC"}],
+                "runs": [
+                    {"preset": str(REPO / "mtrl" / "presets" / "synthetic.yaml"), "label": "SAC"}
+                ],
             }
         )
     )
