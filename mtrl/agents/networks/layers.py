@@ -24,6 +24,16 @@ import torch
 from torch import nn
 
 
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm on an fp32 input. Under bf16 autocast a Linear hands it bf16, and the per-task
+    vmap pass then fails in its backward ("expected scalar type BFloat16 but found Float", torch
+    2.13; without vmap it works); normalising in fp32 is what autocast does anyway. A no-op in
+    fp32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float())
+
+
 def positive(name: str, **values: int) -> None:
     """Raises ValueError naming the network and option unless each value is an integer >= 1."""
     for key, value in values.items():
@@ -91,7 +101,7 @@ def mlp(
     then a plain linear output layer if out_dim is set, so ``[-1]`` is still the last Linear."""
     layers: list[nn.Module] = []
     for width in sizes:
-        norm = [nn.LayerNorm(width)] if layer_norm else []
+        norm = [LayerNorm(width)] if layer_norm else []
         layers += [nn.Linear(in_dim, width), *norm, nn.ReLU()]
         in_dim = width
     if out_dim is not None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from mtrl.agents.networks.embedding import TaskEmbedded
-from mtrl.agents.networks.layers import Ensemble, positive
+from mtrl.agents.networks.layers import Ensemble, LayerNorm, positive
 
 
 def _one_width(name: str, hidden_sizes: tuple[int, ...]) -> int:
@@ -100,10 +100,10 @@ class BroNetBlock(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(width, width),
-            nn.LayerNorm(width),
+            LayerNorm(width),
             nn.ReLU(),
             nn.Linear(width, width),
-            nn.LayerNorm(width),
+            LayerNorm(width),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +143,7 @@ class BroNetBody(_ResidualBody):
     name = "bronet"
 
     def build(self, obs_dim: int, width: int, blocks: int) -> None:
-        self.stem = nn.Sequential(nn.Linear(obs_dim, width), nn.LayerNorm(width), nn.ReLU())
+        self.stem = nn.Sequential(nn.Linear(obs_dim, width), LayerNorm(width), nn.ReLU())
         self.blocks = nn.Sequential(*(BroNetBlock(width) for _ in range(blocks)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,7 +157,7 @@ class SimbaBlock(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.LayerNorm(width),
+            LayerNorm(width),
             nn.Linear(width, 4 * width),
             nn.ReLU(),
             nn.Linear(4 * width, width),
@@ -176,7 +176,7 @@ class SimbaBody(_ResidualBody):
         self.norm = RunningNorm(obs_dim)
         self.stem = nn.Linear(obs_dim, width)
         self.blocks = nn.Sequential(*(SimbaBlock(width) for _ in range(blocks)))
-        self.final_norm = nn.LayerNorm(width)
+        self.final_norm = LayerNorm(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [G, B, obs] -> [G, B, out]."""
