@@ -1,15 +1,13 @@
 """A gradient method of your own, trained by name beside the built-in ones.
 
-A method sees the T x T Gram matrix G of the per-task gradients (G_ij = g_i . g_j, computed in
-one batched pass) and returns weights w; the step is sum_i w_i g_i. This one drops the tasks whose
-gradient points against the mean gradient (g_i . g_mean < 0) and averages the rest: a toy cousin
-of PCGrad that needs nothing but G.
+The method is examples/plugin/mtrl_agreeing_mean.py: the mean over the tasks whose gradient
+agrees with the mean gradient, from the Gram matrix of the per-task gradients. Here it is
+registered for this process only; `pip install ./examples/plugin` makes it a plugin (an entry
+point in the "mtrl.gradients" group), found by name by `mtrl train`, sweeps and `mtrl eval` in
+any process:
 
-Registered here for this process only. For `mtrl train`, sweeps and `mtrl eval` in other
-processes, ship it in a package with an entry point (see mtrl/plugins.py):
-
-    [project.entry-points."mtrl.gradients"]
-    agreeing_mean = "my_package:AgreeingMean"
+    pip install ./examples/plugin
+    mtrl train --config synthetic agent.critic_grad=agreeing_mean agent.actor_grad=agreeing_mean
 
     python examples/custom_gradient_method.py --steps 300
 """
@@ -17,22 +15,16 @@ processes, ship it in a package with an entry point (see mtrl/plugins.py):
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
 import mtrl
 from mtrl.gradients import GRADIENT_METHODS, make
 
-
-class AgreeingMean(mtrl.GradientMethod):
-    """The mean over the tasks whose gradient has a non-negative dot product with the mean."""
-
-    def weights(self, gram_matrix, task_losses, context):
-        agreement = gram_matrix.sum(dim=1)  # [T]: T * (g_i . g_mean)
-        keep = (agreement >= 0).to(gram_matrix.dtype)
-        if keep.sum() == 0:  # cannot happen (sum_i g_i . g_mean = T |g_mean|^2 >= 0), but be safe
-            keep = torch.ones_like(keep)
-        return keep / keep.sum()
+sys.path.insert(0, str(Path(__file__).resolve().parent / "plugin"))  # the plugin, uninstalled
+from mtrl_agreeing_mean import AgreeingMean  # noqa: E402
 
 
 def main() -> None:
