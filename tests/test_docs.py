@@ -193,6 +193,19 @@ def test_every_readme_command_parses_and_builds_its_config(tmp_path, monkeypatch
     assert {"mtrl train", "mtrl eval", "mtrl sweep", "mtrl report", "pip"} <= seen
 
 
+QUICK = ("presets", "config")  # commands that only read: run as written, in a second or two
+
+
+def test_readmes_quick_commands_run_as_written(tmp_path):
+    quick = [a for a in shell_commands(README.read_text()) if a[0] == "mtrl" and a[1] in QUICK]
+    assert len(quick) >= 2, quick
+    for argv in quick:
+        done = subprocess.run(
+            [sys.executable, "-m", "mtrl", *argv[1:]], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert done.returncode == 0 and done.stdout.strip(), (argv, done.stderr)
+
+
 def _headings(path: Path) -> set[str]:
     """The anchors of a Markdown file's headings, as MkDocs and GitHub make them (where the two
     differ, a link works in only one of them, so such an anchor is left out)."""
