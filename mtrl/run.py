@@ -213,6 +213,16 @@ class RunInfo:
             temporary.unlink(missing_ok=True)
 
 
+def start_tracking(
+    config: Config, run_dir: Path, resume: bool
+) -> tuple[tracking.WandbRun | None, dict[str, Any]]:
+    """The run's W&B run (``tracking.start``: a resume goes on with the one run.json names) and
+    what run.json keeps of it, as ``RunInfo`` extras."""
+    previous = read_run_info(run_dir).get("wandb") if resume else None
+    tracker, record = tracking.start(config, run_dir, previous)
+    return tracker, ({"wandb": record} if record else {})
+
+
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     """A run directory's run.json as a dict; empty where there is none or it is unreadable."""
     try:

@@ -16,7 +16,7 @@ import string
 from pathlib import Path
 from typing import Any
 
-from mtrl.config import Config
+from mtrl.config import Config, to_dict
 from mtrl.errors import RunError
 from mtrl.extras import require
 
@@ -42,7 +42,7 @@ def new_run_id() -> str:
 class WandbRun:
     """One W&B run, created or (with the id a previous process kept) resumed."""
 
-    def __init__(self, config: Config, run_dir: Path, run_id: str, settings: dict[str, Any]):
+    def __init__(self, config: Config, run_dir: Path, run_id: str):
         import wandb
 
         self._wandb = wandb
@@ -57,7 +57,7 @@ class WandbRun:
                 resume="allow",
                 name=run_dir.name,
                 dir=str(run_dir),
-                config=settings,
+                config=to_dict(config),
                 reinit="create_new",  # mtrl.train called again in one notebook: a new W&B run
             )
         except Exception as error:  # no API key, no network: one line, before any step is taken
@@ -115,12 +115,6 @@ def start(
         return None, previous  # a resume without W&B keeps the record of the one it had
     record = {"project": config.wandb.project, "run_id": None, **(previous or {})}
     record["run_id"] = record["run_id"] or new_run_id()
-    run = WandbRun(config, run_dir, record["run_id"], config_dict(config))
+    run = WandbRun(config, run_dir, record["run_id"])
     record["url"] = run.url
     return run, record
-
-
-def config_dict(config: Config) -> dict[str, Any]:
-    from mtrl.config import to_dict
-
-    return to_dict(config)

@@ -53,7 +53,7 @@ from mtrl.run import (
     configure_torch,
     env_options,
     make_eval_env,
-    read_run_info,
+    start_tracking,
     write_failure,
 )
 from mtrl.sharing import other_training_processes, oversubscription, usable_cores
@@ -158,8 +158,7 @@ class Trainer(RunOwner):
             path = latest_checkpoint(run_dir)
             self._restore(TrainingCheckpoint.from_payload(path, load_checkpoint(path), resume=True))
         save_config(config, run_dir / "config.yaml")
-        previous = read_run_info(run_dir).get("wandb") if resume else None
-        self.tracker, wandb = tracking.start(config, run_dir, previous)
+        self.tracker, tracked = start_tracking(config, run_dir, resume)
         self.run_info = RunInfo(
             run_dir,
             config,
@@ -168,7 +167,7 @@ class Trainer(RunOwner):
             str(self.device),
             resume=resume,
             env=self.env,
-            **({"wandb": wandb} if wandb else {}),
+            **tracked,
         )
         self._write_run_info("running")
 

@@ -20,7 +20,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from mtrl import tracking
 from mtrl.config import Config, save_config
 from mtrl.envs import is_metaworld, make_env
 from mtrl.envs.base import MultiTaskVecEnv
@@ -34,7 +33,7 @@ from mtrl.run import (
     configure_torch,
     env_options,
     make_eval_env,
-    read_run_info,
+    start_tracking,
     write_failure,
 )
 
@@ -127,8 +126,7 @@ class IndependentTrainer(RunOwner):
         self.last_eval: dict[str, TaskResult] | None = None
         save_config(config, run_dir / "config.yaml")
         self._failed = False
-        previous = read_run_info(run_dir).get("wandb") if resume else None
-        self.tracker, wandb = tracking.start(config, run_dir, previous)
+        self.tracker, tracked = start_tracking(config, run_dir, resume)
         self.run_info = RunInfo(
             run_dir,
             config,
@@ -137,7 +135,7 @@ class IndependentTrainer(RunOwner):
             str(self.device),
             resume=resume,
             algorithm="independent",
-            **({"wandb": wandb} if wandb else {}),
+            **tracked,
         )
         self._write_run_info("running")
 
