@@ -99,9 +99,9 @@ def report(out: Path, steps: int) -> str:
                 else ""
             )
             lines.append(
-                f"{suite}: bf16 - fp32 = {bf16['mean'] - fp32['mean']:+.2f} in mean success "
-                f"(per seed, same seeds {common}: {', '.join(f'{d:+.2f}' for d in differences)})"
-                + speed
+                f"{suite}: bf16 - fp32 = {np.mean(differences):+.2f} in mean success over the "
+                f"seeds run in both, {common} (per seed: "
+                f"{', '.join(f'{d:+.2f}' for d in differences)})" + speed
             )
     text = "\n".join(lines)
     (out / "table.md").write_text(text + "\n")
