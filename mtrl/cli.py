@@ -35,12 +35,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.track and not config.wandb.project:  # CleanRL's --track: W&B, project "mtrl"
         import dataclasses
 
-        from mtrl.tracking import check_available
-
+        # (the trainer checks, as for any config, that wandb is installed)
         config = dataclasses.replace(
             config, wandb=dataclasses.replace(config.wandb, project="mtrl")
         )
-        check_available(config)
     independent = config.agent.algorithm == "independent"
     if independent:  # one stable-baselines3 SAC per task
         from mtrl.baselines.independent import IndependentTrainer

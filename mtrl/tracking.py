@@ -77,13 +77,13 @@ class WandbRun:
         finite = {key: value for key, value in scalars.items() if math.isfinite(value)}
         self.run.log({**finite, STEP: step})
 
-    def final_table(self, step: int, rows: dict[str, dict[str, float]]) -> None:
-        """The final evaluation's per-task table (``rows``: task -> its result's fields)."""
+    def final_table(self, step: int, results: dict[str, Any]) -> None:
+        """The final evaluation's per-task table (``results``: task -> its ``TaskResult``)."""
         columns = ["task", "success_rate", "mean_return", "mean_length", "episodes"]
-        data = [[task, *(row[key] for key in columns[1:])] for task, row in rows.items()]
+        data = [[task, *(getattr(r, key) for key in columns[1:])] for task, r in results.items()]
         table = self._wandb.Table(columns=columns, data=data)
         self.run.log({"eval/final_table": table, STEP: step})
-        mean = sum(row["success_rate"] for row in rows.values()) / max(len(rows), 1)
+        mean = sum(r.success_rate for r in results.values()) / max(len(results), 1)
         self.run.summary["eval/final_mean_success_rate"] = mean
 
     def video(self, step: int, task: str, path: Path) -> None:

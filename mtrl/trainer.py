@@ -14,7 +14,6 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -387,7 +386,7 @@ class Trainer(RunOwner):
         if frames:
             self._write_videos(logger, frames)
         if final and self.tracker is not None:
-            self.tracker.final_table(self.step, {k: asdict(r) for k, r in results.items()})
+            self.tracker.final_table(self.step, results)
         self.callbacks.fire("on_eval", self.step, results, final)
         return results
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +171,7 @@ class IndependentTrainer(RunOwner):
         self.last_eval = results
         log_evaluation(logger, self.step, results, self.run_dir, final)
         if final and self.tracker is not None:
-            self.tracker.final_table(self.step, {k: asdict(r) for k, r in results.items()})
+            self.tracker.final_table(self.step, results)
         return results
 
     def _checkpoint(self) -> Path:
