@@ -15,10 +15,6 @@ from __future__ import annotations
 
 from importlib import import_module, metadata
 
-from mtrl.sharing import prefer_passive_waits
-
-prefer_passive_waits()  # before torch loads: several runs on one machine do not collapse
-
 try:
     __version__ = metadata.version("mtrl-suite")
 except metadata.PackageNotFoundError:  # imported from a source tree that was never installed

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from mtrl.extras import available, install_hint
+from mtrl.sharing import usable_cores
 
 HAVE_SB3 = available("stable_baselines3")  # the MT1 comparison's other library
 ACTION_DIM = 4
@@ -203,8 +204,9 @@ def training_window(
     device: str = "cpu",
     vector: str = "sync",
     precision: str = "fp32",
+    threads: int = 0,
 ) -> dict[str, float]:
-    """A short MT-SAC run; the scalars of its last log window, ``steps`` long, which starts after
+    """A short MT-SAC run (``threads``: its torch_threads, 0 for mtrl's default); the scalars of its last log window, ``steps`` long, which starts after
     the warm-up and the first updates (and the compiling of the gradient passes): env steps/s and
     the loop's time split."""
     from mtrl.logging import read_metrics
@@ -233,6 +235,7 @@ def training_window(
                 f"device={device}",
                 f"env.vector={vector}",
                 f"agent.precision={precision}",
+                f"torch_threads={threads}",
             ],
         )
         trainer = Trainer(config, run_dir)
@@ -492,26 +495,33 @@ def print_sb3_comparison(rounds: list, mt1: str) -> None:
     )
 
 
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def sharing(
     alone: float, steps: int, hidden: tuple[int, ...], batch: int, warmup: int, device: str
 ) -> None:
-    """(f): two MT10 training runs at once, each as a user starts one (default threads: one per
-    core), with the OpenMP wait policy mtrl sets and with the spinning one it replaces."""
-    print("\n(f) two MT10 training runs at once, default threads, against one alone (row d)")
-    print("| OMP_WAIT_POLICY | env steps/s, each | time, each / one alone |")
+    """(f): two MT10 training runs at once, started as a user starts them: with mtrl's default
+    (each takes its share of the cores, ``mtrl/sharing.py``), and with two threads each fixed,
+    OpenMP spinning (its default) or sleeping (PASSIVE). One run alone on one thread is the most
+    each of two runs can get from the cores."""
+    print("\n(f) two MT10 training runs at once against one alone (row d)")
+    print("| runs | env steps/s, each | time, each / one alone |")
     print("|---|---|---|")
-    for policy, label in (("PASSIVE", "PASSIVE (mtrl's default)"), ("ACTIVE", "ACTIVE")):
-        windows = at_once(
-            2,
-            training_window,
-            "MT10",
-            steps,
-            hidden,
-            batch,
-            warmup,
-            device,
-            OMP_WAIT_POLICY=policy,
-        )
+    args = ("MT10", steps, hidden, batch, warmup, device, "sync", "fp32")
+    one_thread = in_fresh_process(training_window, *args, 1)["charts/env_steps_per_s"]
+    print(
+        f"| one alone, torch_threads=1 (the bound for each of two) | {one_thread:,.0f} | "
+        f"{alone / one_thread:.2f}x |"
+    )
+    cores = usable_cores()
+    cases = (
+        ("two, mtrl's default (torch_threads=0: a share of the cores each)", 0, {}),
+        (f"two, torch_threads={cores} each, OpenMP spinning", cores, {}),
+        (f"two, torch_threads={cores} each, OMP_WAIT_POLICY=PASSIVE", cores, PASSIVE),
+    )
+    for label, threads, variables in cases:
+        windows = at_once(2, training_window, *args, threads, **variables)
         rates = [w["charts/env_steps_per_s"] for w in windows]
         print(
             f"| {label} | {', '.join(f'{r:,.0f}' for r in rates)} | "

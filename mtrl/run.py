@@ -42,6 +42,7 @@ from mtrl.errors import RunError, RunWriteError
 from mtrl.evaluation import EVAL_SEED_OFFSET, GOAL_SCHEME
 from mtrl.extras import require
 from mtrl.lock import RunLock, acquire
+from mtrl.sharing import CoreShare
 
 DISTRIBUTION = "mtrl-suite"
 LIBRARIES = ("torch", "metaworld", "mujoco", "gymnasium", "numpy")
@@ -273,6 +274,17 @@ def configure_torch(config: Config) -> torch.device:
         torch.set_float32_matmul_precision("high")  # TF32 for what stays fp32 (the Gram matrices)
     torch.set_flush_denormal(True)
     return device
+
+
+def share_cores(config: Config) -> CoreShare:
+    """The run's place among the machine's training processes (call after ``configure_torch``):
+    with ``torch_threads=0`` and not deterministic it takes its share of the cores as other runs
+    start and end; otherwise it keeps its threads and warns where they oversubscribe."""
+    return CoreShare(
+        adapt=config.torch_threads == 0 and not config.deterministic,
+        get_threads=torch.get_num_threads,
+        set_threads=torch.set_num_threads,
+    )
 
 
 def default_run_dir(config: Config) -> Path:

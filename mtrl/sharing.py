@@ -1,24 +1,26 @@
 """How a training process shares the machine's cores with other ones.
 
-Measured on 2 cores (DESIGN.md; the quickstart's shape, 2,500 steps): two default training
-processes at once took 264 s each against 75 s for one alone, because OpenMP's threads spin while
-they wait and the two processes' spinning threads take each other's cores; with
-``OMP_WAIT_POLICY=PASSIVE`` (threads sleep instead) each took 78 s, against 82 s alone. OpenMP reads the variable once,
-when torch loads it, so ``mtrl`` sets it on import, before torch, unless the user has set it.
+Measured on 2 cores with AMX (2026-12-02, MT10, 3 x 400, 128 per task; ``mtrl bench`` (f)):
+- one run alone gains 1.48x from its second thread (126 env steps/s against 85 with one);
+- two runs at once with two threads each collapse while OpenMP's threads spin, waiting for work,
+  on each other's cores: 45 env steps/s each; with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep)
+  80 each, but PASSIVE also costs a run alone 20% (a thread woken from sleep for every parallel
+  region: the bf16 MT10 update 27 -> 47 ms);
+- two runs with one thread each: 86 each, the most two runs get out of two cores.
+
+So a run keeps OpenMP's spinning default and, where it chose no ``torch_threads`` itself, takes
+its share of the cores: each training process registers itself in a per-user directory, looks
+every few seconds at how many others are registered, and sets its torch threads to
+cores / runs (back up when they end). A process spinning on one thread waits for nobody.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+import time
 from pathlib import Path
-
-WAIT_POLICY = "OMP_WAIT_POLICY"
-
-
-def prefer_passive_waits() -> None:
-    """Sleeping rather than spinning OpenMP threads, unless the user chose; only takes effect if
-    torch has not been imported yet."""
-    os.environ.setdefault(WAIT_POLICY, "PASSIVE")
 
 
 def usable_cores() -> int:
@@ -28,33 +30,115 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def other_training_processes(proc: Path = Path("/proc")) -> int:
-    """How many other ``mtrl train`` processes run on this machine (Linux; 0 where /proc is not
-    there). A sweep's runs and a user's second seed count; evaluations and reports do not."""
+def registry() -> Path:
+    """Where this user's training processes register (one empty file per process id)."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"mtrl-training-{uid}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def other_training_processes(directory: Path | None = None) -> int:
+    """How many other live training processes are registered (a file left by a process that died
+    without leaving is removed here)."""
+    directory = directory or registry()
     count, me = 0, os.getpid()
-    for entry in proc.glob("[0-9]*"):
-        if int(entry.name) == me:
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # gone, or not ours to read
-            continue
-        words = [Path(arg.decode(errors="replace")).name for arg in argv if arg]
-        for k in range(len(words) - 1):
-            if words[k] in ("mtrl", "mtrl.cli") and words[k + 1] == "train":
+    with contextlib.suppress(OSError):
+        for entry in directory.iterdir():
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            if _alive(int(entry.name)):
                 count += 1
-                break
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
     return count
 
 
+def fair_threads(cores: int, processes: int) -> int:
+    return max(1, cores // max(1, processes))
+
+
 def oversubscription(threads: int, others: int, cores: int) -> str | None:
-    """A one-line warning where this run's torch threads and the other runs' (taken to use as
-    many) ask for more cores than there are; None where they fit."""
+    """A one-line warning where this run's fixed torch threads and the other runs' (taken to use
+    as many) ask for more cores than there are; None where they fit."""
     processes = others + 1
     if processes * threads <= cores:
         return None
-    fair = max(1, cores // processes)
     return (
         f"{processes} mtrl training processes share {cores} cores with {threads} torch threads "
-        f"each; set torch_threads={fair} for runs that share this machine"
+        f"each; set torch_threads={fair_threads(cores, processes)} (or 0, which shares by "
+        "itself) for runs that share this machine"
     )
+
+
+class CoreShare:
+    """One training process's place among the others: registered while it trains, and, where it
+    adapts (``torch_threads=0`` and not deterministic: changing the thread count changes the
+    order of floating-point sums), its torch threads kept at its share of the cores.
+
+    ``set_threads`` and ``get_threads`` are torch's (injected, so that this module stays below
+    torch and its tests need no processes).
+    """
+
+    def __init__(
+        self,
+        adapt: bool,
+        get_threads,
+        set_threads,
+        directory: Path | None = None,
+        cores: int | None = None,
+        interval_s: float = 5.0,
+    ) -> None:
+        self.adapt, self.get_threads, self.set_threads = adapt, get_threads, set_threads
+        self.directory = directory or registry()
+        self.cores = cores or usable_cores()
+        self.interval_s = interval_s
+        self.own_threads = get_threads()  # what this process would use alone
+        self._next_check = 0.0
+        self._file: Path | None = None
+
+    def enter(self) -> str | None:
+        """Registers this process; returns what changed (threads) or a warning, for the log."""
+        with contextlib.suppress(OSError):
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._file = self.directory / str(os.getpid())
+            self._file.touch()
+        if not self.adapt:
+            others = other_training_processes(self.directory)
+            warning = oversubscription(self.own_threads, others, self.cores)
+            return warning and f"warning: {warning}"
+        return self.check(force=True)
+
+    def check(self, force: bool = False) -> str | None:
+        """At most every ``interval_s``: the thread count for the runs registered now; a line
+        saying so where it changed, else None."""
+        now = time.monotonic()
+        if not self.adapt or (not force and now < self._next_check):
+            return None
+        self._next_check = now + self.interval_s
+        processes = other_training_processes(self.directory) + 1
+        threads = min(self.own_threads, fair_threads(self.cores, processes))
+        current = self.get_threads()
+        if threads == current:
+            return None
+        self.set_threads(threads)
+        return (
+            f"{processes} mtrl training {'process' if processes == 1 else 'processes'} on "
+            f"{self.cores} cores: "
+            f"torch threads {current} -> {threads}"
+        )
+
+    def leave(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.unlink()
+            self._file = None

@@ -52,10 +52,10 @@ from mtrl.run import (
     configure_torch,
     env_options,
     make_eval_env,
+    share_cores,
     start_tracking,
     write_failure,
 )
-from mtrl.sharing import other_training_processes, oversubscription, usable_cores
 from mtrl.video import FPS, SampledFrames, gif_bytes
 
 TIME_PARTS = ("env", "inference", "replay", "update")  # the loop's timed parts
@@ -114,9 +114,7 @@ class Trainer(RunOwner):
     def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
         self.config, self.run_dir = config, run_dir
         self.device = configure_torch(config)
-        self.sharing_warning = oversubscription(
-            torch.get_num_threads(), other_training_processes(), usable_cores()
-        )
+        self.cores = share_cores(config)
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
         torch.manual_seed(config.seed)
@@ -166,6 +164,7 @@ class Trainer(RunOwner):
             str(self.device),
             resume=resume,
             env=self.env,
+            precision=self.agent.precision,  # agent.precision=auto resolved on this machine
             **tracked,
         )
         self._write_run_info("running")
@@ -203,8 +202,8 @@ class Trainer(RunOwner):
         logger = RunLogger(
             self.run_dir, config.total_steps, self.step, config.progress, self.tracker
         )
-        if self.sharing_warning:
-            logger.message(f"warning: {self.sharing_warning}")
+        if shared := self.cores.enter():
+            logger.message(shared)
         config_text = (self.run_dir / "config.yaml").read_text()
         logger.text(
             "config", "".join(f"    {line}\n" for line in config_text.splitlines()), self.step
@@ -215,6 +214,8 @@ class Trainer(RunOwner):
         with StopSignals() as stop:
             try:
                 while self.step < config.total_steps:
+                    if shared := self.cores.check():
+                        logger.message(shared)
                     self._collect(timers)
                     resets = self.agent.resets
                     metrics.update(self._update(timers) or {})  # diagnostics persist
@@ -491,6 +492,7 @@ class Trainer(RunOwner):
             if self._eval_source is not None and not callable(self._eval_source):
                 self._eval_source.close()
         finally:
+            self.cores.leave()
             self.lock.release()
 
 

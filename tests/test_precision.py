@@ -11,6 +11,7 @@ from test_train import _final_success, _run
 from mtrl.agents.networks import NETWORKS
 from mtrl.gradients import GRADIENT_METHODS
 from mtrl.logging import read_metrics
+from mtrl.run import read_run_info
 
 SPECS = {"bronet": "bronet:width=16", "simba": "simba:width=16,blocks=1"}
 
@@ -80,9 +81,11 @@ def test_auto_is_bf16_exactly_where_the_device_runs_it_natively():
 def test_a_resume_may_switch_precision(tmp_path):
     common = ["warmup_steps=60", "log_every=50", "eval_every=0", "final_eval_episodes=1"]
     _run(tmp_path / "run", [*common, "total_steps=100", "checkpoint_every=100"])
+    assert read_run_info(tmp_path / "run")["precision"] == "fp32"
     _run(tmp_path / "run", ["total_steps=200", "agent.precision=bf16"], resume=True)
     train = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "train"]
     assert train[-1]["step"] == 200 and np.isfinite(train[-1]["losses/critic"])
+    assert read_run_info(tmp_path / "run")["precision"] == "bf16"  # run.json says what ran
 
 
 def test_bf16_mt_sac_solves_the_four_conflicting_tasks(tmp_path):

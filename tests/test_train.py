@@ -217,6 +217,7 @@ def test_run_directory_layout_and_refusal_to_overwrite(tmp_path):
     ]
     info = json.loads((run_dir / "run.json").read_text())
     assert info["parameter_counts"]["actor"] > 0 and info["parameter_counts"]["critic"] > 0
+    assert info["precision"] == "fp32"  # what the agent ran (agent.precision=auto: as resolved)
     _check_provenance(info, run_dir, final)
     records = read_metrics(run_dir)
     train = [r for r in records if r["kind"] == "train"]

@@ -32,6 +32,7 @@ from mtrl.run import (
     configure_torch,
     env_options,
     make_eval_env,
+    share_cores,
     start_tracking,
     write_failure,
 )
@@ -81,6 +82,7 @@ class IndependentTrainer(RunOwner):
 
         self.config, self.run_dir = config, run_dir
         self.device = configure_torch(config)
+        self.cores = share_cores(config)
         self._env_options = env_options(config, vectorised=False)
         probe = make_env(config.env.name, config.seed, **self._env_options)
         self.task_names = list(probe.task_names)
@@ -226,10 +228,14 @@ class IndependentTrainer(RunOwner):
             self.run_dir, config.total_steps, self.step, config.progress, self.tracker
         )
         chunk = config.eval_every or config.checkpoint_every or config.total_steps
+        if shared := self.cores.enter():
+            logger.message(shared)
         try:
             with StopSignals() as stop:
                 while self.step < config.total_steps:
                     steps = min(chunk, config.total_steps - self.step)
+                    if shared := self.cores.check():
+                        logger.message(shared)
                     start = time.perf_counter()
                     for model in self.models:
                         model.learn(steps, reset_num_timesteps=False, progress_bar=False)
@@ -270,4 +276,5 @@ class IndependentTrainer(RunOwner):
             for env in self.envs:
                 env.close()
         finally:
+            self.cores.leave()
             self.lock.release()
