@@ -2,9 +2,9 @@
 
 - MT1 reach-v3, 50k steps, seeds 0-2, both precisions, evaluated every 10k steps (50 episodes:
   every training goal once);
-- MT10, 50k steps per task, seed 0: bf16 here; fp32 is the MT10 reference benchmark's seed 0
-  (``reference_mt10.py``: the same preset, seed and evaluations every 25k; it went on to 100k,
-  which changes nothing before 50k), unless ``--mt10-fp32`` trains one here.
+- MT10, 50k steps per task, seeds 0-2: bf16 here; fp32 is the MT10 reference benchmark's seeds
+  (``reference_mt10.py``: the same preset, seeds and evaluations every 25k; it went on to 100k,
+  which changes nothing before 50k), unless ``--mt10-fp32`` trains them here.
 
 The preset is ``mt10/scaling/mtmhsac_w0256`` (McLean et al. 2025's setup; for MT1 with
 ``env.name=MT1:reach-v3``). Each run is a resumable run directory under ``--out/runs/<suite>/
@@ -29,7 +29,7 @@ REFERENCE = ROOT / "benchmarks" / "results" / "reference_mt10" / "tanh" / "recor
 # suite -> (env overrides, tasks, eval every, seeds)
 SUITES = {
     "MT1": (["env.name=MT1:reach-v3", "label=MT1 reach-v3"], 1, 10_000, [0, 1, 2]),
-    "MT10": ([], 10, 25_000, [0]),
+    "MT10": ([], 10, 25_000, [0, 1, 2]),
 }
 PRECISIONS = ("fp32", "bf16")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -54,9 +53,13 @@ def train(
         command = [*MTRL, "train", "--resume", str(run_dir), *options]
     else:
         command = [*MTRL, "train", "--config", str(preset), f"seed={seed}", f"run_dir={run_dir}"]
+        # fp32 unless a benchmark says otherwise: the Meta-World presets' agent.precision=auto
+        # would make a record's arithmetic depend on the machine that ran it.
+        if not any(o.startswith("agent.precision=") for o in overrides):
+            command.append("agent.precision=fp32")
         command += [*overrides, *options]
     print(" ".join(command), flush=True)
-    done = subprocess.run(command, cwd=ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"})
+    done = subprocess.run(command, cwd=ROOT)
     if done.returncode != 0:
         sys.exit(f"{run_dir}: mtrl train exited with {done.returncode}; rerun to resume")
 
