@@ -206,9 +206,9 @@ def training_window(
     precision: str = "fp32",
     threads: int = 0,
 ) -> dict[str, float]:
-    """A short MT-SAC run (``threads``: its torch_threads, 0 for mtrl's default); the scalars of its last log window, ``steps`` long, which starts after
-    the warm-up and the first updates (and the compiling of the gradient passes): env steps/s and
-    the loop's time split."""
+    """A short MT-SAC run (``threads``: its torch_threads, 0 for mtrl's default); the scalars of
+    its last log window, ``steps`` long, which starts after the warm-up and the first updates (and
+    the compiling of the gradient passes): env steps/s and the loop's time split."""
     from mtrl.logging import read_metrics
     from mtrl.run import build_run_config
     from mtrl.trainer import Trainer

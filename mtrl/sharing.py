@@ -1,12 +1,12 @@
 """How a training process shares the machine's cores with other ones.
 
 Measured on 2 cores with AMX (2026-12-02, MT10, 3 x 400, 128 per task; ``mtrl bench`` (f)):
-- one run alone gains 1.48x from its second thread (126 env steps/s against 85 with one);
+- one run alone gains 1.92x from its second thread (166 env steps/s against 86 with one);
 - two runs at once with two threads each collapse while OpenMP's threads spin, waiting for work,
-  on each other's cores: 45 env steps/s each; with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep)
-  80 each, but PASSIVE also costs a run alone 20% (a thread woken from sleep for every parallel
-  region: the bf16 MT10 update 27 -> 47 ms);
-- two runs with one thread each: 86 each, the most two runs get out of two cores.
+  on each other's cores: 10 env steps/s each; with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep)
+  82-83 each, but PASSIVE also costs a run alone ~20% (a thread woken from sleep for every
+  parallel region: the MT10 update 61 -> 77 ms in fp32, 28 -> 47 ms in bf16);
+- two runs that take one thread each: 84-85 each, the most two runs get out of two cores.
 
 So a run keeps OpenMP's spinning default and, where it chose no ``torch_threads`` itself, takes
 its share of the cores: each training process registers itself in a per-user directory, looks
@@ -133,8 +133,7 @@ class CoreShare:
         self.set_threads(threads)
         return (
             f"{processes} mtrl training {'process' if processes == 1 else 'processes'} on "
-            f"{self.cores} cores: "
-            f"torch threads {current} -> {threads}"
+            f"{self.cores} cores: torch threads {current} -> {threads}"
         )
 
     def leave(self) -> None:
