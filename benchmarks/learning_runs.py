@@ -53,8 +53,8 @@ def train(
         command = [*MTRL, "train", "--resume", str(run_dir), *options]
     else:
         command = [*MTRL, "train", "--config", str(preset), f"seed={seed}", f"run_dir={run_dir}"]
-        # fp32 unless a benchmark says otherwise: the Meta-World presets' agent.precision=auto
-        # would make a record's arithmetic depend on the machine that ran it.
+        # fp32 unless a benchmark says otherwise: a preset's agent.precision=auto, where one sets
+        # it, would make a record's arithmetic depend on the machine that ran it.
         if not any(o.startswith("agent.precision=") for o in overrides):
             command.append("agent.precision=fp32")
         command += [*overrides, *options]
