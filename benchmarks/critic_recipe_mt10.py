@@ -180,7 +180,8 @@ def main() -> None:
         for seed in args.seeds:
             for arm in args.arms:
                 run_dir = args.out / "runs" / arm / f"seed{seed}"
-                train(run_dir, PRESET, seed, args, overrides[arm])
+                record = args.out / "records" / arm / f"seed{seed}.json"
+                train(run_dir, PRESET, seed, args, overrides[arm], record)
                 report(
                     args.out, args.bootstrap_reps, args.steps
                 )  # the record lands as each run finishes

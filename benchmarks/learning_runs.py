@@ -32,12 +32,18 @@ def train(
     seed: int,
     args: argparse.Namespace,
     overrides: list[str] | tuple[str, ...] = (),
+    record: Path | None = None,
 ) -> None:
     """Trains (or resumes, or skips) one run with the budget in ``args`` (``add_arguments``);
-    exits with a one-line message if training fails."""
+    exits with a one-line message if training fails. A run whose directory is gone but whose
+    ``record`` says it finished (on another machine) is skipped too, not trained again."""
     if (run_dir / "eval" / "final.json").is_file():
         print(f"{_shown(run_dir)}: finished, skipped")
         return
+    if not run_dir.exists() and record is not None and record.is_file():
+        if load_record(record).get("finished"):
+            print(f"{_shown(run_dir)}: finished elsewhere ({_shown(record)}), skipped")
+            return
     options = [
         f"total_steps={args.steps}",
         f"eval_every={args.eval_every}",

@@ -44,7 +44,9 @@ VARIANTS = {  # name -> (overrides, what it is)
 
 
 def train_seed(seed: int, variant: str, args: argparse.Namespace) -> None:
-    train(args.out / variant / "runs" / f"seed{seed}", PRESET, seed, args, VARIANTS[variant][0])
+    out = args.out / variant
+    record = out / "records" / f"seed{seed}.json"
+    train(out / "runs" / f"seed{seed}", PRESET, seed, args, VARIANTS[variant][0], record)
 
 
 def seed_curves(out: Path) -> dict[int, dict]:

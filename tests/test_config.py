@@ -148,6 +148,18 @@ def test_every_preset_loads():
         build_run_config(preset)  # the values and every registered name (env, networks, methods)
 
 
+def test_meta_world_presets_take_bf16_where_the_hardware_has_it_and_synthetic_ones_stay_fp32():
+    # bf16 learns level with fp32 on MT1 and MT10 (docs/benchmarks.md, "bf16 against fp32"), so
+    # every Meta-World preset asks for auto; the synthetic ones keep fp32's exact numerics.
+    assert Config().agent.precision == "fp32"
+    for preset in sorted(CONFIGS.rglob("*.yaml")):
+        if "sweeps" in preset.parts:
+            continue
+        config = load_config(preset)
+        expected = "fp32" if config.env.name.startswith("synthetic") else "auto"
+        assert config.agent.precision == expected, preset
+
+
 _keys = st.sampled_from(
     [
         "seed",
