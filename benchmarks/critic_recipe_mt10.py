@@ -12,6 +12,13 @@ Arms (each ``mt10/scaling/mtmhsac_w0256``, McLean et al.'s protocol, plus overri
 - ``recipe_no_norm``: the same without reward normalisation, on a support wide enough for the raw
   returns ([-1000, 1000]: Meta-World v2 rewards are <= 10 a step, gamma = 0.99).
 
+Single-component arms, each MT-MH-SAC W = 256 with one of the recipe's changes:
+
+- ``temperature``: only BRC's temperature settings (initial 0.1, target entropy -|A|/2), which
+  the recipe arms need for their value scale but which could by themselves explain a gain;
+- ``bronet``: only the critic body, a BroNet of 2 blocks at the width matching MT-MH-SAC's
+  critic (MSE loss, one-hot, SAC's temperatures).
+
 The ``mtmhsac`` arm is, unless asked for (``--arms mtmhsac``), the MT10 reference benchmark's
 runs (``reference_mt10.py``: the same preset, seeds and evaluations, gone on to 100k steps per
 task; nothing before 50k reads the run's length), so its seeds are not trained twice.
@@ -39,23 +46,24 @@ REFERENCE = ROOT / "benchmarks" / "results" / "reference_mt10" / "tanh" / "recor
 TASKS, OBS, ACTIONS, EMBEDDING = 10, 39 + 10, 4, 32
 
 
-def recipe_width() -> int:
-    """The BroNet critic width whose member (101 outputs, embedding input) matches MT-MH-SAC's."""
+def recipe_width(inputs: int = OBS + ACTIONS + EMBEDDING, outputs: int = 101) -> int:
+    """The BroNet critic width whose member (by default 101 outputs and an embedding input, the
+    recipe's) matches MT-MH-SAC's parameter count."""
     from mtrl.agents.networks import matched_width, network_count
 
     reference = network_count("multihead", OBS + ACTIONS, 1, TASKS, (256,) * 3)
-    return matched_width("bronet", reference, OBS + ACTIONS + EMBEDDING, 101, TASKS, 3)
+    return matched_width("bronet", reference, inputs, outputs, TASKS, 3)
 
 
 def arms() -> dict[str, list[str]]:
+    temperature = ["agent.init_temperature=0.1", f"agent.target_entropy={-ACTIONS / 2}"]
     recipe = [
         f"agent.critic=bronet:blocks=2,width={recipe_width()}",
         "agent.critic_loss=categorical",
         "agent.bins=101",
         "agent.task_encoding=embedding",
         f"agent.task_embedding_dim={EMBEDDING}",
-        "agent.init_temperature=0.1",
-        f"agent.target_entropy={-ACTIONS / 2}",
+        *temperature,
     ]
     # Every arm keeps the tanh-bounded log std its MT-MH-SAC arm (the reference's runs) and its
     # first recipe run were made with, before the preset took McLean et al.'s clip (2026-12-02).
@@ -76,6 +84,12 @@ def arms() -> dict[str, list[str]]:
             "agent.v_min=-1000",
             "agent.v_max=1000",
             "label=recipe without reward normalisation",
+        ],
+        "temperature": [*temperature, tanh, "label=MT-MH-SAC with BRC's temperatures"],
+        "bronet": [
+            f"agent.critic=bronet:blocks=2,width={recipe_width(OBS + ACTIONS, 1)}",
+            tanh,
+            "label=MT-MH-SAC with a BroNet critic",
         ],
     }
 
