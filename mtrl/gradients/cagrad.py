@@ -26,10 +26,16 @@ def cagrad_weights(gram_matrix: np.ndarray, c: float) -> np.ndarray:
     if c == 0 or g0_norm < np.sqrt(EPS):
         return mean
     sqrt_phi = c * g0_norm
-    gram_mean = gram_matrix @ mean  # [T]: g_i . g_0
+    # w* is unchanged by scaling G (the objective scales with it). SLSQP's tolerances are absolute,
+    # so it solves on G / (trace / T), whose entries are O(1) at every gradient scale: there the
+    # weights depend on the task order by ~1e-7, on the raw G by ~1e-4.
+    scale = float(np.trace(gram_matrix)) / num_tasks
+    scaled = gram_matrix / scale
+    scaled_mean = scaled @ mean  # [T]: g_i . g_0 / scale
+    scaled_sqrt_phi = sqrt_phi / np.sqrt(scale)
 
     def objective(w: np.ndarray) -> float:
-        return float(w @ gram_mean + sqrt_phi * np.sqrt(max(w @ gram_matrix @ w, 0.0) + EPS))
+        return float(w @ scaled_mean + scaled_sqrt_phi * np.sqrt(max(w @ scaled @ w, 0.0) + EPS))
 
     result = minimize(
         objective,
