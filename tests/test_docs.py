@@ -115,7 +115,8 @@ def test_readme_is_short_and_keeps_ci_test_command():
     text = README.read_text()
     assert len(text.splitlines()) <= MAX_README_LINES
     ci_command = (
-        'pip install torch==2.13.0 && pip install -e ".[dev]" && python -m pytest -q -m "not slow"'
+        'pip install torch==2.13.0 && pip install -e ".[dev]" && '
+        'python -m pytest -q -m "not slow" -n 2'
     )
     assert ci_command in text and ci_command in (REPO / ".ci" / "run").read_text()
     assert "pip install torch==2.13.0 && pip install -e . && mtrl train --config quickstart" in text
