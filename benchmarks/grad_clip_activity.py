@@ -10,8 +10,9 @@ each window of ``--window`` updates, the quantiles of the actor's and critic's p
 norms and the fractions of updates with |g| > 1 and with |g| > 2.
 
 Resumable: the run directory is an ordinary ``mtrl train`` run (resumed from its checkpoint), and
-``--out/windows.jsonl`` gains a line per finished window; a resume continues the windows where
-the checkpoint left off, so a window cut by a kill is measured again from its start.
+``--out/windows.jsonl`` gains a line per finished window. A resume drops the windows that end
+after its checkpoint and records from the checkpoint on (its first window ends at the next multiple
+of ``--window``): the updates between the last kept window and the checkpoint go unrecorded.
 
     nice python benchmarks/grad_clip_activity.py --steps 100000      # ~1.4 h on 2 cores
     python benchmarks/grad_clip_activity.py --report-only
@@ -45,7 +46,7 @@ class NormRecorder:
         self.norms.setdefault(role, []).append(float(torch.stack(norms).norm()))
         if role == "critic":  # the critic steps first in each update
             self.update += 1
-        if role == "actor" and len(self.norms["actor"]) >= self.window:
+        if role == "actor" and self.update % self.window == 0:  # windows end on multiples
             self.flush()
 
     def flush(self) -> None:
