@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,6 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = ROOT / "mtrl" / "presets" / "mt10" / "scaling" / "mtmhsac_w0256.yaml"
 QUANTILES = (0.1, 0.5, 0.9)
-_STEP = re.compile(r"step_(\d+)")
 
 
 class NormRecorder:
@@ -111,14 +109,14 @@ def main() -> None:
 
 def train(args: argparse.Namespace, warmup: int) -> None:
     import mtrl
-    from mtrl.checkpoint import step_checkpoints
+    from mtrl.checkpoint import checkpoint_step, step_checkpoints
     from mtrl.gradients.step import GradientStep
 
     run_dir = args.runs or args.out / "run"
     if (run_dir / "eval" / "final.json").is_file():
         return
     checkpoints = step_checkpoints(run_dir) if run_dir.exists() else []
-    resumed_at = int(_STEP.search(checkpoints[-1].name).group(1)) if checkpoints else 0
+    resumed_at = checkpoint_step(checkpoints[-1]) if checkpoints else 0
     first_update = max(resumed_at - warmup, 0)
     # Windows measured past the checkpoint are measured again after the resume.
     kept = [line for line in windows(args.out) if line["last_update"] <= first_update]

@@ -104,7 +104,12 @@ def step_checkpoints(run_dir: str | Path) -> list[Path]:
     """The periodic checkpoints of a run, oldest first."""
     directory = checkpoint_dir(run_dir)
     found = [p for p in directory.glob("step_*.pt") if _STEP_FILE.search(p.name)]
-    return sorted(found, key=lambda p: int(_STEP_FILE.search(p.name).group(1)))  # type: ignore[union-attr]
+    return sorted(found, key=checkpoint_step)
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The vector step a periodic checkpoint was written at, from its name."""
+    return int(_STEP_FILE.search(Path(path).name).group(1))  # type: ignore[union-attr]
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path:
