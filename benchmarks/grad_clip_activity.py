@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
+from learning_runs import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 PRESET = ROOT / "mtrl" / "presets" / "mt10" / "scaling" / "mtmhsac_w0256.yaml"
 QUANTILES = (0.1, 0.5, 0.9)
 
@@ -100,7 +101,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=None, help="run directory (default --out/run)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
-    warmup = 4_000  # the preset's warm-up vector steps: updates start after them
+    # The preset's warm-up vector steps: updates start after them.
+    warmup = int(yaml.safe_load(PRESET.read_text())["warmup_steps"])
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         train(args, warmup)
@@ -125,7 +127,7 @@ def train(args: argparse.Namespace, warmup: int) -> None:
     original = GradientStep.optimizer_step
 
     def optimizer_step(self, losses):
-        recorder.record(self.role, [p for p in self.params.values() if p.grad is not None])
+        recorder.record(self.role, list(self.params.values()))
         return original(self, losses)
 
     GradientStep.optimizer_step = optimizer_step
