@@ -7,7 +7,7 @@ import torch
 
 from mtrl import gradients
 from mtrl.gradients.base import StepContext
-from mtrl.gradients.diagnostics import conflict_diagnostics
+from mtrl.gradients.diagnostics import MAX_TASKS_FOR_PAIRS, conflict_diagnostics
 from mtrl.gradients.gram import assemble_gram, gram
 from mtrl.gradients.pcgrad import pcgrad_coefficients, random_orders
 
@@ -136,6 +136,23 @@ def test_conflict_diagnostics_on_known_geometry():
     assert orthogonal["gradients/conflict_fraction"] == pytest.approx(0.0)
     assert orthogonal["gradients/magnitude_similarity"] == pytest.approx(1.0)
     assert conflict_diagnostics(gram(torch.ones(1, 4))) == {}
+
+
+def test_conflict_diagnostics_name_the_conflicting_tasks():
+    # Task 0 conflicts with task 2 only; task 1 is orthogonal to both.
+    grads = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 1.0]])
+    diagnostics = conflict_diagnostics(gram(grads))
+    torch.testing.assert_close(
+        diagnostics["per_task/grad_norm"], grads.norm(dim=1), check_dtype=False
+    )
+    torch.testing.assert_close(
+        diagnostics["per_task/conflict_share"], torch.tensor([0.5, 0, 0.5]), check_dtype=False
+    )
+    cosine = diagnostics["per_pair/cosine"]
+    assert cosine[0, 2] == pytest.approx(-2 / (2 * 2**0.5)) and cosine[2, 0] == cosine[0, 2]
+    assert cosine[0, 1] == pytest.approx(0.0) and cosine[1, 2] == pytest.approx(0.0)
+    many = conflict_diagnostics(gram(torch.eye(MAX_TASKS_FOR_PAIRS + 1)))
+    assert "per_pair/cosine" not in many and many["per_task/grad_norm"].shape == (11,)
 
 
 def test_mgda_two_tasks_closed_form():

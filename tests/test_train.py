@@ -78,6 +78,11 @@ def _runs_with_pcgrad(run: Path, overrides: list[str]) -> None:
     logged = [r for r in read_metrics(run) if r["kind"] == "train" and "losses/critic" in r]
     assert logged and all(np.isfinite(row["losses/critic"]) for row in logged)
     assert any("gradients/critic/cosine_mean" in row for row in logged)
+    diagnosed = next(row for row in logged if "gradients/critic/cosine_mean" in row)
+    tasks = [key.split("/")[1] for key in diagnosed if key.endswith("/critic_grad_norm")]
+    assert len(tasks) > 1 and all(diagnosed[f"tasks/{t}/actor_grad_norm"] >= 0 for t in tasks)
+    pair = f"pairs/{tasks[0]}/{tasks[1]}/critic_cosine"
+    assert -1.0 <= diagnosed[pair] <= 1.0
     counts = json.loads((run / "run.json").read_text())["parameter_counts"]
     assert counts["critic"] == 2 * counts["critic_member"] > 0 and counts["actor"] > 0
 

@@ -27,18 +27,36 @@ def _pairs(gram_matrix: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+# Up to this many tasks the diagnostics also give every pair's cosine (T (T - 1) / 2 numbers a
+# record: 45 at MT10, 1,225 at MT50), which is what picking a conflicting pair of tasks reads.
+MAX_TASKS_FOR_PAIRS = 10
+
+
 def conflict_diagnostics(gram_matrix: torch.Tensor) -> dict[str, torch.Tensor]:
-    """G [T, T] -> scalars (tensors, no host sync); empty for a single task."""
-    if gram_matrix.shape[0] < 2:
+    """G [T, T] -> tensors, no host sync; empty for a single task. Scalars under
+    ``gradients/``; per task (``per_task/``, [T]) its gradient's norm and the share of the other
+    tasks its gradient conflicts with; per pair (``per_pair/cosine``, [T, T], up to
+    ``MAX_TASKS_FOR_PAIRS`` tasks) the cosines, which tell which tasks conflict, not only how often."""
+    num_tasks = gram_matrix.shape[0]
+    if num_tasks < 2:
         return {}
     pairs = _pairs(gram_matrix)
     cosine = pairs["cosine"]
-    return {
+    norms = gram_matrix.diagonal().clamp_min(0.0).sqrt()
+    matrix = gram_matrix / (norms[:, None] * norms[None, :]).clamp_min(EPS)
+    off_diagonal = ~torch.eye(num_tasks, dtype=torch.bool, device=gram_matrix.device)
+    metrics = {
         "gradients/cosine_mean": cosine.mean().float(),
         "gradients/cosine_min": cosine.min().float(),
         "gradients/conflict_fraction": (cosine < 0).double().mean().float(),
         "gradients/magnitude_similarity": pairs["magnitude"].mean().float(),
+        "per_task/grad_norm": norms.float(),
+        "per_task/conflict_share": ((matrix < 0) & off_diagonal).double().sum(1).float()
+        / (num_tasks - 1),
     }
+    if num_tasks <= MAX_TASKS_FOR_PAIRS:
+        metrics["per_pair/cosine"] = matrix.float()
+    return metrics
 
 
 def curvature_diagnostics(gram_matrix: torch.Tensor, curvature: torch.Tensor) -> dict:

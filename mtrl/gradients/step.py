@@ -123,8 +123,10 @@ class GradientStep:
         if stepped:  # the curvature along the update just applied
             curvature = self.curvature(losses_fn, batch, through, before)
             diagnostics |= curvature_diagnostics(gram_matrix, curvature)
-        for key, value in diagnostics.items():
-            metrics[key.replace("gradients/", f"gradients/{self.role}/")] = value
+        for key, value in diagnostics.items():  # gradients/x -> gradients/critic/x, etc.
+            group, name = key.split("/", 1)
+            named = f"{self.role}/{name}" if group == "gradients" else f"{self.role}_{name}"
+            metrics[f"{group}/{named}"] = value
         return StepResult(losses, aux, stepped, metrics)
 
     def curvature(self, losses_fn, batch, through, before: dict[str, torch.Tensor]):

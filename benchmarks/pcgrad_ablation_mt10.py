@@ -1,0 +1,174 @@
+"""The PCGrad paper's MT10 ablation (Yu et al. 2020, its Table and Fig. 5) on real Meta-World v3:
+SAC, multi-head SAC, SAC + PCGrad, PCGrad's direction only and magnitude only, SAC + GradNorm and
+multi-head SAC + PCGrad, 100k steps per task, with the paper's gradient diagnostics.
+
+Each arm is a preset of ``mt10/pcgrad_paper/`` (6 x 160 actor and critic, 128 transitions per task
+per update), with ``agent.precision=auto`` (bf16 where the CPU has it: its learning is within seed
+noise of fp32, docs/benchmarks.md) and the conflict, magnitude and curvature diagnostics every
+``DIAGNOSTICS_EVERY`` updates. Evaluations every 25k steps per task and a final one, 50 episodes per
+task (one per training goal: Meta-World's protocol).
+
+Each (arm, seed) is a resumable run directory under ``--out/runs/<arm>/seed<k>`` (``learning_runs``);
+as each run finishes or stops, a slim copy of it (``learning_runs.keep_run_files``: its config, run
+record, evaluations and diagnostics, not its checkpoints) goes to ``--out/records/<arm>/seed<k>``,
+committed, and ``mtrl report`` reads those copies as the runs themselves: the tables, intervals,
+probabilities of improvement over SAC, curves, performance profile and the triad figure in
+``--out/report``. Seeds run seed-major (seed 0 of every arm first), ``--jobs`` runs at a time, each
+on ``--torch-threads`` threads.
+
+    python benchmarks/pcgrad_ablation_mt10.py --calibrate          # rates and the grid's cost
+    nice python benchmarks/pcgrad_ablation_mt10.py --seeds 0 1 2 3 --jobs 2
+    python benchmarks/pcgrad_ablation_mt10.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from learning_runs import MTRL, ROOT, add_arguments, keep_run_files, train
+
+PRESETS = ROOT / "mtrl" / "presets" / "mt10" / "pcgrad_paper"
+ARMS = ("sac", "mh_sac", "pcgrad", "pcgrad_dir", "pcgrad_mag", "gradnorm", "mh_pcgrad")
+TASKS = 10
+# A diagnostic update (per-task pass, Gram matrix, three Hessian-vector products per role) costs
+# ~10x a plain one; every 1000 updates that is ~1% of a run, and 100 points per run's curves.
+DIAGNOSTICS_EVERY = 1000
+COMMON = ["agent.precision=auto", f"agent.diagnostics_every={DIAGNOSTICS_EVERY}"]
+
+
+def run_arm(arm: str, seed: int, args: argparse.Namespace) -> str:
+    """Trains (or resumes, or skips) one run and keeps its slim copy; a line on how it ended."""
+    run_dir = args.out / "runs" / arm / f"seed{seed}"
+    copy = args.out / "records" / arm / f"seed{seed}"
+    if not run_dir.exists() and (copy / "eval" / "final.json").is_file():
+        return f"{arm} seed {seed}: finished elsewhere ({copy}), skipped"
+    ended = "finished"
+    try:
+        train(run_dir, PRESETS / f"{arm}.yaml", seed, args, COMMON)
+    except SystemExit as stop:  # train's one-line failure: the run resumes on the next call
+        ended = str(stop)
+    keep(run_dir, copy)
+    return f"{arm} seed {seed}: {ended}"
+
+
+def keep(run_dir: Path, copy: Path) -> None:
+    """The slim copy, unless the copy holds more evaluations (a seed restarted on a new machine
+    before catching up with what an earlier machine recorded)."""
+
+    def evaluations(path: Path) -> int:
+        if not (path / "metrics.jsonl").is_file():
+            return -1
+        lines = (path / "metrics.jsonl").read_text().splitlines()
+        return sum('"kind": "eval"' in line or '"kind": "final_eval"' in line for line in lines)
+
+    if evaluations(run_dir) >= evaluations(copy):
+        keep_run_files(run_dir, copy)
+
+
+def calibrate(args: argparse.Namespace) -> str:
+    """Each arm's env steps/s over a short training window (after its warm-up and the compiling
+    of its gradient passes), one fresh process each on ``--torch-threads`` threads, and the
+    evaluation's env steps/s; from them the hours a run of ``--steps`` steps per task takes, and
+    the grid's machine-hours for ``--seeds``. Written to ``--out/calibration.json``."""
+    window, rates = 200, {}
+    with tempfile.TemporaryDirectory() as directory:
+        for arm in ARMS:
+            run_dir = Path(directory) / arm
+            command = [
+                *MTRL,
+                "train",
+                "--config",
+                str(PRESETS / f"{arm}.yaml"),
+                *COMMON,
+                f"total_steps={3 * window}",
+                f"warmup_steps={window}",
+                f"log_every={window}",
+                f"replay_capacity_per_task={3 * window}",
+                "eval_every=0",
+                "checkpoint_every=0",
+                "final_eval_episodes=2",
+                f"torch_threads={args.torch_threads}",
+                "progress=false",
+                f"run_dir={run_dir}",
+            ]
+            subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+            records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+            rates[arm] = [r for r in records if r["kind"] == "train"][-1]["charts/env_steps_per_s"]
+        rates["evaluation"] = evaluation_rate(Path(directory) / "sac", args)
+    evaluations = args.steps // args.eval_every  # the last is the final one (50 episodes)
+    eval_steps = evaluations * TASKS * 50 * 500
+    hours = {
+        arm: (args.steps * TASKS / rates[arm] + eval_steps / rates["evaluation"]) / 3600
+        for arm in ARMS
+    }
+    runs = len(ARMS) * len(args.seeds)
+    total = sum(hours.values()) * len(args.seeds)
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "torch_threads": args.torch_threads,
+        "env_steps_per_s": rates,
+        "hours_per_run": hours,
+        "seeds": args.seeds,
+        "machine_hours": total,
+    }
+    (args.out / "calibration.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"{arm}: {rates[arm]:.0f} env steps/s, {hours[arm]:.2f} h a run" for arm in ARMS]
+    lines.append(f"evaluation: {rates['evaluation']:.0f} env steps/s")
+    lines.append(f"{runs} runs ({len(args.seeds)} seeds): {total:.1f} machine-hours")
+    return "\n".join(lines)
+
+
+def evaluation_rate(run_dir: Path, args: argparse.Namespace) -> float:
+    """Env steps/s of Meta-World's evaluation of a trained run's policy (``mtrl eval``, 2
+    episodes per task, timed around the call less a 0-episode call's start-up)."""
+
+    def seconds(episodes: int) -> float:
+        start = time.perf_counter()
+        command = [*MTRL, "eval", str(run_dir), f"--episodes={episodes}", "--out", str(out)]
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+        return time.perf_counter() - start
+
+    out = run_dir.parent / "eval.json"
+    startup, timed = seconds(1), seconds(5)
+    return 4 * TASKS * 500 / (timed - startup)
+
+
+def report(args: argparse.Namespace) -> str:
+    """``mtrl report`` over the slim copies; the summary lines."""
+    from mtrl.report import make_report
+
+    made = make_report([args.out / "records"], args.out / "report", args.bootstrap_reps)
+    return (args.out / "report" / "table.md").read_text() if made["files"] else "no runs"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_arguments(parser, "benchmarks/results/pcgrad_ablation_mt10", [0, 1, 2, 3], 100_000, 25_000)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    parser.add_argument("--calibrate", action="store_true", help="measure rates, no training")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.calibrate:
+        print(calibrate(args))
+        return
+    if not args.report_only:
+        queue = [(arm, seed) for seed in args.seeds for arm in args.arms]
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for line in pool.map(lambda job: run_arm(*job, args), queue):
+                print(line, flush=True)
+    try:
+        print(report(args))
+    except Exception as error:  # noqa: BLE001 (no finished run yet, say so and stop)
+        sys.exit(f"report: {error}")
+
+
+if __name__ == "__main__":
+    main()
