@@ -370,7 +370,9 @@ class Trainer(RunOwner):
         (with at least as many episodes): it is skipped, which at 50 episodes a task saves a
         quarter-million MT10 steps a run."""
         config = self.config
-        return self.step >= config.total_steps and config.final_eval_episodes >= config.eval_episodes
+        return (
+            self.step >= config.total_steps and config.final_eval_episodes >= config.eval_episodes
+        )
 
     def _evaluate(
         self, logger: RunLogger, episodes: int, final: bool = False
