@@ -82,8 +82,8 @@ class AgentConfig:
     # Bounds of the actor's log standard deviation.
     log_std_min: float = -10.0
     log_std_max: float = 2.0
-    # How they bound it: "tanh" maps the head's output smoothly into them (CleanRL, SpinningUp; a
-    # fresh head starts at their midpoint), "clip" clips it (SB3, McLean et al.'s code; a fresh
+    # How they bound it: "tanh" maps the head's output smoothly into them (CleanRL; a
+    # fresh head starts at their midpoint), "clip" clips it (SB3, SpinningUp, McLean et al.; a fresh
     # head starts at log std 0). With [-20, 2] that is std 1e-4 against 1 at the start.
     log_std_bound: str = "tanh"
     # Clip each combined gradient to this global norm; 0 disables clipping.

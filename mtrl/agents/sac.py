@@ -87,7 +87,7 @@ class Actor(nn.Module):
         mean, log_std = self.body(obs).float().chunk(2, dim=-1)
         if self.clip_log_std:  # as McLean et al.'s and SB3's code: a fresh head gives std ~1
             return mean, log_std.clamp(self.log_std_min, self.log_std_max)
-        # Soft bounds on log std (as CleanRL and SpinningUp do) keep gradients alive at the edges.
+        # Soft bounds on log std (as CleanRL does) keep gradients alive at the edges.
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
             torch.tanh(log_std) + 1
         )
