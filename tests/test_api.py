@@ -55,7 +55,7 @@ def test_train_returns_the_run_and_calls_every_hook(synthetic_run):
     )
     assert [step for step, _ in seen["log"]] == [100, 200, 300, 400]
     assert seen["log"][-1][1] == 400 * 4  # env steps over the 4 tasks
-    assert seen["eval"] == [(200, False, 4), (400, False, 4), (400, True, 4)]
+    assert seen["eval"] == [(200, False, 4), (400, True, 4)]  # the final one replaces the last
     assert [step for step, _ in seen["checkpoint"]][:2] == [200, 400]
     assert json.loads((result.run_dir / "run.json").read_text())["status"] == "finished"
 
@@ -144,7 +144,7 @@ def test_a_users_env_object_and_factory_train_and_are_named_custom(tmp_path):
     info = json.loads((run.run_dir / "run.json").read_text())
     assert info["protocol"]["env"] == "custom:SyntheticVecEnv"
     assert info["protocol"]["tasks"] == 3 and info["protocol"]["max_episode_steps"] == 50
-    assert len(made) == 3 and len(set(made)) == 1  # a fresh eval env per evaluation, same seed
+    assert len(made) == 2 and len(set(made)) == 1  # a fresh eval env per evaluation, same seed
     with pytest.raises(UsageError, match="evaluations need an env of their own"):
         mtrl.train(env=SyntheticVecEnv(3), run_dir=tmp_path / "no_eval", **TINY)
     # The command line cannot rebuild a user's env: one line saying how to resume it.

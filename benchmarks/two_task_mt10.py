@@ -1,0 +1,239 @@
+"""The PCGrad paper's two-task view (its Fig. 5 account, the "tragic triad") on real Meta-World: the
+pair of MT10 tasks whose critic gradients conflict most often under SAC, trained as a two-task
+problem with SAC and with SAC + PCGrad, and each task's success beside the triad over training.
+
+**Choosing the pair.** The MT10 ablation's SAC runs (``pcgrad_ablation_mt10.py``, their committed
+slim copies) log every pair's critic-gradient cosine every 1000 updates
+(``pairs/<a>/<b>/critic_cosine``). A pair's conflict rate is the share of those diagnostic updates,
+over every SAC seed and the whole run, at which its cosine is negative; the pair with the highest
+rate is chosen (ties: the lower mean cosine), and written with the ranking to ``--out/pair.json``.
+The choice is made once: later calls read ``pair.json`` (``--rechoose`` makes it again), so seeds
+added later train the same pair.
+
+**The runs.** ``mt10/pcgrad_paper/sac`` and ``.../pcgrad`` (6 x 160, 128 transitions per task per
+update, bf16 where the CPU has it) with ``env.name=<a>,<b>``, 100k steps per task, evaluations
+every 25k (50 episodes per task), the diagnostics every ``DIAGNOSTICS_EVERY`` updates (with two
+tasks a diagnostic update is cheap enough to draw curves: ~2% of a run). Resumable run directories
+under ``--out/runs/<arm>/seed<k>``, slim committed copies under ``--out/records``
+(``learning_runs.keep_run_files``).
+
+**The figure** (``--out/two_task.png``): per method, each task's success over training, and the
+critic's triad: the cosine between the two tasks' gradients (conflict below 0), their magnitude
+similarity and each task's gradient norm, and the multi-task curvature; thin lines are seeds,
+thick their mean (diagnostics smoothed over ``SMOOTH`` points).
+
+    python benchmarks/two_task_mt10.py --choose-only      # the pair, from the SAC runs so far
+    nice python benchmarks/two_task_mt10.py --seeds 0 1 2 --jobs 2
+    python benchmarks/two_task_mt10.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from learning_runs import ROOT, add_arguments, keep_run_files, train
+
+from mtrl.logging import read_metrics
+
+PRESETS = ROOT / "mtrl" / "presets" / "mt10" / "pcgrad_paper"
+ABLATION = ROOT / "benchmarks" / "results" / "pcgrad_ablation_mt10"
+ARMS = {"sac": "SAC", "pcgrad": "SAC+PCGrad"}
+DIAGNOSTICS_EVERY = 500
+SMOOTH = 9
+
+
+def conflict_rates(run_dirs: list[Path]) -> list[dict]:
+    """Per pair of tasks, over every diagnostic record of ``run_dirs``: how many records, the share
+    with a negative critic cosine, and the mean cosine; sorted most conflicting first."""
+    cosines: dict[tuple[str, str], list[float]] = {}
+    for run_dir in run_dirs:
+        for record in read_metrics(run_dir):
+            for key, value in record.items():
+                if key.startswith("pairs/") and key.endswith("/critic_cosine"):
+                    _, first, second, _ = key.split("/")
+                    cosines.setdefault((first, second), []).append(float(value))
+    rates = [
+        {
+            "pair": list(pair),
+            "records": len(values),
+            "conflict_rate": float(np.mean(np.array(values) < 0)),
+            "mean_cosine": float(np.mean(values)),
+        }
+        for pair, values in cosines.items()
+        if values
+    ]
+    return sorted(rates, key=lambda r: (-r["conflict_rate"], r["mean_cosine"]))
+
+
+def choose_pair(out: Path, rechoose: bool) -> dict:
+    """The pair (``pair.json``), chosen from the ablation's SAC runs unless already chosen."""
+    path = out / "pair.json"
+    if path.is_file() and not rechoose:
+        return json.loads(path.read_text())
+    sources = sorted((ABLATION / "records" / "sac").glob("seed*"))
+    live = sorted((ABLATION / "runs" / "sac").glob("seed*"))
+    seen = {p.name for p in live}
+    run_dirs = live + [p for p in sources if p.name not in seen]  # a run's fullest copy
+    rates = conflict_rates(run_dirs)
+    if not rates:
+        raise SystemExit("no SAC diagnostics yet: run benchmarks/pcgrad_ablation_mt10.py first")
+    steps = [max(r["step"] for r in read_metrics(d) if r.get("kind") == "train") for d in run_dirs]
+    chosen = {
+        "pair": rates[0]["pair"],
+        "how": (
+            "the pair of MT10 tasks whose critic-gradient cosine was negative at the largest "
+            "share of the SAC runs' diagnostic updates (every 1000 updates, all seeds)"
+        ),
+        "from": {d.name: s for d, s in zip(run_dirs, steps, strict=True)},
+        "date": time.strftime("%Y-%m-%d"),
+        "ranking": rates,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(chosen, indent=1) + "\n")
+    return chosen
+
+
+def run_arm(arm: str, seed: int, pair: list[str], args: argparse.Namespace) -> str:
+    run_dir = args.out / "runs" / arm / f"seed{seed}"
+    copy = args.out / "records" / arm / f"seed{seed}"
+    if not run_dir.exists() and (copy / "eval" / "final.json").is_file():
+        return f"{arm} seed {seed}: finished elsewhere, skipped"
+    overrides = [
+        f"env.name={','.join(pair)}",
+        "agent.precision=auto",
+        f"agent.diagnostics_every={DIAGNOSTICS_EVERY}",
+        f"log_every={DIAGNOSTICS_EVERY}",  # a diagnostic lands in the next record: one per record
+        f"label={ARMS[arm]}",
+    ]
+    ended = "finished"
+    try:
+        train(run_dir, PRESETS / f"{arm}.yaml", seed, args, overrides)
+    except SystemExit as stop:
+        ended = str(stop)
+    if run_dir.is_dir():
+        keep_run_files(run_dir, copy)
+    return f"{arm} seed {seed}: {ended}"
+
+
+def series(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
+    points = [(r["step"], r[key]) for r in read_metrics(run_dir) if key in r]
+    if not points:
+        return np.zeros(0), np.zeros(0)
+    steps, values = np.array(points, dtype=float).T
+    return steps, values
+
+
+def smoothed(values: np.ndarray, width: int = SMOOTH) -> np.ndarray:
+    """A centred moving average (shorter at the ends), so that one batch's noise reads as a curve."""
+    if len(values) < 2:
+        return values
+    kernel = np.ones(min(width, len(values)))
+    return np.convolve(values, kernel, "same") / np.convolve(np.ones_like(values), kernel, "same")
+
+
+def plot(out: Path, pair: list[str]) -> Path | None:
+    """The two-task figure from the runs' slim copies; None before any run logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {
+        arm: sorted((out / "records" / arm).glob("seed*"))
+        for arm in ARMS
+        if (out / "records" / arm).is_dir()
+    }
+    if not any(runs.values()):
+        return None
+    a, b = pair
+    panels = [
+        ("success rate (evaluation, 50 episodes)", None),
+        ("critic: cosine between the tasks' gradients", "gradients/critic/cosine_mean"),
+        ("critic: magnitude similarity", "gradients/critic/magnitude_similarity"),
+        (f"critic: gradient norm, {a} / {b}", "norm_ratio"),
+        ("critic: multi-task curvature (log10)", "gradients/critic/curvature"),
+    ]
+    figure, axes = plt.subplots(len(panels), 1, figsize=(7.5, 13), dpi=110, sharex=True)
+    colors = {"sac": "tab:blue", "pcgrad": "tab:orange"}
+    for arm, run_dirs in runs.items():
+        color = colors[arm]
+        for axis, (title, key) in zip(axes, panels, strict=True):
+            axis.set_title(title, fontsize=10)
+            curves = []
+            for run_dir in run_dirs:
+                if key is None:
+                    for task, style in ((a, "-"), (b, "--")):
+                        evals = [
+                            (r["step"], r[f"tasks/{task}/success_rate"])
+                            for r in read_metrics(run_dir)
+                            if r["kind"] in ("eval", "final_eval")
+                        ]
+                        if evals:
+                            x, y = np.array(evals).T
+                            axis.plot(x / 1e3, y, style, color=color, alpha=0.35, lw=1)
+                    continue
+                if key == "norm_ratio":
+                    x, first = series(run_dir, f"tasks/{a}/critic_grad_norm")
+                    _, second = series(run_dir, f"tasks/{b}/critic_grad_norm")
+                    y = np.log10(np.maximum(first, 1e-12) / np.maximum(second, 1e-12))
+                else:
+                    x, y = series(run_dir, key)
+                    if key.endswith("curvature"):
+                        y = np.log10(np.maximum(np.abs(y), 1e-12))
+                if len(x):
+                    axis.plot(x / 1e3, smoothed(y), color=color, alpha=0.3, lw=0.8)
+                    curves.append((x, smoothed(y)))
+            if curves:
+                length = min(len(x) for x, _ in curves)
+                mean = np.mean([y[:length] for _, y in curves], axis=0)
+                axis.plot(curves[0][0][:length] / 1e3, mean, color=color, lw=2, label=ARMS[arm])
+    axes[0].plot([], [], "k-", label=a)
+    axes[0].plot([], [], "k--", label=b)
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[1].axhline(0, color="grey", lw=0.8)
+    axes[3].axhline(0, color="grey", lw=0.8)
+    axes[3].set_ylabel("log10 ratio")
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc="best")
+    axes[-1].set_xlabel("steps per task (thousands)")
+    figure.suptitle(f"MT10 pair {a} + {b}: SAC against SAC+PCGrad (thin: seeds)", fontsize=11)
+    figure.tight_layout()
+    path = out / "two_task.png"
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_arguments(parser, "benchmarks/results/two_task_mt10", [0, 1, 2], 100_000, 25_000)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    parser.add_argument("--choose-only", action="store_true", help="choose the pair, no training")
+    parser.add_argument("--rechoose", action="store_true", help="choose the pair again")
+    args = parser.parse_args()
+    chosen = choose_pair(args.out, args.rechoose)
+    pair = chosen["pair"]
+    print(f"pair: {' + '.join(pair)} ({chosen['how']}); top 5:")
+    for rate in chosen["ranking"][:5]:
+        print(
+            f"  {' + '.join(rate['pair'])}: conflict at {rate['conflict_rate']:.2f} of "
+            f"{rate['records']} diagnostic updates, mean cosine {rate['mean_cosine']:+.3f}"
+        )
+    if args.choose_only:
+        return
+    if not args.report_only:
+        queue = [(arm, seed) for seed in args.seeds for arm in ARMS]
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for line in pool.map(lambda job: run_arm(*job, pair, args), queue):
+                print(line, flush=True)
+    print(plot(args.out, pair) or "no runs yet")
+
+
+if __name__ == "__main__":
+    main()
