@@ -202,3 +202,42 @@ def test_parse_overrides_nests_keys():
         "agent": {"critic": "multihead"},
         "seed": 2,
     }
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """Each level of nine aliases multiplies the label by nine (nine levels are 9^9 strings from
+    450 bytes); three levels here, so that the test stays small even where aliases expand."""
+    levels = ['  - &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 3):
+        levels.append(f"  - &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("label:\n" + "\n".join(levels) + "\n")
+    with pytest.raises(ConfigError, match="alias") as error:
+        build_config(bomb)
+    assert str(bomb) in str(error.value) and "\n" not in str(error.value)
+    anchored = tmp_path / "anchored.yaml"
+    anchored.write_text("agent:\n  actor: &net multihead\n  critic: *net\n")
+    with pytest.raises(ConfigError, match="line 3"):
+        build_config(anchored)
+
+
+@pytest.mark.parametrize("written", ["0755", "1_000", "0x1F", "1:30", "1.50", "007"])
+def test_a_label_written_as_digits_stays_what_the_user_wrote(tmp_path, written):
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"label: {written}\nwandb:\n  project: {written}\nenv:\n  name: synthetic\n")
+    config = build_config(preset)
+    assert config.label == written and config.wandb.project == written
+    assert build_config(None, [f"label={written}"]).label == written
+    assert build_config(preset, ["seed=0755"]).seed == 493  # an integer field keeps YAML's value
+
+
+def test_a_users_yaml_extends_a_shipped_preset_by_name(tmp_path):
+    (tmp_path / "mine.yaml").write_text("base: synthetic\nseed: 5\n")
+    config = build_config(tmp_path / "mine.yaml")
+    assert config.seed == 5 and config.env.name == "synthetic"
+    assert config.agent.hidden_sizes == build_config("synthetic").agent.hidden_sizes
+    (tmp_path / "variant.yaml").write_text("base: mt10/pcgrad_paper/pcgrad\nseed: 2\n")
+    assert build_config(tmp_path / "variant.yaml").agent.critic_grad == "pcgrad"
+    (tmp_path / "synthetic.yaml").write_text("seed: 9\n")  # a file beside it comes first
+    (tmp_path / "mine.yaml").write_text("base: synthetic.yaml\n")
+    assert (build_config(tmp_path / "mine.yaml").seed, build_config("synthetic").seed) == (9, 0)
