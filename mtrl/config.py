@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from mtrl import limits
 from mtrl.errors import ConfigError
 from mtrl.presets import resolve
 from mtrl.specs import shown, suggest_suffix
@@ -382,9 +383,13 @@ def validate(config: Config) -> Config:
                 raise ConfigError(f"{key}: must be > 0, got {value}")
             if key not in POSITIVE and value < 0 and key not in _SIGNED:
                 raise ConfigError(f"{key}: must be >= 0, got {value}")
+    for key, bound in _BOUNDED.items():
+        limits.at_most(key, _get(flat, key), bound)
     agent = config.agent
     if not agent.hidden_sizes or any(width <= 0 for width in agent.hidden_sizes):
         raise ConfigError("agent.hidden_sizes: need one or more positive widths")
+    limits.at_most("agent.hidden_sizes", max(agent.hidden_sizes), limits.MAX_WIDTH)
+    limits.at_most("agent.hidden_sizes (layers)", len(agent.hidden_sizes), limits.MAX_DEPTH)
     if not 0 < agent.gamma < 1:
         raise ConfigError(f"agent.gamma: must be in (0, 1), got {agent.gamma}")
     if not agent.tau <= 1:
@@ -402,9 +407,35 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"agent.reward_norm=returns scales values to v_max; got {agent.v_max}")
     if agent.algorithm == "independent" and config.eval_video_every:
         raise ConfigError("eval_video_every: the independent baseline records no videos; set 0")
+    _check_support(agent)
+    return config
+
+
+def _check_support(agent: AgentConfig) -> None:
+    """v_min < v_max, both within +-MAX_VALUE, with bins far enough apart for float32."""
+    for key, value in (("agent.v_min", agent.v_min), ("agent.v_max", agent.v_max)):
+        limits.at_most(f"{key} (its magnitude)", abs(value), limits.MAX_VALUE)
     if agent.v_min >= agent.v_max:
         raise ConfigError(f"agent.v_min ({agent.v_min}) must be below agent.v_max ({agent.v_max})")
-    return config
+    spacing = (agent.v_max - agent.v_min) / (agent.bins - 1)
+    largest = max(abs(agent.v_min), abs(agent.v_max))
+    if spacing < largest * limits.MIN_RELATIVE_SPACING:
+        raise ConfigError(
+            f"agent.v_min..agent.v_max ({agent.v_min}..{agent.v_max}) over {agent.bins} bins "
+            f"puts them {spacing:.3g} apart, too close for float32 at that magnitude"
+        )
+
+
+# Sizes with a ceiling (mtrl.limits), checked before anything is built.
+_BOUNDED = {
+    "seed": limits.MAX_SEED,
+    "replay_capacity_per_task": limits.MAX_REPLAY_PER_TASK,
+    "eval_episodes": limits.MAX_EPISODES,
+    "final_eval_episodes": limits.MAX_EPISODES,
+    "agent.bins": limits.MAX_BINS,
+    "agent.batch_size_per_task": limits.MAX_BATCH_PER_TASK,
+    "agent.task_embedding_dim": limits.MAX_WIDTH,
+}
 
 
 # Numeric fields that may be negative.
@@ -413,7 +444,6 @@ _SIGNED = {
     "agent.log_std_min",
     "agent.log_std_max",
     "agent.v_min",
-    "seed",
 }
 
 
