@@ -279,6 +279,12 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     raise ConfigError(f"{key}: unsupported field type {annotation}")
 
 
+def parse_int(key: str, text: str) -> int:
+    """A command-line integer read as config keys read theirs (``1e6``, ``1_000``), or a
+    one-line ConfigError naming ``key``."""
+    return _coerce(key, parse_scalar(text), int)
+
+
 def _leaf_paths(cls: type, prefix: str = "") -> list[str]:
     paths = []
     for name, annotation in _field_types(cls).items():

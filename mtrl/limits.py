@@ -9,7 +9,7 @@ its shapes on the meta device (no memory), which the bounds keep to a few thousa
 
 from __future__ import annotations
 
-from mtrl.errors import ConfigError
+from mtrl.errors import ConfigError, UserError
 
 MAX_WIDTH = 65_536  # a hidden layer's width (agent.hidden_sizes, a spec's width=, embeddings)
 MAX_DEPTH = 32  # hidden layers (agent.hidden_sizes)
@@ -29,7 +29,9 @@ MAX_VALUE = 10**12
 MIN_RELATIVE_SPACING = 2**-16
 
 
-def at_most(key: str, value: int | float, bound: int | float) -> None:
-    """A one-line ConfigError unless ``value <= bound``."""
+def at_most(
+    key: str, value: int | float, bound: int | float, error: type[UserError] = ConfigError
+) -> None:
+    """A one-line ``error`` (a ConfigError unless a command's option) unless ``value <= bound``."""
     if value > bound:
-        raise ConfigError(f"{key}: at most {bound:,} (mtrl.limits), got {value:,}")
+        raise error(f"{key}: at most {bound:,} (mtrl.limits), got {value:,}")
