@@ -96,6 +96,17 @@ def _refusal_reason(error: Exception) -> str:
     return (lines[-1] if lines else type(error).__name__)[:200]
 
 
+def load_state(path: str | Path, target: Any, state: Any, what: str = "agent state") -> None:
+    """``target.load_state_dict(state)`` from the checkpoint ``path``; a state that does not fit
+    (another architecture, a damaged field) is one line naming the file."""
+    try:
+        target.load_state_dict(state)
+    except (KeyError, TypeError, RuntimeError, ValueError) as error:
+        lines = str(error).strip().splitlines()
+        first_line = (lines[0] if lines else type(error).__name__)[:200]
+        raise CheckpointError(f"{path}: {what} does not fit ({first_line})") from None
+
+
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 

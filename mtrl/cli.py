@@ -70,15 +70,16 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     if args.video and "MUJOCO_GL" not in os.environ:
         os.environ["MUJOCO_GL"] = "egl"  # must be set before mujoco is imported
+    from mtrl.config import parse_int
     from mtrl.policy_eval import evaluate_checkpoint
 
     evaluate_checkpoint(
         args.checkpoint,
         tasks=args.task,
-        episodes=args.episodes,
+        episodes=None if args.episodes is None else parse_int("--episodes", args.episodes),
         video=args.video,
         out=args.out,
-        seed=args.seed,
+        seed=None if args.seed is None else parse_int("--seed", args.seed),
         device=args.device,
     )
     return 0
@@ -218,14 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint", help="a checkpoint file or a run directory (latest checkpoint)"
     )
     evaluate.add_argument("--task", action="append", help="a task to evaluate (repeatable)")
-    evaluate.add_argument("--episodes", type=int, default=None, help="episodes per task")
+    # Integers are parsed by the handler, so that a bad one is one line as a config value's is.
+    evaluate.add_argument("--episodes", default=None, help="episodes per task")
     evaluate.add_argument(
         "--video", help="write the first episode of each task to PATH (.mp4/.gif)"
     )
     evaluate.add_argument(
         "--out", help="JSON file for the results (default: next to the checkpoint)"
     )
-    evaluate.add_argument("--seed", type=int, default=None, help="evaluation seed")
+    evaluate.add_argument("--seed", default=None, help="evaluation seed")
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     evaluate.add_argument("--debug", action="store_true", help="show tracebacks")
     evaluate.set_defaults(handler=_eval)

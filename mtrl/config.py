@@ -16,8 +16,11 @@ from typing import Any
 
 import yaml
 
+from mtrl import limits
 from mtrl.errors import ConfigError
-from mtrl.specs import suggest_suffix
+from mtrl.presets import resolve
+from mtrl.specs import shown, suggest_suffix
+from mtrl.user_yaml import parse, parse_scalar
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,7 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         if isinstance(value, int):
-            return value
+            return int(value)
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
@@ -251,29 +254,35 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
                 number = float("nan")
             if number == number and number.is_integer() and abs(number) < 2**62:
                 return int(number)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
     if annotation is float:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         try:
             number = float(value.replace("_", "") if isinstance(value, str) else value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{key}: expected a number, got {shown(value)}") from None
         if number != number or number in (float("inf"), float("-inf")):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        return number
-    if annotation is str:
+            raise ConfigError(f"{key}: expected a finite number, got {shown(value)}")
+        return float(number)
+    if annotation is str:  # a number written in YAML gives back its text (mtrl.user_yaml)
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {shown(value)}")
     if origin is tuple:
         (item_type, _) = typing.get_args(annotation)
         if isinstance(value, str):
             value = [v for v in value.strip("[]() ").split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {shown(value)}")
         return tuple(_coerce(key, v.strip() if isinstance(v, str) else v, item_type) for v in value)
     raise ConfigError(f"{key}: unsupported field type {annotation}")
+
+
+def parse_int(key: str, text: str) -> int:
+    """A command-line integer read as config keys read theirs (``1e6``, ``1_000``), or a
+    one-line ConfigError naming ``key``."""
+    return _coerce(key, parse_scalar(text), int)
 
 
 def _leaf_paths(cls: type, prefix: str = "") -> list[str]:
@@ -298,7 +307,7 @@ def _apply(cls: type, current: Any, updates: dict[str, Any], prefix: str = "") -
         annotation = types_[name]
         if dataclasses.is_dataclass(annotation):
             if not isinstance(value, dict):
-                raise ConfigError(f"{key}: expected a mapping of its fields, got {value!r}")
+                raise ConfigError(f"{key}: expected a mapping of its fields, got {shown(value)}")
             changes[name] = _apply(annotation, getattr(current, name), value, f"{key}.")
         else:
             changes[name] = _coerce(key, value, annotation)
@@ -327,10 +336,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not of the form key=value")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        value = parse_scalar(raw) if raw.strip() else ""
         dotted[key] = raw if value is None else value
     return _nest(dotted)
 
@@ -346,17 +352,13 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A preset's keys; ``base: other.yaml`` (relative to the file) is loaded first and the file's
-    own keys override it, so a variant preset holds only what makes it a variant."""
+    """A preset's keys; ``base:`` (a file relative to this one, else a shipped preset's name, as
+    ``--config`` takes it) is loaded first and the file's own keys override it, so a variant
+    preset holds only what makes it a variant."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    data = parse(path.read_text(), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -365,8 +367,8 @@ def load_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
     if base is None:
         return data
     if not isinstance(base, str):
-        raise ConfigError(f"{path}: base must be a path to another preset, got {base!r}")
-    base_path = (path.parent / base).resolve()
+        raise ConfigError(f"{path}: base must be a preset's name or a path, got {shown(base)}")
+    base_path = resolve(base, relative_to=path.parent).resolve()
     if base_path in _chain or base_path == path.resolve():
         raise ConfigError(f"{path}: base presets form a loop through {base_path.name}")
     return _merge(load_yaml(base_path, (*_chain, path.resolve())), data)
@@ -387,9 +389,13 @@ def validate(config: Config) -> Config:
                 raise ConfigError(f"{key}: must be > 0, got {value}")
             if key not in POSITIVE and value < 0 and key not in _SIGNED:
                 raise ConfigError(f"{key}: must be >= 0, got {value}")
+    for key, bound in _BOUNDED.items():
+        limits.at_most(key, _get(flat, key), bound)
     agent = config.agent
     if not agent.hidden_sizes or any(width <= 0 for width in agent.hidden_sizes):
         raise ConfigError("agent.hidden_sizes: need one or more positive widths")
+    limits.at_most("agent.hidden_sizes", max(agent.hidden_sizes), limits.MAX_WIDTH)
+    limits.at_most("agent.hidden_sizes (layers)", len(agent.hidden_sizes), limits.MAX_DEPTH)
     if not 0 < agent.gamma < 1:
         raise ConfigError(f"agent.gamma: must be in (0, 1), got {agent.gamma}")
     if not agent.tau <= 1:
@@ -407,9 +413,35 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"agent.reward_norm=returns scales values to v_max; got {agent.v_max}")
     if agent.algorithm == "independent" and config.eval_video_every:
         raise ConfigError("eval_video_every: the independent baseline records no videos; set 0")
+    _check_support(agent)
+    return config
+
+
+def _check_support(agent: AgentConfig) -> None:
+    """v_min < v_max, both within +-MAX_VALUE, with bins far enough apart for float32."""
+    for key, value in (("agent.v_min", agent.v_min), ("agent.v_max", agent.v_max)):
+        limits.at_most(f"{key} (its magnitude)", abs(value), limits.MAX_VALUE)
     if agent.v_min >= agent.v_max:
         raise ConfigError(f"agent.v_min ({agent.v_min}) must be below agent.v_max ({agent.v_max})")
-    return config
+    spacing = (agent.v_max - agent.v_min) / (agent.bins - 1)
+    largest = max(abs(agent.v_min), abs(agent.v_max))
+    if spacing < largest * limits.MIN_RELATIVE_SPACING:
+        raise ConfigError(
+            f"agent.v_min..agent.v_max ({agent.v_min}..{agent.v_max}) over {agent.bins} bins "
+            f"puts them {spacing:.3g} apart, too close for float32 at that magnitude"
+        )
+
+
+# Sizes with a ceiling (mtrl.limits), checked before anything is built.
+_BOUNDED = {
+    "seed": limits.MAX_SEED,
+    "replay_capacity_per_task": limits.MAX_REPLAY_PER_TASK,
+    "eval_episodes": limits.MAX_EPISODES,
+    "final_eval_episodes": limits.MAX_EPISODES,
+    "agent.bins": limits.MAX_BINS,
+    "agent.batch_size_per_task": limits.MAX_BATCH_PER_TASK,
+    "agent.task_embedding_dim": limits.MAX_WIDTH,
+}
 
 
 # Numeric fields that may be negative.
@@ -418,7 +450,6 @@ _SIGNED = {
     "agent.log_std_min",
     "agent.log_std_max",
     "agent.v_min",
-    "seed",
 }
 
 
@@ -455,8 +486,6 @@ def build_config(
 ) -> Config:
     """Defaults <- YAML preset (a file, or a shipped preset's name: ``mtrl.presets``) <-
     ``key=value`` overrides, then validated."""
-    from mtrl.presets import resolve
-
     config = Config()
     if preset is not None:
         config = _apply(Config, config, load_yaml(resolve(preset)))

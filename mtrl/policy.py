@@ -20,8 +20,9 @@ from mtrl.checkpoint import (
     TrainingCheckpoint,
     latest_checkpoint,
     load_checkpoint,
+    load_state,
 )
-from mtrl.config import Config, ConfigError, from_dict
+from mtrl.config import Config, ConfigError, from_dict, validate
 from mtrl.errors import UsageError
 
 TASK_POLICY = "task_policy"
@@ -51,11 +52,13 @@ def load_training_checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
 
 def read_run(path: Path, payload: dict[str, Any]) -> tuple[Config, list[str], int, int]:
     """The run's config, task names, observation and action sizes, from a checkpoint payload
-    (a training checkpoint's, or an exported task policy's, which carries the same header)."""
+    (a training checkpoint's, or an exported task policy's, which carries the same header). The
+    config gets every check a new config gets: a file's checksum is no defence, anyone can
+    recompute it."""
     if payload.get("kind") != TASK_POLICY:
         TrainingCheckpoint.from_payload(path, payload)  # refuses, in one line, what is not one
     try:
-        config = from_dict(payload["config"])
+        config = validate(from_dict(payload["config"]))
         trained = [str(name) for name in payload["task_names"]]
         return config, trained, int(payload["obs_dim"]), int(payload["action_dim"])
     except (KeyError, TypeError, ConfigError) as error:
@@ -83,11 +86,7 @@ def load_agent(
         hint = f"; the run used plugins: {needs} (install them)" if needs else ""
         raise CheckpointError(f"{path}: cannot rebuild its agent: {error}{hint}") from None
     agent = MultiTaskSAC(obs_dim, action_dim, len(trained), config.agent, device)
-    try:
-        agent.load_state_dict(checkpoint.agent)
-    except (KeyError, RuntimeError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0][:200]
-        raise CheckpointError(f"{path}: agent state does not fit ({first_line})") from None
+    load_state(path, agent, checkpoint.agent)
     return agent
 
 

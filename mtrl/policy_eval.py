@@ -23,6 +23,7 @@ from mtrl.evaluation import (
     evaluate,
     format_table,
 )
+from mtrl.limits import MAX_EPISODES, MAX_SEED, at_most
 from mtrl.policy import Policy, load_policy
 from mtrl.run import make_eval_env
 
@@ -38,6 +39,32 @@ def _select_tasks(trained: list[str], requested: list[str] | None) -> list[str]:
     return list(dict.fromkeys(requested))
 
 
+def check_options(
+    episodes: int | None, seed: int | None, out: str | Path | None = None, flags: bool = False
+) -> None:
+    """Evaluation options within bounds, and ``out`` a file that can be written, before anything
+    is loaded or run; ``flags``: name them as ``mtrl eval``'s options."""
+    dash = "--" if flags else ""
+    if episodes is not None:
+        if episodes <= 0:
+            raise UsageError(f"{dash}episodes: must be > 0, got {episodes}")
+        at_most(f"{dash}episodes", episodes, MAX_EPISODES, UsageError)
+    if seed is not None:
+        if seed < 0:
+            raise UsageError(f"{dash}seed: must be >= 0, got {seed}")
+        at_most(f"{dash}seed", seed, MAX_SEED, UsageError)
+    if out is None:
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"{dash}out {path} is a directory; give the JSON file to write")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{dash}out {path}: {parent} is a file, not a directory")
+            break
+
+
 def evaluate_policy(
     policy: Policy,
     tasks: list[str] | None = None,
@@ -50,8 +77,7 @@ def evaluate_policy(
     ``tasks`` (default: all the policy's), one per training goal, on the run's evaluation env (or
     ``env``, which must step all the policy's tasks, and is left open); ``frames`` (task -> list)
     receives the RGB frames of each listed task's first episode."""
-    if episodes is not None and episodes <= 0:
-        raise UsageError(f"episodes must be > 0, got {episodes}")
+    check_options(episodes, seed)
     config = policy.config
     episodes = episodes or config.final_eval_episodes
     selected = _select_tasks(policy.task_names, tasks)
@@ -91,9 +117,8 @@ def evaluate_checkpoint(
     device: str = "auto",
 ) -> dict[str, TaskResult]:
     """``mtrl eval``: evaluates, prints the table and writes the results (and videos)."""
+    check_options(episodes, seed, out, flags=True)
     policy = load_policy(checkpoint, device)
-    if episodes is not None and episodes <= 0:
-        raise UsageError(f"--episodes must be > 0, got {episodes}")
     selected = _select_tasks(policy.task_names, tasks)
     frames: dict[str, list[np.ndarray]] = {task: [] for task in selected} if video else {}
     results = evaluate_policy(policy, selected, episodes, seed, frames)

@@ -70,8 +70,17 @@ def check_specs(config: Config, num_tasks: int | None = None) -> Config:
         ("agent.critic_grad", agent.critic_grad),
     ):
         gradients.check_spec(key, spec)
-    for key, spec in (("agent.actor", agent.actor), ("agent.critic", agent.critic)):
-        networks.check_spec(key, spec, agent.hidden_sizes, num_tasks, agent.init)
+    bodies = (
+        ("agent.actor", agent.actor, 2 * 4),  # mean and log std of up to 4 actions
+        ("agent.critic", agent.critic, 1 if agent.critic_loss == "mse" else agent.bins),
+    )
+    for key, spec, _ in bodies:  # every size bounded before any body is built
+        networks.check_sizes(key, spec, agent.hidden_sizes)
+    embedding = agent.task_embedding_dim if agent.task_encoding == "embedding" else 0
+    for key, spec, outputs in bodies:
+        networks.check_spec(
+            key, spec, agent.hidden_sizes, num_tasks, agent.init, outputs, embedding
+        )
     tracking.check_available(config)
     if config.eval_video_every:
         require("imageio", "eval_video_every")

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import reprlib
 from collections.abc import Iterable
 from typing import Any
 
-import yaml
-
 from mtrl.errors import ConfigError
+from mtrl.user_yaml import parse_scalar
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict = 2, 4, 4
+_SHOWN.maxstring = _SHOWN.maxother = 60
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -27,11 +31,14 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"option {item!r} of {spec.strip()!r} is not of the form key=value")
-        try:
-            options[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            options[key.strip()] = raw.strip()
+        options[key.strip()] = parse_scalar(raw)
     return name.strip(), options
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut short, for echoing a user's value in a one-line error (a nested list
+    from a YAML file can be any size)."""
+    return _SHOWN.repr(value)
 
 
 def suggest(

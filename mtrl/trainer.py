@@ -28,6 +28,7 @@ from mtrl.checkpoint import (
     TrainingCheckpoint,
     latest_checkpoint,
     load_checkpoint,
+    load_state,
     step_checkpoints,
 )
 from mtrl.config import Config, from_dict, save_config, to_dict
@@ -153,7 +154,8 @@ class Trainer(RunOwner):
         self.last_eval: dict[str, TaskResult] | None = None
         if resume:
             path = latest_checkpoint(run_dir)
-            self._restore(TrainingCheckpoint.from_payload(path, load_checkpoint(path), resume=True))
+            checkpoint = TrainingCheckpoint.from_payload(path, load_checkpoint(path), resume=True)
+            self._restore(path, checkpoint)
         save_config(config, run_dir / "config.yaml")
         self.tracker, tracked = start_tracking(config, run_dir, resume)
         self.run_info = RunInfo(
@@ -449,16 +451,16 @@ class Trainer(RunOwner):
         replay_bytes = self.replay.nbytes() if self.config.checkpoint_replay else 0
         return network_bytes + replay_bytes
 
-    def _restore(self, checkpoint: TrainingCheckpoint) -> None:
+    def _restore(self, path: Path, checkpoint: TrainingCheckpoint) -> None:
         if checkpoint.task_names != self.task_names:
             raise RunError("checkpoint tasks differ from the config's tasks; cannot resume")
-        self.agent.load_state_dict(checkpoint.agent)
+        load_state(path, self.agent, checkpoint.agent)
         self.step = checkpoint.step  # the update counter is restored with the agent
         self.update_credit = float(checkpoint.update_credit)
         torch.set_rng_state(checkpoint.rng["torch"])
         self.rng.bit_generator.state = checkpoint.rng["numpy"]
         if checkpoint.replay is not None:
-            self.replay.load_state_dict(checkpoint.replay)
+            load_state(path, self.replay, checkpoint.replay, "replay state")
         else:
             self.replay.generator.set_state(checkpoint.rng["replay"])
         self.keeper.best_success = float(checkpoint.best_success)

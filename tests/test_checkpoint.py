@@ -217,3 +217,61 @@ def test_resuming_needs_the_resume_state():
     TrainingCheckpoint.from_payload("x.pt", payload)  # enough to act
     with pytest.raises(CheckpointError, match="not a resumable training checkpoint \\(no rng\\)"):
         TrainingCheckpoint.from_payload("x.pt", payload, resume=True)
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"final_eval_episodes": -1}, "final_eval_episodes: must be > 0"),
+        ({"final_eval_episodes": 0}, "final_eval_episodes: must be > 0"),
+        ({"final_eval_episodes": 10**12}, "final_eval_episodes: at most"),
+        ({"agent": {"hidden_sizes": [10**6, 10**6]}}, "agent.hidden_sizes: at most"),
+    ],
+)
+def test_a_re_signed_checkpoint_with_bad_fields_is_refused_before_anything_is_built(
+    tmp_path, monkeypatch, changes, fragment
+):
+    """The checksum is no defence (anyone can recompute it): a loaded checkpoint's config gets
+    the checks of a new config, before any module is built."""
+    import mtrl
+    from mtrl.config import _merge
+
+    payload = load_checkpoint(OLD_CHECKPOINT)
+    payload["config"] = _merge(payload["config"], changes)
+    path = tmp_path / "checkpoints" / "step_0000000120.pt"
+    save_checkpoint(path, payload)
+
+    def built(*args, **kwargs):
+        raise AssertionError("a module was built before the checkpoint was refused")
+
+    monkeypatch.setattr(torch.nn.Module, "__init__", built)
+    for source in (path, tmp_path):
+        with pytest.raises(CheckpointError) as error:
+            mtrl.load_policy(source)
+        message = str(error.value)
+        assert str(path) in message and fragment in message and "\n" not in message
+
+
+def test_a_checkpoint_of_another_architecture_as_the_latest_is_one_line_naming_it(tmp_path):
+    """Resuming a run whose latest checkpoint came from another run (a multi-head critic where
+    the run's config says shared): one line naming the file, and the run directory untouched."""
+    import shutil
+
+    from mtrl.config import from_dict, save_config
+    from mtrl.trainer import Trainer, resume_config
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    dropped = run_dir / "checkpoints" / OLD_CHECKPOINT.name
+    shutil.copy(OLD_CHECKPOINT, dropped)
+    saved = load_checkpoint(OLD_CHECKPOINT)["config"]
+    other = {**saved, "run_dir": str(run_dir), "agent": {**saved["agent"], "critic": "shared"}}
+    save_config(from_dict(other), run_dir / "config.yaml")
+    before = {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    for _ in range(2):  # the lock is released again: a second try gets the same line
+        with pytest.raises(CheckpointError) as error:
+            Trainer(resume_config(run_dir, ["total_steps=140"]), run_dir, resume=True).close()
+        message = str(error.value)
+        assert str(dropped) in message and "does not fit" in message and "\n" not in message
+    after = {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert {name: data for name, data in after.items() if name != "writer.lock"} == before

@@ -261,3 +261,37 @@ def test_bench_options_reach_the_benchmark_in_order(monkeypatch):
     args = ["--quick", "--device", "cpu", "--batch", "8", "--hidden", "16", "16", "--rounds", "2"]
     assert main(["bench", *args]) == 0
     assert received == [args]
+
+
+@pytest.mark.parametrize(
+    ("options", "fragments"),
+    [
+        ({"episodes": 10**12}, ["--episodes: at most"]),
+        ({"episodes": 0}, ["--episodes: must be > 0"]),
+        ({"seed": -1}, ["--seed: must be >= 0"]),
+        ({"seed": 10**23}, ["--seed: at most"]),
+        ({"out": "{tmp}"}, ["--out", "is a directory"]),
+        ({"out": "{tmp}/file.txt/eval.json"}, ["--out", "file.txt is a file"]),
+    ],
+)
+def test_eval_options_are_refused_before_anything_runs(tmp_path, monkeypatch, options, fragments):
+    import mtrl.policy_eval
+    from mtrl.errors import UsageError
+
+    def ran(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded before the options were checked")
+
+    monkeypatch.setattr(mtrl.policy_eval, "load_policy", ran)
+    (tmp_path / "file.txt").write_text("a file")
+    options = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in options.items()}
+    with pytest.raises(UsageError) as error:
+        mtrl.policy_eval.evaluate_checkpoint(tmp_path / "ckpt.pt", **options)
+    for fragment in fragments:
+        assert fragment in str(error.value)
+
+
+def test_eval_options_written_as_floats_are_one_line(tmp_path):
+    checkpoint = REPO / "tests" / "data" / "step_0000000120.pt"
+    result = mtrl("eval", str(checkpoint), "--episodes", "1e12", check=False)
+    assert_one_line_error(result, "--episodes: at most")
+    assert_one_line_error(mtrl("eval", str(checkpoint), "--seed", "x", check=False), "--seed")

@@ -202,3 +202,112 @@ def test_parse_overrides_nests_keys():
         "agent": {"critic": "multihead"},
         "seed": 2,
     }
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """Each level of nine aliases multiplies the label by nine (nine levels are 9^9 strings from
+    450 bytes); three levels here, so that the test stays small even where aliases expand."""
+    levels = ['  - &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 3):
+        levels.append(f"  - &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("label:\n" + "\n".join(levels) + "\n")
+    with pytest.raises(ConfigError, match="alias") as error:
+        build_config(bomb)
+    assert str(bomb) in str(error.value) and "\n" not in str(error.value)
+    anchored = tmp_path / "anchored.yaml"
+    anchored.write_text("agent:\n  actor: &net multihead\n  critic: *net\n")
+    with pytest.raises(ConfigError, match="line 3"):
+        build_config(anchored)
+
+
+@pytest.mark.parametrize("written", ["0755", "1_000", "0x1F", "1:30", "1.50", "007"])
+def test_a_label_written_as_digits_stays_what_the_user_wrote(tmp_path, written):
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"label: {written}\nwandb:\n  project: {written}\nenv:\n  name: synthetic\n")
+    config = build_config(preset)
+    assert config.label == written and config.wandb.project == written
+    assert build_config(None, [f"label={written}"]).label == written
+    assert build_config(preset, ["seed=0755"]).seed == 493  # an integer field keeps YAML's value
+
+
+def test_a_users_yaml_extends_a_shipped_preset_by_name(tmp_path):
+    (tmp_path / "mine.yaml").write_text("base: synthetic\nseed: 5\n")
+    config = build_config(tmp_path / "mine.yaml")
+    assert config.seed == 5 and config.env.name == "synthetic"
+    assert config.agent.hidden_sizes == build_config("synthetic").agent.hidden_sizes
+    (tmp_path / "variant.yaml").write_text("base: mt10/pcgrad_paper/pcgrad\nseed: 2\n")
+    assert build_config(tmp_path / "variant.yaml").agent.critic_grad == "pcgrad"
+    (tmp_path / "synthetic.yaml").write_text("seed: 9\n")  # a file beside it comes first
+    (tmp_path / "mine.yaml").write_text("base: synthetic.yaml\n")
+    assert (build_config(tmp_path / "mine.yaml").seed, build_config("synthetic").seed) == (9, 0)
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("agent.critic=mmoe:experts=100000000", "experts: at most 256"),
+        ("agent.actor=shared:width=10000000", "width: at most 65,536"),
+        ("agent.hidden_sizes=[10000000]", "agent.hidden_sizes: at most 65,536"),
+        (
+            f"agent.hidden_sizes=[{','.join(['8'] * 100)}]",
+            "agent.hidden_sizes (layers): at most 32",
+        ),
+        ("agent.bins=1000000000", "agent.bins: at most"),
+        ("env.name=synthetic:5000", "env.name"),
+        ("replay_capacity_per_task=1e15", "replay_capacity_per_task: at most"),
+        ("agent.batch_size_per_task=1e12", "agent.batch_size_per_task: at most"),
+        ("agent.task_embedding_dim=1e9", "agent.task_embedding_dim: at most"),
+        ("final_eval_episodes=1e12", "final_eval_episodes: at most"),
+        ("seed=-1", "seed: must be >= 0"),
+        ("seed=1e23", "seed"),
+        ("seed=4294967296", "seed: at most"),
+        ("agent.v_min=-1e308", "agent.v_min"),
+        ("agent.v_max=1e308", "agent.v_max"),
+        ("agent.v_min=9.99999", "agent.v_min"),
+    ],
+)
+def test_what_a_config_asks_for_is_bounded_before_anything_is_built(
+    monkeypatch, override, fragment
+):
+    """Each of these asked for gigabytes (or crashed a seeding call): the error must come from
+    arithmetic on the values, before any module is built, even on the meta device."""
+    import torch
+
+    def built(*args, **kwargs):
+        raise AssertionError("a module was built before the config was refused")
+
+    monkeypatch.setattr(torch.nn.Module, "__init__", built)
+    with pytest.raises(ConfigError) as error:
+        build_run_config(CONFIGS / "synthetic.yaml", [override])
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "agent.hidden_sizes=[60000,60000,60000]",
+        "agent.critic=mmoe:experts=256,width=4096",
+        "agent.critic=bronet:blocks=64,width=8192",
+    ],
+)
+def test_a_body_past_the_parameter_ceiling_is_refused_from_its_shapes(override):
+    from mtrl.limits import MAX_BODY_PARAMETERS
+
+    with pytest.raises(ConfigError, match=f"at most {MAX_BODY_PARAMETERS:,} parameters"):
+        build_run_config(CONFIGS / "synthetic.yaml", [override])
+
+
+def test_every_shipped_preset_is_within_the_bounds():
+    from mtrl.agents.networks import network_count
+    from mtrl.envs import resolve_task_names
+    from mtrl.limits import MAX_BODY_PARAMETERS
+
+    for preset in sorted(CONFIGS.rglob("*.yaml")):
+        if "sweeps" in preset.parts:
+            continue
+        agent = build_config(preset).agent
+        tasks = len(resolve_task_names(build_config(preset).env.name))
+        for spec in (agent.actor, agent.critic):
+            count = network_count(spec, 39 + tasks + 4, agent.bins, tasks, agent.hidden_sizes)
+            assert count < MAX_BODY_PARAMETERS / 2, (preset, spec, count)

@@ -17,6 +17,7 @@ from mtrl.envs.gymnasium_tasks import GymnasiumTasks
 from mtrl.envs.synthetic import DEFAULT_MAX_EPISODE_STEPS as SYNTHETIC_MAX_EPISODE_STEPS
 from mtrl.envs.synthetic import SyntheticVecEnv
 from mtrl.errors import ConfigError
+from mtrl.limits import MAX_TASKS
 
 __all__ = [
     "EnvError",
@@ -130,4 +131,6 @@ def _synthetic_num_tasks(name: str) -> int:
             f"bad synthetic env {name!r}; use 'synthetic', 'synthetic:<T>' or "
             "'synthetic-scaled:<T>' with T >= 1"
         )
+    if int(count) > MAX_TASKS:
+        raise EnvError(f"synthetic env {name!r}: at most {MAX_TASKS:,} tasks (mtrl.limits)")
     return int(count)

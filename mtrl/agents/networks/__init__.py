@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtrl import plugins
+from mtrl import limits, plugins
 from mtrl.agents.networks.embedding import TaskEmbedded
 from mtrl.agents.networks.experts import CGCBody, MMoEBody, PLEBody
 from mtrl.agents.networks.layers import Ensemble, he_uniform_init
@@ -60,6 +60,11 @@ def _resolve(
             raise ValueError(f"{name}: width must be a positive integer, got {width!r}")
         hidden_sizes = (width,) * len(hidden_sizes)
     check_options(name, body, options, fixed=_FIXED, extra=("width",))
+    # Sizes bounded before a constructor runs: each counted option is that many modules.
+    for option, value in (("width", width), *options.items()):
+        if isinstance(value, int) and not isinstance(value, bool):
+            bound = limits.MAX_WIDTH if option == "width" else limits.MAX_NETWORK_OPTION
+            limits.at_most(f"{name}: {option}", value, bound)
     return body, tuple(hidden_sizes), options
 
 
@@ -123,20 +128,59 @@ def matched_width(
     return min(candidates, key=lambda w: abs(count(w) - reference))
 
 
-def check_network(spec: str, hidden_sizes: tuple[int, ...] = (8, 8), num_tasks: int = 2) -> None:
-    """Raises ValueError for an unknown name or option, or an option value the body refuses."""
+def check_network(
+    spec: str,
+    hidden_sizes: tuple[int, ...] = (8, 8),
+    num_tasks: int = 2,
+    obs_dim: int | None = None,
+    out_dim: int = 2,
+) -> None:
+    """Raises ValueError for an unknown name or option, an option value the body refuses, or a
+    body of more than ``limits.MAX_BODY_PARAMETERS`` parameters (for ``obs_dim`` inputs, by
+    default the one-hot and 4 features, and ``out_dim`` outputs)."""
     body, hidden_sizes, options = _resolve(spec, hidden_sizes)
-    with torch.device("meta"):  # the constructor's checks, no memory
-        body(num_tasks + 4, 2, num_tasks, hidden_sizes, **options)
+    with torch.device("meta"):  # the constructor's checks and the shapes, no memory
+        module = body(obs_dim or num_tasks + 4, out_dim, num_tasks, hidden_sizes, **options)
+    count = parameter_count(module)
+    if count > limits.MAX_BODY_PARAMETERS:
+        raise ValueError(
+            f"{spec.strip()} has {count:,} parameters; a body may have at most "
+            f"{limits.MAX_BODY_PARAMETERS:,} parameters (mtrl.limits)"
+        )
+
+
+# Inputs assumed by the config check: a task's state and action beside the one-hot (Meta-World's
+# are 39 and 4 wide, the widest mtrl builds by name).
+CHECKED_STATE_AND_ACTION = 39 + 4
+
+
+def check_sizes(key: str, spec: str, hidden_sizes: tuple[int, ...]) -> None:
+    """A config key's network spec: its name and options, each size within ``mtrl.limits``,
+    checked without building anything (``check_spec`` then builds it on the meta device)."""
+    plugins.load("mtrl.networks", NETWORKS, nn.Module)
+    check_registered(key, spec, NETWORKS, lambda s: _resolve(s, hidden_sizes))
 
 
 def check_spec(
-    key: str, spec: str, hidden_sizes: tuple[int, ...], num_tasks: int, init: str = "torch"
+    key: str,
+    spec: str,
+    hidden_sizes: tuple[int, ...],
+    num_tasks: int,
+    init: str = "torch",
+    out_dim: int = 2,
+    embedding_dim: int = 0,
 ) -> None:
-    """A config key's network spec (``agent.critic=mmoe:experts=4``) for these widths and tasks,
-    with the initialisation scheme it will get, or a one-line ConfigError."""
+    """A config key's network spec (``agent.critic=mmoe:experts=4``) for these widths, tasks,
+    outputs and task embedding, with the initialisation scheme it will get, or a one-line
+    ConfigError."""
     plugins.load("mtrl.networks", NETWORKS, nn.Module)
-    check_registered(key, spec, NETWORKS, lambda s: check_network(s, hidden_sizes, num_tasks))
+    obs_dim = num_tasks + CHECKED_STATE_AND_ACTION + embedding_dim
+    check_registered(
+        key,
+        spec,
+        NETWORKS,
+        lambda s: check_network(s, hidden_sizes, num_tasks, obs_dim, out_dim),
+    )
     name, _ = parse_spec(spec)
     if init != "torch" and name not in HE_UNIFORM_BODIES:
         raise ConfigError(
