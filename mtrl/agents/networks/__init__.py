@@ -53,6 +53,7 @@ def _resolve(
 ) -> tuple[type[nn.Module], tuple[int, ...], dict[str, Any]]:
     plugins.load("mtrl.networks", NETWORKS, nn.Module)
     name, options = parse_spec(spec)
+    plugins.require("mtrl.networks", name)
     body = lookup(NETWORKS, name, "network")
     width = options.pop("width", None)
     if width is not None:
@@ -136,7 +137,13 @@ def check_spec(
     """A config key's network spec (``agent.critic=mmoe:experts=4``) for these widths and tasks,
     with the initialisation scheme it will get, or a one-line ConfigError."""
     plugins.load("mtrl.networks", NETWORKS, nn.Module)
-    check_registered(key, spec, NETWORKS, lambda s: check_network(s, hidden_sizes, num_tasks))
+    check_registered(
+        key,
+        spec,
+        NETWORKS,
+        lambda s: check_network(s, hidden_sizes, num_tasks),
+        lambda name: plugins.require("mtrl.networks", name, key),
+    )
     name, _ = parse_spec(spec)
     if init != "torch" and name not in HE_UNIFORM_BODIES:
         raise ConfigError(
