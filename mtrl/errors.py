@@ -7,6 +7,8 @@ here lets every layer raise them without importing the layer that catches them.
 
 from __future__ import annotations
 
+import sys
+
 
 class UserError(Exception):
     """Base of the errors meant for the user: always one line (line breaks in echoed user text are
@@ -55,6 +57,12 @@ class ExportError(UserError, ValueError):
 
 class RunLockedError(UserError, RuntimeError):
     """A run directory another writer holds, or that cannot be locked."""
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr (``mtrl: warning: ...``), for what goes on without the thing
+    warned about; line breaks in echoed text become spaces."""
+    print(f"mtrl: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 USER_ERRORS: tuple[type[Exception], ...] = (UserError,)

@@ -17,11 +17,10 @@ needs one that is not installed is refused naming it.
 
 from __future__ import annotations
 
-import sys
 from importlib import metadata
 from typing import Any
 
-from mtrl.errors import ConfigError
+from mtrl.errors import ConfigError, warn
 
 GROUPS = ("mtrl.gradients", "mtrl.networks")
 _loaded: dict[str, dict[str, str]] = {}  # group -> plugin name -> "dist version (module:attr)"
@@ -40,7 +39,7 @@ def load(group: str, registry: dict[str, Any], base: type) -> None:
         origin = f"{dist.name} {dist.version}" if dist is not None else "?"
         where = f"plugin '{entry.name}' ({entry.value}, from {origin})"
         if entry.name in registry:
-            _warn(f"{where} has the name of a built-in {group} entry; the built-in is used")
+            warn(f"{where} has the name of a built-in {group} entry; the built-in is used")
             continue
         try:
             loaded = entry.load()
@@ -53,15 +52,10 @@ def load(group: str, registry: dict[str, Any], base: type) -> None:
             )
         if problem is not None:
             _broken[group][entry.name] = problem
-            _warn(f"{problem}; it is unusable until fixed")
+            warn(f"{problem}; it is unusable until fixed")
             continue
         registry[entry.name] = loaded
         _loaded[group][entry.name] = f"{origin} ({entry.value})"
-
-
-def _warn(message: str) -> None:
-    text = " ".join(message.split())  # one line, whatever the plugin's error says
-    print(f"mtrl: warning: {text}", file=sys.stderr)
 
 
 def require(group: str, name: str, key: str | None = None) -> None:
