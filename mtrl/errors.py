@@ -7,7 +7,10 @@ here lets every layer raise them without importing the layer that catches them.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -57,6 +60,22 @@ class ExportError(UserError, ValueError):
 
 class RunLockedError(UserError, RuntimeError):
     """A run directory another writer holds, or that cannot be locked."""
+
+
+class OutputError(UserError, RuntimeError):
+    """A result that cannot be written where asked (a read-only directory, a full disk); the
+    message names the path. Nothing of a run is lost: only the command's own output failed."""
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turns an ``OSError`` raised inside into one OutputError line naming the file it names, or
+    else ``path`` (the file or directory being written)."""
+    try:
+        yield
+    except OSError as error:
+        where = error.filename or path
+        raise OutputError(f"cannot write {where} ({error.strerror or error})") from None
 
 
 def warn(message: str) -> None:

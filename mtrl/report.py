@@ -53,7 +53,7 @@ import numpy as np
 from mtrl import stats
 from mtrl.config import Config, ConfigError, from_dict, load_yaml, validate
 from mtrl.envs import episode_steps
-from mtrl.errors import warn
+from mtrl.errors import warn, writing
 from mtrl.logging import METRICS_FILE
 from mtrl.report_figures import (
     PROFILE_TAUS,
@@ -574,9 +574,10 @@ def make_report(
 
     Returns {"summaries" (per method: the table's numbers and the aggregates), "improvement",
     "protocols", "files", "skipped" (runs without a final evaluation yet), "left_out" (why each
-    run with a corrupt file was left out; each is a warning on stderr too)}. Every interval uses ``bootstrap_reps`` stratified resamples seeded with
-    ``bootstrap_seed`` (each estimate from the seed itself, so one method's numbers do not
-    depend on which other methods are in the report).
+    run with a corrupt file was left out; each is a warning on stderr too)}. Every interval uses
+    ``bootstrap_reps`` stratified resamples seeded with ``bootstrap_seed`` (each estimate from
+    the seed itself, so one method's numbers do not depend on which other methods are in the
+    report). An output that cannot be written is one OutputError naming the path.
     """
     if bootstrap_reps < 1:
         raise ConfigError(f"--bootstrap-reps must be > 0, got {bootstrap_reps}")
@@ -605,8 +606,27 @@ def make_report(
     protocols = {
         env: env_protocol(env, [r for r in rows if r.env == env], mixed_protocols) for env in envs
     }
+    with writing(out):  # a read-only directory, a full disk: one line naming the path
+        written, summaries, improvement = _write_report(
+            out, rows, protocols, bootstrap_reps, bootstrap_seed
+        )
+    return {
+        "summaries": summaries,
+        "improvement": improvement,
+        "protocols": protocols,
+        "files": written,
+        "skipped": skipped,
+        "left_out": left_out,
+    }
+
+
+def _write_report(
+    out: Path, rows: list[MethodRow], protocols: dict[str, dict], reps: int, seed: int
+) -> tuple[list[Path], list[dict], list[dict]]:
+    """The tables, figures and summary.json of ``make_report``; returns the files written, the
+    summaries and the probability-of-improvement rows."""
+    envs = list(protocols)
     out.mkdir(parents=True, exist_ok=True)
-    reps, seed = bootstrap_reps, bootstrap_seed
     summaries = [row.summary(reps, seed) for row in rows]
     for env in envs:  # the update-time cost column: relative to plain MT-SAC in the same env
         env_rows = [(row, s) for row, s in zip(rows, summaries, strict=True) if row.env == env]
@@ -687,11 +707,4 @@ def make_report(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     written.append(out / "summary.json")
-    return {
-        "summaries": summaries,
-        "improvement": improvement,
-        "protocols": protocols,
-        "files": written,
-        "skipped": skipped,
-        "left_out": left_out,
-    }
+    return written, summaries, improvement

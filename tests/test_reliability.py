@@ -440,3 +440,68 @@ def test_a_failed_tensorboard_write_is_one_line_not_a_thread_traceback(tmp_path)
     )
     assert f"last good checkpoint: {run_dir / 'checkpoints' / 'step_0000000100.pt'}" in lines[0]
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+
+
+# ------------------------------------------------------- results that cannot be written where asked
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished synthetic run with a task-routed actor (what eval, export and report read)."""
+    from mtrl.cli import main
+
+    run_dir = tmp_path_factory.mktemp("written") / "run"
+    args = [*TINY, *FAST, "agent.actor=task_routed", "total_steps=100", f"run_dir={run_dir}"]
+    assert main(["train", *args]) == 0
+    return run_dir
+
+
+def _command(name: str, run_dir: Path, out: Path) -> list[str]:
+    return {
+        "eval": ["eval", str(run_dir), "--episodes", "1", "--out", str(out / "eval.json")],
+        "export": ["export", str(run_dir), "--task", "point-1", "--out", str(out / "p1.pt")],
+        "report": ["report", str(run_dir), "--out", str(out), "--bootstrap-reps", "10"],
+    }[name]
+
+
+def _full_disk(monkeypatch, under: Path) -> None:
+    """Every file opened for writing under ``under`` finds the disk full."""
+    import builtins
+    import errno
+    import io
+
+    real_open = builtins.open
+
+    def open_(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and str(file).startswith(str(under)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(io, "open", open_)
+
+
+@pytest.mark.parametrize("command", ["eval", "export", "report"])
+@pytest.mark.parametrize("place", ["full disk", "under a file", "read-only directory"])
+def test_results_that_cannot_be_written_are_one_line_naming_the_path(
+    finished_run, tmp_path, monkeypatch, capsys, command, place
+):
+    from mtrl.cli import main
+
+    out = tmp_path / "out"
+    if place == "full disk":
+        out.mkdir()
+        _full_disk(monkeypatch, out)
+        says = "No space left on device"
+    elif place == "under a file":
+        (tmp_path / "file").write_text("")
+        out = tmp_path / "file" / "out"
+        says = "Not a directory"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only directories")
+        out.mkdir()
+        out.chmod(0o500)
+        says = "Permission denied"
+    capsys.readouterr()
+    assert main(_command(command, finished_run, out)) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"mtrl: error: cannot write {out}") and f"({says})" in line, line
