@@ -505,3 +505,39 @@ def test_results_that_cannot_be_written_are_one_line_naming_the_path(
     assert main(_command(command, finished_run, out)) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"mtrl: error: cannot write {out}") and f"({says})" in line, line
+
+
+# ---------------------------------------------------------- env workers whose trainer is killed
+STEPPING_FOREVER = """
+import functools, sys
+import numpy as np
+if sys.argv[1] == "sharded":
+    from mtrl.envs.sharded import ShardedVecEnv
+    from mtrl.envs.synthetic import SyntheticVecEnv
+    env = ShardedVecEnv([functools.partial(SyntheticVecEnv, 2, seed=k) for k in range(3)])
+else:
+    from mtrl.envs import make_env
+    env = make_env("reach-v3,push-v3,pick-place-v3", 0, vector=sys.argv[1], workers=3)
+env.reset()
+print("stepping", flush=True)
+while True:
+    env.step(np.zeros((env.num_tasks, env.action_dim)))
+"""
+
+
+@pytest.mark.parametrize("vector", ["sharded", pytest.param("async", marks=pytest.mark.metaworld)])
+def test_env_workers_exit_quietly_when_their_trainer_is_killed(vector):
+    """A SIGKILLed trainer's workers find their pipe closed mid-step: they exit, saying nothing
+    (each printed a traceback of the closed pipe)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", STEPPING_FOREVER, vector],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline().strip() == "stepping", process.communicate()[1]
+    time.sleep(1.0)  # mid-step, many times over
+    process.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate(timeout=60)  # until the workers, which share it, close it
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr
