@@ -461,7 +461,11 @@ def group_runs(runs: list[Run]) -> list[MethodRow]:
 
 # ---------------------------------------------------------------------------------- protocol
 def _protocol_text(protocol: dict) -> str:
-    return ", ".join(f"{key} {protocol.get(key)}" for key in PROTOCOL_KEYS)
+    """The protocol's fields, those it does not have (None: no reward version off Meta-World)
+    left out."""
+    return ", ".join(
+        f"{key} {protocol[key]}" for key in PROTOCOL_KEYS if protocol.get(key) is not None
+    )
 
 
 def env_protocol(env: str, rows: list[MethodRow], mixed_protocols: bool = False) -> dict[str, Any]:

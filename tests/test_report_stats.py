@@ -163,7 +163,8 @@ def test_report_statistics_equal_mtrl_stats_on_the_runs_scores(runs, tmp_path):
     assert protocol["parameters"]["SAC"] == {"actor": "1234", "critic": "5678"}
     for name in ("table.md", "aggregates.md"):
         text = (out / name).read_text()
-        assert "Protocol (synthetic:6): env synthetic:6, reward_version None" in text
+        assert "Protocol (synthetic:6): env synthetic:6, max_episode_steps 50" in text
+        assert "None" not in text  # no reward version off Meta-World: no field
         assert "goal_scheme each-training-goal-once, steps_per_task 1500" in text
         assert "SAC 1234/5678; SAC+PCGrad 1234/5678" in text
 
@@ -480,3 +481,84 @@ def test_a_corrupt_run_is_one_warning_naming_its_file_and_is_left_out(tmp_path, 
     (error,) = capsys.readouterr().err.strip().splitlines()
     assert error.startswith("mtrl: error: no run to report: ") and why in error, error
     assert not (tmp_path / "alone").exists()
+
+
+# ---------------------------------------------------------------------------------- figures
+@pytest.fixture
+def figures(monkeypatch) -> list:
+    """The figures the plot functions close, kept open to look into."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kept: list = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", kept.append)
+    yield kept
+    for figure in kept:
+        close(figure)
+
+
+def _panels(figure) -> list[list]:
+    """The lines of each panel that has any."""
+    return [ax.get_lines() for ax in figure.axes if ax.get_lines()]
+
+
+def _assert_small_distinct_panels(panels: list[list], methods: int, per_panel: int = 8) -> None:
+    from matplotlib.colors import to_hex
+
+    assert sum(len(lines) for lines in panels) == methods
+    for lines in panels:
+        assert len(lines) <= per_panel
+        colors = [to_hex(line.get_color()) for line in lines]
+        assert len(set(colors)) == len(colors), colors
+
+
+def test_many_methods_are_split_into_panels_of_distinct_colours(tmp_path, figures):
+    from mtrl.report_figures import plot_curves, plot_gradient_statistics
+
+    rng = np.random.default_rng(0)
+    labels = [f"method {k}" for k in range(33)]
+
+    def curve() -> list[tuple[int, float]]:
+        return [(step, float(rng.uniform())) for step in STEPS]
+
+    curves = {
+        label: [([(s, {"t": v}) for s, v in curve()], curve()) for _ in range(2)]
+        for label in labels
+    }
+    plot_curves(curves, tmp_path / "curves.png", "curves", reps=10, seed=0)
+    (figure,) = figures
+    panels = _panels(figure)
+    assert len(panels) == 5  # ceil(33 / 8)
+    _assert_small_distinct_panels(panels, 33)
+
+    keys = ["gradients/critic/conflict_fraction", "gradients/actor/curvature"]
+    series = {key: {label: [curve(), curve()] for label in labels} for key in keys}
+    assert plot_gradient_statistics(series, tmp_path / "triad.png", "triad", reps=10, seed=0)
+    panels = _panels(figures[-1])
+    assert len(panels) == 2 * 5  # every statistic for each group of methods
+    _assert_small_distinct_panels(panels[::2], 33)
+    _assert_small_distinct_panels(panels[1::2], 33)
+
+
+@pytest.mark.parametrize("methods", [1, 3, 33])
+def test_the_heatmap_numbers_and_colour_bar_label_are_legible_and_inside(
+    tmp_path, figures, methods
+):
+    from mtrl.report_figures import plot_heatmap
+
+    summaries = [
+        {"method": f"method {k}", "per_task": {t: 0.5 for t in TASKS}} for k in range(methods)
+    ]
+    plot_heatmap(summaries, tmp_path / "heatmap.png", "per task")
+    (figure,) = figures
+    figure.canvas.draw()
+    heatmap, bar = figure.axes
+    assert min(text.get_fontsize() for text in heatmap.texts) >= 8
+    label = bar.yaxis.label
+    assert label.get_text() and label.get_fontsize() >= 9
+    inside = figure.bbox
+    extent = label.get_window_extent()
+    assert inside.y0 <= extent.y0 and extent.y1 <= inside.y1 and extent.x1 <= inside.x1, extent
