@@ -7,6 +7,11 @@ here lets every layer raise them without importing the layer that catches them.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 
 class UserError(Exception):
     """Base of the errors meant for the user: always one line (line breaks in echoed user text are
@@ -55,6 +60,28 @@ class ExportError(UserError, ValueError):
 
 class RunLockedError(UserError, RuntimeError):
     """A run directory another writer holds, or that cannot be locked."""
+
+
+class OutputError(UserError, RuntimeError):
+    """A result that cannot be written where asked (a read-only directory, a full disk); the
+    message names the path. Nothing of a run is lost: only the command's own output failed."""
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turns an ``OSError`` raised inside into one OutputError line naming the file it names, or
+    else ``path`` (the file or directory being written)."""
+    try:
+        yield
+    except OSError as error:
+        where = error.filename or path
+        raise OutputError(f"cannot write {where} ({error.strerror or error})") from None
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr (``mtrl: warning: ...``), for what goes on without the thing
+    warned about; line breaks in echoed text become spaces."""
+    print(f"mtrl: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 USER_ERRORS: tuple[type[Exception], ...] = (UserError,)

@@ -14,7 +14,7 @@ from torch import nn
 
 from mtrl.agents.networks.task_routed import TaskRoutedBody
 from mtrl.checkpoint import save_checkpoint
-from mtrl.errors import ExportError
+from mtrl.errors import ExportError, writing
 from mtrl.policy import (
     TASK_POLICY,
     TaskPolicy,
@@ -44,19 +44,18 @@ def export_task_policy(checkpoint: str | Path, task: str, out: str | Path) -> Pa
     policy = TaskPolicy(layer_sizes)
     policy.net.load_state_dict(path_mlp.state_dict())
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(
-        out,
-        {
-            "kind": TASK_POLICY,
-            "task": task,
-            "task_names": trained,
-            "config": payload["config"],
-            "obs_dim": obs_dim,
-            "action_dim": action_dim,
-            "step": payload.get("step"),
-            "layer_sizes": layer_sizes,
-            "policy": policy.state_dict(),
-        },
-    )
+    exported = {
+        "kind": TASK_POLICY,
+        "task": task,
+        "task_names": trained,
+        "config": payload["config"],
+        "obs_dim": obs_dim,
+        "action_dim": action_dim,
+        "step": payload.get("step"),
+        "layer_sizes": layer_sizes,
+        "policy": policy.state_dict(),
+    }
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(out, exported)
     return out

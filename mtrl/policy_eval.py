@@ -16,7 +16,7 @@ import numpy as np
 
 from mtrl.envs import is_custom, is_metaworld
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import UsageError
+from mtrl.errors import UsageError, writing
 from mtrl.evaluation import (
     GOAL_SCHEME,
     TaskResult,
@@ -121,23 +121,21 @@ def evaluate_checkpoint(
     policy = load_policy(checkpoint, device)
     selected = _select_tasks(policy.task_names, tasks)
     frames: dict[str, list[np.ndarray]] = {task: [] for task in selected} if video else {}
-    results = evaluate_policy(policy, selected, episodes, seed, frames)
     path = policy.path
+    out_path = Path(out) if out else path.parent.parent / "eval" / f"eval_{path.stem}.json"
+    with writing(out_path.parent):  # before the evaluation, not after it
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    results = evaluate_policy(policy, selected, episodes, seed, frames)
     print(f"checkpoint: {path} (step {policy.step})")
     print(format_table(results))
-    out_path = Path(out) if out else path.parent.parent / "eval" / f"eval_{path.stem}.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(
-        json.dumps(
-            {
-                "checkpoint": str(path),
-                "episodes": next(iter(results.values())).episodes,
-                "goal_scheme": GOAL_SCHEME,
-                "tasks": {task: asdict(result) for task, result in results.items()},
-            },
-            indent=2,
-        )
-    )
+    record = {
+        "checkpoint": str(path),
+        "episodes": next(iter(results.values())).episodes,
+        "goal_scheme": GOAL_SCHEME,
+        "tasks": {task: asdict(result) for task, result in results.items()},
+    }
+    with writing(out_path):
+        out_path.write_text(json.dumps(record, indent=2))
     print(f"results: {out_path}")
     if video:
         from mtrl.video import write_videos

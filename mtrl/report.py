@@ -6,7 +6,9 @@ its FINAL evaluation: the ``final_eval`` record of ``metrics.jsonl`` (the number
 ``eval/final.json``, which is read when the record is missing), per task, with the run's
 ``final_eval_episodes`` episodes per task. It is never the ``best.pt`` checkpoint's evaluation:
 picking the best of many noisy evaluations is biased upwards, and more so the more often a run
-evaluated.
+evaluated. A run with a file that is not what mtrl writes (truncated or garbage JSON, a config of
+the wrong types, a success rate outside [0, 1]) is left out with a one-line warning naming the file
+and why, never read as a number; where no run is left, the report stops with one line.
 
 Statistics (``mtrl.stats``, after Agarwal et al. 2021, "Deep RL at the Edge of the Statistical
 Precipice", whose library is rliable): a method's scores are a [seeds, tasks] matrix of final
@@ -49,9 +51,10 @@ from typing import Any
 import numpy as np
 
 from mtrl import stats
-from mtrl.config import Config, ConfigError, load_config
+from mtrl.config import Config, ConfigError, from_dict, load_yaml, validate
 from mtrl.envs import episode_steps
-from mtrl.logging import read_metrics
+from mtrl.errors import warn, writing
+from mtrl.logging import METRICS_FILE
 from mtrl.report_figures import (
     PROFILE_TAUS,
     plot_aggregates,
@@ -62,13 +65,14 @@ from mtrl.report_figures import (
     plot_profile,
 )
 from mtrl.report_tables import write_tables
-from mtrl.run import COMPARED_PROTOCOL_FIELDS, read_run_info
+from mtrl.run import COMPARED_PROTOCOL_FIELDS
 
 CONFLICT_KEYS = ("gradients/critic/cosine_mean", "gradients/critic/conflict_fraction")
 # The PCGrad paper's "tragic triad" (its Fig. 5): conflict, magnitude similarity, curvature.
 TRIAD = ("conflict_fraction", "magnitude_similarity", "curvature")
 TRIAD_KEYS = tuple(f"gradients/{role}/{name}" for role in ("critic", "actor") for name in TRIAD)
 LOGGED_KEYS = tuple(dict.fromkeys(CONFLICT_KEYS + TRIAD_KEYS))
+TIMING_KEYS = ("charts/updates_per_s", "charts/time_update_fraction")  # the update-time column
 PROTOCOL_KEYS = COMPARED_PROTOCOL_FIELDS
 """The protocol fields that must agree within one table (env, reward version, episode length,
 final-evaluation episodes, goal scheme, steps per task; not the seed, evaluation episodes during
@@ -126,21 +130,158 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _task_values(record: dict, suffix: str = "/success_rate") -> dict[str, float]:
-    prefix = "tasks/"
+# ------------------------------------------------------------------------------ reading runs
+class RunFileError(ConfigError):
+    """A file of a run directory that is not what mtrl writes there (corrupt, truncated, edited):
+    the run is left out of the report; the message names the file and why."""
+
+
+NON_FINITE = ("nan", "inf", "-inf")  # how mtrl.logging writes a non-finite scalar
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _rate(value: Any, what: str, file: Path) -> float:
+    """A success rate: a number in [0, 1] (NaN is not one)."""
+    if not (_is_number(value) and 0 <= value <= 1):
+        raise RunFileError(f"{file}: {what} {value!r} is not a success rate in [0, 1]")
+    return float(value)
+
+
+def _step(value: Any, what: str, file: Path) -> int:
+    if not (_is_number(value) and value >= 0 and float(value).is_integer()):
+        raise RunFileError(f"{file}: {what} {value!r} is not a step")
+    return int(value)
+
+
+def _logged_number(value: Any, what: str, file: Path) -> float:
+    """A logged scalar: a number, or the text of a non-finite one."""
+    if _is_number(value) or value in NON_FINITE:
+        return float(value)
+    raise RunFileError(f"{file}: {what} {value!r} is not a number")
+
+
+def _task_values(record: dict, file: Path, where: str = "") -> dict[str, float]:
+    """The record's success rate per task (``where``: its line, for the error)."""
+    prefix, suffix = "tasks/", "/success_rate"
     return {
-        key[len(prefix) : -len(suffix)]: float(value)
+        key[len(prefix) : -len(suffix)]: _rate(value, f"{where}{key}", file)
         for key, value in record.items()
         if key.startswith(prefix) and key.endswith(suffix)
     }
 
 
-def _read_json(path: Path) -> dict:
+def _read_text(file: Path) -> str:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        return file.read_text()
+    except UnicodeDecodeError:
+        raise RunFileError(f"{file}: not UTF-8 text") from None
+    except OSError as error:
+        raise RunFileError(f"{file}: cannot read ({error.strerror or error})") from None
+
+
+def _read_json(file: Path) -> dict | None:
+    """A JSON object file; None where there is none."""
+    if not file.exists():
+        return None
+    try:
+        data = json.loads(_read_text(file))
+    except ValueError:
+        raise RunFileError(f"{file}: not valid JSON") from None
+    if not isinstance(data, dict):
+        raise RunFileError(f"{file}: not a JSON object")
+    return data
+
+
+def _read_records(run_dir: Path) -> list[dict]:
+    """``metrics.jsonl``'s records, each an object with a kind and a step and its values of the
+    types mtrl writes; only a torn last line (a kill mid-write) is skipped."""
+    file = run_dir / METRICS_FILE
+    if not file.exists():
+        return []
+    text = _read_text(file)
+    lines = text.splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        where = f"line {number}:"
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            if number == len(lines) and not text.endswith("\n"):
+                continue
+            raise RunFileError(f"{file}: {where} not a JSON object")
+        if not isinstance(record.get("kind"), str) or "step" not in record:
+            raise RunFileError(f"{file}: {where} a record without its kind and step")
+        _step(record["step"], f"{where} step", file)
+        if record["kind"] in ("eval", "final_eval"):
+            key = "eval/mean_success_rate"
+            if key in record:
+                _rate(record[key], f"{where} {key}", file)
+            _task_values(record, file, f"{where} ")
+        for key in (*LOGGED_KEYS, *TIMING_KEYS):
+            if key in record:
+                _logged_number(record[key], f"{where} {key}", file)
+        records.append(record)
+    return records
+
+
+def _read_config(run_dir: Path) -> Config:
+    file = run_dir / "config.yaml"
+    try:
+        data = load_yaml(file)
+        if not data:
+            raise ConfigError("empty: no settings of the run")
+        return validate(from_dict(data))
+    except UnicodeDecodeError:
+        raise RunFileError(f"{file}: not UTF-8 text") from None
+    except OSError as error:
+        raise RunFileError(f"{file}: cannot read ({error.strerror or error})") from None
+    except ConfigError as error:
+        raise RunFileError(f"{file}: {str(error).removeprefix(f'{file}: ')}") from None
+
+
+def _read_final(run_dir: Path) -> tuple[int | None, dict[str, float]] | None:
+    """``eval/final.json``'s step and success per task; None where there is none."""
+    file = run_dir / "eval" / "final.json"
+    final = _read_json(file)
+    if final is None:
+        return None
+    tasks = final.get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        raise RunFileError(f"{file}: tasks is not an object of tasks")
+    rates = {}
+    for name, result in tasks.items():
+        if not isinstance(result, dict) or "success_rate" not in result:
+            raise RunFileError(f"{file}: tasks.{name} is not an object with a success_rate")
+        rates[name] = _rate(result["success_rate"], f"tasks.{name}.success_rate", file)
+    step = _step(final["step"], "step", file) if "step" in final else None
+    return step, rates
+
+
+def _read_info(run_dir: Path) -> dict[str, Any]:
+    """``run.json`` (empty where there is none), its fields that the report reads checked."""
+    file = run_dir / "run.json"
+    info = _read_json(file) or {}
+    protocol = info.get("protocol")
+    if protocol is not None:
+        if not isinstance(protocol, dict):
+            raise RunFileError(f"{file}: protocol is not an object")
+        for key in PROTOCOL_KEYS:
+            value = protocol.get(key)
+            if not (value is None or isinstance(value, (str, int, float))):
+                raise RunFileError(f"{file}: protocol.{key} {value!r} is not a plain value")
+        steps = protocol.get("max_episode_steps")
+        if steps is not None and not (_is_number(steps) and steps >= 0):
+            raise RunFileError(f"{file}: protocol.max_episode_steps {steps!r} is not a step count")
+    for key, kind in (("resumed_at", list), ("parameter_counts", dict)):
+        if info.get(key) is not None and not isinstance(info[key], kind):
+            name = "a list" if kind is list else "an object"
+            raise RunFileError(f"{file}: {key} {info[key]!r} is not {name}")
+    return info
 
 
 def run_protocol(config: Config, info: dict) -> dict[str, Any]:
@@ -177,36 +318,36 @@ def _parameters(protocol: dict, info: dict) -> dict[str, int | None]:
 
 
 def load_run(path: Path) -> Run | None:
-    """A finished run; None when it has no final evaluation yet."""
-    config = load_config(path / "config.yaml")
-    records = read_metrics(path)
-    finals = [r for r in records if r["kind"] == "final_eval"]
+    """A finished run; None when it has no final evaluation yet. A file that is not what mtrl
+    writes (corrupt, truncated, a success rate outside [0, 1]) is a RunFileError naming it."""
+    config = _read_config(path)
+    records = _read_records(path)
+    info = _read_info(path)
+    evaluations = [r for r in records if r["kind"] in ("eval", "final_eval")]
+    finals = [r for r in evaluations if r["kind"] == "final_eval"]
     curve = [
         (int(r["step"]), float(r["eval/mean_success_rate"]))
-        for r in records
-        if r["kind"] in ("eval", "final_eval")
+        for r in evaluations
+        if "eval/mean_success_rate" in r
     ]
-    task_curve = [
-        (int(r["step"]), _task_values(r)) for r in records if r["kind"] in ("eval", "final_eval")
-    ]
+    metrics = path / METRICS_FILE
+    task_curve = [(int(r["step"]), _task_values(r, metrics)) for r in evaluations]
     if finals:
-        task_success = _task_values(finals[-1])
+        task_success = _task_values(finals[-1], metrics)
     else:  # the record may be lost (a torn last line): eval/final.json holds the same numbers
-        final = _read_json(path / "eval" / "final.json")
-        tasks = final.get("tasks")
-        if not isinstance(tasks, dict) or not tasks:
+        final = _read_final(path)
+        if final is None:
             return None
-        task_success = {name: float(result["success_rate"]) for name, result in tasks.items()}
-        if "step" in final:
-            curve.append((int(final["step"]), float(np.mean(list(task_success.values())))))
-            task_curve.append((int(final["step"]), dict(task_success)))
+        step, task_success = final
+        if step is not None:
+            curve.append((step, float(np.mean(list(task_success.values())))))
+            task_curve.append((step, dict(task_success)))
     if not task_success:
         return None
     conflict = {
         key: [(int(r["step"]), float(r[key])) for r in records if r["kind"] == "train" and key in r]
         for key in LOGGED_KEYS
     }
-    info = read_run_info(path)
     protocol = run_protocol(config, info)
     provenance = info.get("provenance") if isinstance(info.get("provenance"), dict) else None
     return Run(
@@ -233,12 +374,11 @@ def _update_seconds(records: list[dict]) -> float | None:
     """Seconds per gradient update, the median over the logged windows after the first (which
     holds the compiling of the gradient passes): each window's update share of its wall-clock
     over its updates. None for runs that logged no window timing (the independent baseline)."""
+    rate, fraction = TIMING_KEYS
     per_window = [
-        r["charts/time_update_fraction"] / r["charts/updates_per_s"]
+        float(r[fraction]) / float(r[rate])
         for r in records
-        if r["kind"] == "train"
-        and r.get("charts/updates_per_s", 0) > 0
-        and "charts/time_update_fraction" in r
+        if r["kind"] == "train" and float(r.get(rate, 0)) > 0 and fraction in r
     ]
     per_window = per_window[1:] or per_window
     return float(np.median(per_window)) if per_window else None
@@ -321,7 +461,11 @@ def group_runs(runs: list[Run]) -> list[MethodRow]:
 
 # ---------------------------------------------------------------------------------- protocol
 def _protocol_text(protocol: dict) -> str:
-    return ", ".join(f"{key} {protocol.get(key)}" for key in PROTOCOL_KEYS)
+    """The protocol's fields, those it does not have (None: no reward version off Meta-World)
+    left out."""
+    return ", ".join(
+        f"{key} {protocol[key]}" for key in PROTOCOL_KEYS if protocol.get(key) is not None
+    )
 
 
 def env_protocol(env: str, rows: list[MethodRow], mixed_protocols: bool = False) -> dict[str, Any]:
@@ -433,9 +577,11 @@ def make_report(
     """Writes the tables, statistics and figures under ``out``.
 
     Returns {"summaries" (per method: the table's numbers and the aggregates), "improvement",
-    "protocols", "files", "skipped"}. Every interval uses ``bootstrap_reps`` stratified resamples seeded with
-    ``bootstrap_seed`` (each estimate from the seed itself, so one method's numbers do not
-    depend on which other methods are in the report).
+    "protocols", "files", "skipped" (runs without a final evaluation yet), "left_out" (why each
+    run with a corrupt file was left out; each is a warning on stderr too)}. Every interval uses
+    ``bootstrap_reps`` stratified resamples seeded with ``bootstrap_seed`` (each estimate from
+    the seed itself, so one method's numbers do not depend on which other methods are in the
+    report). An output that cannot be written is one OutputError naming the path.
     """
     if bootstrap_reps < 1:
         raise ConfigError(f"--bootstrap-reps must be > 0, got {bootstrap_reps}")
@@ -443,19 +589,48 @@ def make_report(
 
     matplotlib.use("Agg")
     out = Path(out)
-    runs, skipped = [], []
+    runs, skipped, left_out = [], [], []
     for path in find_run_dirs(paths):
-        run = load_run(path)
+        try:
+            run = load_run(path)
+        except RunFileError as error:
+            left_out.append(str(error))
+            continue
         (runs if run is not None else skipped).append(run if run is not None else path)
+    if not runs and left_out:
+        more = f"; {len(left_out) - 1} more runs left out" if len(left_out) > 1 else ""
+        waiting = f"; {len(skipped)} without a final evaluation yet" if skipped else ""
+        raise ConfigError(f"no run to report: {left_out[0]}{more}{waiting}")
     if not runs:
         raise ConfigError("none of the runs has a final evaluation yet")
+    for reason in left_out:
+        warn(f"run left out of the report: {reason}")
     rows = sorted(group_runs(runs), key=lambda r: (r.env, r.label))
     envs = list(dict.fromkeys(row.env for row in rows))
     protocols = {
         env: env_protocol(env, [r for r in rows if r.env == env], mixed_protocols) for env in envs
     }
+    with writing(out):  # a read-only directory, a full disk: one line naming the path
+        written, summaries, improvement = _write_report(
+            out, rows, protocols, bootstrap_reps, bootstrap_seed
+        )
+    return {
+        "summaries": summaries,
+        "improvement": improvement,
+        "protocols": protocols,
+        "files": written,
+        "skipped": skipped,
+        "left_out": left_out,
+    }
+
+
+def _write_report(
+    out: Path, rows: list[MethodRow], protocols: dict[str, dict], reps: int, seed: int
+) -> tuple[list[Path], list[dict], list[dict]]:
+    """The tables, figures and summary.json of ``make_report``; returns the files written, the
+    summaries and the probability-of-improvement rows."""
+    envs = list(protocols)
     out.mkdir(parents=True, exist_ok=True)
-    reps, seed = bootstrap_reps, bootstrap_seed
     summaries = [row.summary(reps, seed) for row in rows]
     for env in envs:  # the update-time cost column: relative to plain MT-SAC in the same env
         env_rows = [(row, s) for row, s in zip(rows, summaries, strict=True) if row.env == env]
@@ -536,10 +711,4 @@ def make_report(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     written.append(out / "summary.json")
-    return {
-        "summaries": summaries,
-        "improvement": improvement,
-        "protocols": protocols,
-        "files": written,
-        "skipped": skipped,
-    }
+    return written, summaries, improvement

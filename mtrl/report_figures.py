@@ -54,6 +54,40 @@ def _curve_band(
     return steps, point, low, high
 
 
+METHODS_PER_PANEL = 8
+"""At most this many methods' lines share a panel: more are split over panels of their own, each
+with distinct colours (33 methods on one axes were a tangle of repeated colours)."""
+
+
+def _method_groups(labels: list[str]) -> list[list[str]]:
+    """``labels`` in order, split into as few panels as hold at most ``METHODS_PER_PANEL`` each,
+    of near-equal sizes."""
+    panels = max(1, -(-len(labels) // METHODS_PER_PANEL))
+    bounds = np.linspace(0, len(labels), panels + 1).round().astype(int)
+    return [labels[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _group_title(group: list[str], groups: list[list[str]]) -> str:
+    """ "methods 9-16 of 33" over a panel when the methods are split, else nothing."""
+    if len(groups) == 1:
+        return ""
+    first = sum(len(g) for g in groups[: groups.index(group)]) + 1
+    total = sum(map(len, groups))
+    return f"methods {first}-{first + len(group) - 1} of {total}"
+
+
+def _save(fig, path: Path, title: str | None = None) -> None:
+    """Layout and file (nothing cut at the edges), then the figure is closed; ``title`` above
+    all panels (above the laid-out axes, where a tall figure's panels would cover it)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    if title:
+        fig.suptitle(title, y=1.0, va="bottom")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def _styles(count: int) -> list[dict]:
     """Distinct color/line-style pairs for up to 40 methods (tab20 colors, then dashed)."""
     import matplotlib
@@ -67,13 +101,9 @@ def _styles(count: int) -> list[dict]:
 
 def _finish(fig, ax, count: int, path: Path) -> None:
     """Grid, legend, layout, file: the last steps of every line plot."""
-    import matplotlib.pyplot as plt
-
     ax.grid(alpha=0.3)
     _legend(ax, count)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _legend(ax, count: int) -> None:
@@ -90,29 +120,33 @@ def _legend(ax, count: int) -> None:
 def plot_curves(
     curves: dict[str, list[tuple[Curve, Series]]], path: Path, title: str, reps: int, seed: int
 ) -> None:
-    """IQM success over seeds x tasks at each evaluation, with its band, a line per method.
-    ``curves``: method label -> per seed (success per task, mean success) at every evaluation;
-    a method where some seed has no per-task values is drawn from the means."""
+    """IQM success over seeds x tasks at each evaluation, with its band, a line per method (a
+    panel per ``METHODS_PER_PANEL`` methods). ``curves``: method label -> per seed (success per
+    task, mean success) at every evaluation; a method where some seed has no per-task values is
+    drawn from the means."""
     import matplotlib.pyplot as plt
 
-    count = len(curves)
-    fig, ax = plt.subplots(figsize=(8 + (3 * -(-count // 30) if count > 6 else 0), 4.5))
-    for (label, seeds), style in zip(curves.items(), _styles(count), strict=True):
-        task_curves = [task_curve for task_curve, _ in seeds]
-        if not all(any(values for _, values in curve) for curve in task_curves):
-            task_curves = _mean_curves([curve for _, curve in seeds])
-        steps, iqm, low, high = _curve_band(task_curves, "iqm", reps, seed)
-        if len(steps) == 0:
-            continue
-        ax.plot(steps, iqm, label=f"{label} (n={len(seeds)})", linewidth=1.5, **style)
-        ax.fill_between(steps, low, high, color=style["color"], alpha=0.12 if count > 6 else 0.2)
-    ax.set(
-        xlabel="environment steps (per task)",
-        ylabel="IQM success rate (95% stratified bootstrap CI)",
-        title=title,
-        ylim=(-0.02, 1.02),
+    groups = _method_groups(list(curves))
+    fig, axes = plt.subplots(
+        len(groups), 1, figsize=(10, 0.8 + 3.6 * len(groups)), squeeze=False, sharex=True
     )
-    _finish(fig, ax, count, path)
+    for ax, group in zip(axes[:, 0], groups, strict=True):
+        for label, style in zip(group, _styles(len(group)), strict=True):
+            seeds = curves[label]
+            task_curves = [task_curve for task_curve, _ in seeds]
+            if not all(any(values for _, values in curve) for curve in task_curves):
+                task_curves = _mean_curves([curve for _, curve in seeds])
+            steps, iqm, low, high = _curve_band(task_curves, "iqm", reps, seed)
+            if len(steps) == 0:
+                continue
+            ax.plot(steps, iqm, label=f"{label} (n={len(seeds)})", linewidth=1.5, **style)
+            ax.fill_between(steps, low, high, color=style["color"], alpha=0.15)
+        ax.set(ylabel="IQM success rate\n(95% bootstrap CI)", ylim=(-0.02, 1.02))
+        ax.set_title(_group_title(group, groups), fontsize=9, loc="left")
+        ax.grid(alpha=0.3)
+        _legend(ax, len(group))
+    axes[-1, 0].set_xlabel("environment steps (per task)")
+    _save(fig, path, title)
 
 
 def plot_heatmap(summaries: list[dict], path: Path, title: str) -> None:
@@ -122,11 +156,11 @@ def plot_heatmap(summaries: list[dict], path: Path, title: str) -> None:
     tasks = list(dict.fromkeys(t for s in summaries for t in s["per_task"]))
     grid = np.array([[s["per_task"].get(t, np.nan) for t in tasks] for s in summaries])
     fig, ax = plt.subplots(
-        figsize=(max(5, 0.5 * len(tasks) + 3), max(2.5, 0.4 * len(summaries) + 1.5))
+        figsize=(max(6, 0.55 * len(tasks) + 4), max(3.2, 0.42 * len(summaries) + 2))
     )
     image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(summaries)), [s["method"] for s in summaries], fontsize=8)
+    ax.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=9)
+    ax.set_yticks(range(len(summaries)), [s["method"] for s in summaries], fontsize=9)
     if grid.size <= 400:
         for (i, j), value in np.ndenumerate(grid):
             if np.isfinite(value):
@@ -136,52 +170,63 @@ def plot_heatmap(summaries: list[dict], path: Path, title: str) -> None:
                     f"{value:.2f}",
                     ha="center",
                     va="center",
-                    fontsize=6,
+                    fontsize=8,
                     color="w" if value < 0.5 else "k",
                 )
-    fig.colorbar(image, ax=ax, label="final success rate (mean over seeds)")
+    bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+    bar.set_label("final success rate\n(mean over seeds)", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_gradient_statistics(
     series: dict[str, dict[str, list[Series]]], path: Path, title: str, reps: int, seed: int
 ) -> bool:
     """The mean over seeds of logged gradient statistics, with bands, a panel each (rows of at
-    most three). ``series``: logged key -> method label -> per seed (step, value) (every label
-    under every key; a method is left out of a panel when a seed logged nothing). Writes nothing
-    and returns False when no method has data."""
+    most three), the whole set of panels once per ``METHODS_PER_PANEL`` methods. ``series``:
+    logged key -> method label -> per seed (step, value) (every label under every key; a method
+    is left out of a panel when a seed logged nothing). Writes nothing and returns False when no
+    method has data."""
     import matplotlib.pyplot as plt
 
     columns = min(3, len(series))
-    rows = -(-len(series) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.5 * rows), squeeze=False)
-    axes = axes.ravel()
+    key_rows = -(-len(series) // columns)
+    groups = _method_groups(list(next(iter(series.values()))))
+    rows = key_rows * len(groups)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.2 * rows), squeeze=False)
     drawn = False
-    for ax, (key, methods) in zip(axes, series.items(), strict=False):
-        for (label, curves), style in zip(methods.items(), _styles(len(methods)), strict=True):
-            if not all(curves):
-                continue
-            steps, mean, low, high = _curve_band(_mean_curves(curves), "mean", reps, seed)
-            if len(steps) == 0:
-                continue
-            ax.plot(steps, mean, label=label, linewidth=1.2, **style)
-            ax.fill_between(steps, low, high, color=style["color"], alpha=0.12)
-            drawn = True
-        role, name = key.split("/")[-2:]
-        ax.set(xlabel="environment steps (per task)", ylabel=f"{role} {name.replace('_', ' ')}")
-        ax.grid(alpha=0.3)
+    for g, group in enumerate(groups):
+        panels = axes[g * key_rows : (g + 1) * key_rows].ravel()
+        for ax, (key, methods) in zip(panels, series.items(), strict=False):
+            for label, style in zip(group, _styles(len(group)), strict=True):
+                curves = methods[label]
+                if not all(curves):
+                    continue
+                steps, mean, low, high = _curve_band(_mean_curves(curves), "mean", reps, seed)
+                if len(steps) == 0:
+                    continue
+                ax.plot(steps, mean, label=label, linewidth=1.2, **style)
+                ax.fill_between(steps, low, high, color=style["color"], alpha=0.12)
+                drawn = True
+            role, name = key.split("/")[-2:]
+            ax.set(xlabel="environment steps (per task)", ylabel=f"{role} {name.replace('_', ' ')}")
+            ax.grid(alpha=0.3)
+        for ax in panels[len(series) :]:
+            ax.axis("off")
+        panels[0].set_title(_group_title(group, groups), fontsize=9, loc="left")
+        if any(ax.get_lines() for ax in panels):
+            handles, labels = next(
+                ax for ax in panels if ax.get_lines()
+            ).get_legend_handles_labels()
+            panels[columns - 1].legend(
+                handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                frameon=False,
+            )  # fmt: skip
     if drawn:
-        axes[columns - 1].legend(
-            fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
-        )
-    fig.suptitle(title)
-    fig.tight_layout()
-    if drawn:
-        fig.savefig(path, dpi=120)
-    plt.close(fig)
+        _save(fig, path, title)
+    else:
+        plt.close(fig)
     return drawn
 
 
@@ -214,10 +259,7 @@ def plot_aggregates(summaries: list[dict], path: Path, title: str) -> None:
         ax.margins(x=0.08)
         ax.grid(axis="x", alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, title)
 
 
 def plot_profile(
@@ -279,6 +321,4 @@ def plot_improvement(summaries: list[dict], improvement: list[dict], path: Path)
         ax.set_yticks(ticks, labels, fontsize=7)
         ax.set(xlabel="Y", ylabel="X", title=f"{env}: P(X > Y) [95% CI]")
         fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)

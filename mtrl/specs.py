@@ -78,15 +78,20 @@ def suggest_suffix(name: str, options: list[str]) -> str:
     return "; " + suggest(name, options, cutoff=0.5)
 
 
-def check_registered(key: str, spec: str, registry: Iterable[str], build) -> None:
+def check_registered(
+    key: str, spec: str, registry: Iterable[str], build, unregistered=None
+) -> None:
     """A config key's ``name:opt=val`` spec: the name must be in ``registry`` and ``build(spec)``
     (a build that allocates nothing) must accept its options, so a bad name, option or value
-    fails before a run starts, on one line that names the key."""
+    fails before a run starts, on one line that names the key. ``unregistered(name)`` may raise
+    a better error than "unknown" for a name not in ``registry`` (a plugin that failed to load)."""
     try:
         name, _ = parse_spec(spec)
     except ValueError as error:
         raise ConfigError(f"{key}: {error}") from None
     registry = sorted(registry)
+    if name not in registry and unregistered is not None:
+        unregistered(name)
     if name not in registry:
         raise ConfigError(f"{key}: unknown '{name}'{suggest_suffix(name, registry)}")
     try:

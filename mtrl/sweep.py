@@ -44,6 +44,9 @@ RUNNING_ELSEWHERE = "running elsewhere"  # the status of a run another process i
 SWEEP_KEYS = {"name", "seeds", "out", "overrides", "resources", "runs"}
 RUN_KEYS = {"preset", "overrides", "label"}
 RESOURCE_KEYS = {"cpus", "gpus"}
+SWEEP_SETS = {"seed": "seed (list seeds under seeds:)", "run_dir": "run directory (set out:)"}
+"""The keys a sweep sets on every run itself, after the overrides: an override of one would be
+silently replaced, so it is refused."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | Non
 
     runs: list[SweepRun] = []
     labels: dict[str, int] = {}
+    slugs: dict[str, tuple[int, str]] = {}  # run directory name -> the run and label that have it
     for k, entry in enumerate(entries):
         where = f"{path}: runs[{k}]"
         if not isinstance(entry, dict):
@@ -138,6 +142,12 @@ def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | Non
         _unknown(set(entry), RUN_KEYS, where)
         preset = resolve(entry["preset"], path.parent).resolve() if entry.get("preset") else None
         overrides = common + _as_overrides(entry.get("overrides"), where)
+        for item in overrides:
+            key = item.partition("=")[0].strip()
+            if key in SWEEP_SETS:
+                raise ConfigError(
+                    f"{where}: override '{item}' would be replaced by the sweep's {SWEEP_SETS[key]}"
+                )
         try:
             config = build_run_config(preset, list(overrides))
         except ConfigError as error:
@@ -148,8 +158,20 @@ def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | Non
         if label in labels:
             raise ConfigError(f"{where}: label '{label}' repeats runs[{labels[label]}]")
         labels[label] = k
+        slug = _slug(label)
+        if slug in ("", ".", ".."):
+            raise ConfigError(
+                f"{where}: label '{label}' names no directory of its own under {root}"
+            )
+        if slug in slugs:
+            other, other_label = slugs[slug]
+            raise ConfigError(
+                f"{where}: label '{label}' has the run directory {slug} of runs[{other}] "
+                f"('{other_label}'); give the runs labels that differ in letters or digits"
+            )
+        slugs[slug] = (k, label)
         for seed in seed_list:
-            run_dir = root / _slug(label) / f"seed{seed}"
+            run_dir = root / slug / f"seed{seed}"
             runs.append(SweepRun(label, preset, overrides, seed, run_dir))
     return Sweep(name, runs, float(cpus), float(gpus))
 

@@ -110,31 +110,48 @@ def test_an_unknown_name_lists_the_plugins_beside_the_built_ins(tmp_path):
     ("entry", "says"),
     [
         ("broken = mtrl_test_plugin_missing:Thing", "failed to load: ModuleNotFoundError"),
-        ("wrong = mtrl_test_plugin:NotAMethod", "is not a mtrl.gradients.base.GradientMethod"),
+        ("broken = mtrl_test_plugin:NotAMethod", "is not a mtrl.gradients.base.GradientMethod"),
     ],
 )
-def test_a_bad_plugin_is_one_line_naming_it_and_its_distribution(
-    tmp_path, monkeypatch, entry, says
-):
+def test_a_bad_plugin_is_a_warning_and_an_error_only_where_it_is_used(tmp_path, entry, says):
     site = install_plugin(tmp_path / "site", f"[mtrl.gradients]\n{entry}\n")
+    unused = mtrl("config", "show", "--config", "synthetic", path=site)
+    assert unused.returncode == 0, unused.stderr
+    (warning,) = unused.stderr.strip().splitlines()
+    assert warning.startswith("mtrl: warning: plugin 'broken'") and says in warning, warning
+    assert "mtrl-test-plugin 0.3" in warning
+
+    used = mtrl("config", "show", "--config", "synthetic", "agent.critic_grad=broken", path=site)
+    assert used.returncode == 2 and "Traceback" not in used.stderr, used.stderr
+    error = used.stderr.strip().splitlines()[-1]
+    assert error.startswith("mtrl: error: agent.critic_grad: plugin 'broken'") and says in error
+
+
+def test_a_bad_plugin_used_from_python_is_one_config_error_naming_it(tmp_path, monkeypatch, capsys):
+    site = install_plugin(tmp_path / "site", "[mtrl.gradients]\nbroken = missing_module:Thing\n")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setattr(plugins, "_loaded", {})
-    registry: dict = {}
-    from mtrl.gradients.base import GradientMethod
+    monkeypatch.setattr(plugins, "_broken", {})
+    from mtrl import gradients
 
+    monkeypatch.setattr(gradients, "GRADIENT_METHODS", dict(gradients.GRADIENT_METHODS))
     with pytest.raises(ConfigError) as raised:
-        plugins.load("mtrl.gradients", registry, GradientMethod)
+        gradients.make("broken", num_tasks=2)
     message = str(raised.value)
-    assert "\n" not in message and says in message and "mtrl-test-plugin 0.3" in message
-    assert registry == {}
+    assert "\n" not in message and "failed to load: ModuleNotFoundError" in message
+    assert "mtrl-test-plugin 0.3" in message and "broken" not in gradients.GRADIENT_METHODS
+    assert capsys.readouterr().err.count("mtrl: warning: plugin 'broken'") == 1
 
 
-def test_a_built_in_name_wins_over_a_plugin_of_the_same_name(tmp_path, monkeypatch):
+def test_a_built_in_name_wins_over_a_plugin_of_the_same_name_and_says_so(
+    tmp_path, monkeypatch, capsys
+):
     site = install_plugin(
         tmp_path / "site", "[mtrl.gradients]\npcgrad = mtrl_test_plugin:NotAMethod\n"
     )
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setattr(plugins, "_loaded", {})
+    monkeypatch.setattr(plugins, "_broken", {})
     from mtrl.gradients import GRADIENT_METHODS
     from mtrl.gradients.base import GradientMethod
     from mtrl.gradients.pcgrad import PCGrad
@@ -142,3 +159,8 @@ def test_a_built_in_name_wins_over_a_plugin_of_the_same_name(tmp_path, monkeypat
     registry = dict(GRADIENT_METHODS)
     plugins.load("mtrl.gradients", registry, GradientMethod)
     assert registry["pcgrad"] is PCGrad and plugins.loaded() == {}
+    (warning,) = capsys.readouterr().err.strip().splitlines()
+    assert (
+        warning.startswith("mtrl: warning: plugin 'pcgrad'") and "mtrl-test-plugin 0.3" in warning
+    )
+    assert "built-in" in warning

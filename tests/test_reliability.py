@@ -440,3 +440,104 @@ def test_a_failed_tensorboard_write_is_one_line_not_a_thread_traceback(tmp_path)
     )
     assert f"last good checkpoint: {run_dir / 'checkpoints' / 'step_0000000100.pt'}" in lines[0]
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+
+
+# ------------------------------------------------------- results that cannot be written where asked
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished synthetic run with a task-routed actor (what eval, export and report read)."""
+    from mtrl.cli import main
+
+    run_dir = tmp_path_factory.mktemp("written") / "run"
+    args = [*TINY, *FAST, "agent.actor=task_routed", "total_steps=100", f"run_dir={run_dir}"]
+    assert main(["train", *args]) == 0
+    return run_dir
+
+
+def _command(name: str, run_dir: Path, out: Path) -> list[str]:
+    return {
+        "eval": ["eval", str(run_dir), "--episodes", "1", "--out", str(out / "eval.json")],
+        "export": ["export", str(run_dir), "--task", "point-1", "--out", str(out / "p1.pt")],
+        "report": ["report", str(run_dir), "--out", str(out), "--bootstrap-reps", "10"],
+    }[name]
+
+
+def _full_disk(monkeypatch, under: Path) -> None:
+    """Every file opened for writing under ``under`` finds the disk full."""
+    import builtins
+    import errno
+    import io
+
+    real_open = builtins.open
+
+    def open_(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and str(file).startswith(str(under)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(io, "open", open_)
+
+
+@pytest.mark.parametrize("command", ["eval", "export", "report"])
+@pytest.mark.parametrize("place", ["full disk", "under a file", "read-only directory"])
+def test_results_that_cannot_be_written_are_one_line_naming_the_path(
+    finished_run, tmp_path, monkeypatch, capsys, command, place
+):
+    from mtrl.cli import main
+
+    out = tmp_path / "out"
+    if place == "full disk":
+        out.mkdir()
+        _full_disk(monkeypatch, out)
+        says = "No space left on device"
+    elif place == "under a file":
+        (tmp_path / "file").write_text("")
+        out = tmp_path / "file" / "out"
+        says = "Not a directory"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only directories")
+        out.mkdir()
+        out.chmod(0o500)
+        says = "Permission denied"
+    capsys.readouterr()
+    assert main(_command(command, finished_run, out)) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"mtrl: error: cannot write {out}") and f"({says})" in line, line
+
+
+# ---------------------------------------------------------- env workers whose trainer is killed
+STEPPING_FOREVER = """
+import functools, sys
+import numpy as np
+if sys.argv[1] == "sharded":
+    from mtrl.envs.sharded import ShardedVecEnv
+    from mtrl.envs.synthetic import SyntheticVecEnv
+    env = ShardedVecEnv([functools.partial(SyntheticVecEnv, 2, seed=k) for k in range(3)])
+else:
+    from mtrl.envs import make_env
+    env = make_env("reach-v3,push-v3,pick-place-v3", 0, vector=sys.argv[1], workers=3)
+env.reset()
+print("stepping", flush=True)
+while True:
+    env.step(np.zeros((env.num_tasks, env.action_dim)))
+"""
+
+
+@pytest.mark.parametrize("vector", ["sharded", pytest.param("async", marks=pytest.mark.metaworld)])
+def test_env_workers_exit_quietly_when_their_trainer_is_killed(vector):
+    """A SIGKILLed trainer's workers find their pipe closed mid-step: they exit, saying nothing
+    (each printed a traceback of the closed pipe)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", STEPPING_FOREVER, vector],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline().strip() == "stepping", process.communicate()[1]
+    time.sleep(1.0)  # mid-step, many times over
+    process.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate(timeout=60)  # until the workers, which share it, close it
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr

@@ -163,7 +163,8 @@ def test_report_statistics_equal_mtrl_stats_on_the_runs_scores(runs, tmp_path):
     assert protocol["parameters"]["SAC"] == {"actor": "1234", "critic": "5678"}
     for name in ("table.md", "aggregates.md"):
         text = (out / name).read_text()
-        assert "Protocol (synthetic:6): env synthetic:6, reward_version None" in text
+        assert "Protocol (synthetic:6): env synthetic:6, max_episode_steps 50" in text
+        assert "None" not in text  # no reward version off Meta-World: no field
         assert "goal_scheme each-training-goal-once, steps_per_task 1500" in text
         assert "SAC 1234/5678; SAC+PCGrad 1234/5678" in text
 
@@ -257,3 +258,307 @@ def test_runs_without_protocol_records_take_it_from_their_config(tmp_path):
     _fabricate(root, "SAC+PCGrad", 0, row, _protocol(0))
     with pytest.raises(ConfigError, match="goal_scheme unknown"):
         make_report([root], tmp_path / "report2", bootstrap_reps=50)
+
+
+# --------------------------------------------------------------------- corrupt run directories
+def _edit_final_record(run_dir: Path, **values) -> None:
+    """The final_eval record (the metrics' last line) with ``values`` changed."""
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    lines[-1] = json.dumps({**json.loads(lines[-1]), **values})
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _final_json_only(run_dir: Path, text: str) -> None:
+    """No final_eval record (a torn last line), eval/final.json holding ``text``."""
+    path = run_dir / "metrics.jsonl"
+    path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")
+    (run_dir / "eval").mkdir()
+    (run_dir / "eval" / "final.json").write_text(text)
+
+
+def _final_tasks(**rates) -> str:
+    tasks = {t: {"success_rate": rates.get(t.replace("-", "_"), 0.5)} for t in TASKS}
+    return json.dumps({"step": STEPS[-1], "tasks": tasks})
+
+
+def _metrics_line(run_dir: Path, text: str) -> None:
+    """``text`` as the metrics' first line (not a torn last one)."""
+    path = run_dir / "metrics.jsonl"
+    path.write_text(text + "\n" + path.read_text())
+
+
+def _write(name: str, content: str | bytes):
+    def corrupt(run_dir: Path) -> None:
+        path = run_dir / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+
+    return corrupt
+
+
+GARBAGE = bytes(range(256)) * 4
+CORRUPT_RUNS = {
+    "final success 7.0": (
+        lambda d: _edit_final_record(d, **{"tasks/point-1/success_rate": 7.0}),
+        "metrics.jsonl",
+        "tasks/point-1/success_rate 7.0 is not a success rate in [0, 1]",
+    ),
+    "final success NaN": (
+        lambda d: _edit_final_record(d, **{"tasks/point-0/success_rate": float("nan")}),
+        "metrics.jsonl",
+        "tasks/point-0/success_rate nan is not a success rate",
+    ),
+    "final success -0.5": (
+        lambda d: _edit_final_record(d, **{"tasks/point-0/success_rate": -0.5}),
+        "metrics.jsonl",
+        "-0.5 is not a success rate",
+    ),
+    "final success a bool": (
+        lambda d: _edit_final_record(d, **{"tasks/point-0/success_rate": True}),
+        "metrics.jsonl",
+        "True is not a success rate",
+    ),
+    "eval mean a string": (
+        lambda d: _metrics_line(
+            d, json.dumps({"step": 100, "kind": "eval", "eval/mean_success_rate": "high"})
+        ),
+        "metrics.jsonl",
+        "line 1: eval/mean_success_rate 'high' is not a success rate",
+    ),
+    "record without a step": (
+        lambda d: _metrics_line(d, json.dumps({"kind": "eval"})),
+        "metrics.jsonl",
+        "line 1: a record without",
+    ),
+    "record a list": (
+        lambda d: _metrics_line(d, "[1, 2, 3]"),
+        "metrics.jsonl",
+        "line 1: not a JSON object",
+    ),
+    "record garbage mid-file": (
+        lambda d: _metrics_line(d, "{not json"),
+        "metrics.jsonl",
+        "line 1: not a JSON object",
+    ),
+    "train timing a string": (
+        lambda d: _metrics_line(
+            d,
+            json.dumps(
+                {
+                    "step": 10,
+                    "kind": "train",
+                    "charts/updates_per_s": "fast",
+                    "charts/time_update_fraction": 0.5,
+                }
+            ),
+        ),
+        "metrics.jsonl",
+        "line 1: charts/updates_per_s 'fast' is not a number",
+    ),
+    "gradient statistic a list": (
+        lambda d: _metrics_line(
+            d,
+            json.dumps({"step": 10, "kind": "train", "gradients/critic/conflict_fraction": [1]}),
+        ),
+        "metrics.jsonl",
+        "line 1: gradients/critic/conflict_fraction [1] is not a number",
+    ),
+    "metrics binary garbage": (_write("metrics.jsonl", GARBAGE), "metrics.jsonl", "not UTF-8"),
+    "metrics a directory": (
+        lambda d: ((d / "metrics.jsonl").unlink(), (d / "metrics.jsonl").mkdir()),
+        "metrics.jsonl",
+        "cannot read",
+    ),
+    "final.json success 7.0": (
+        lambda d: _final_json_only(d, _final_tasks(point_2=7.0)),
+        "eval/final.json",
+        "tasks.point-2.success_rate 7.0 is not a success rate in [0, 1]",
+    ),
+    "final.json success NaN": (
+        lambda d: _final_json_only(d, _final_tasks(point_2=float("nan"))),
+        "eval/final.json",
+        "tasks.point-2.success_rate nan is not a success rate",
+    ),
+    "final.json truncated": (
+        lambda d: _final_json_only(d, _final_tasks()[:40]),
+        "eval/final.json",
+        "not valid JSON",
+    ),
+    "final.json garbage": (
+        lambda d: (_final_json_only(d, ""), (d / "eval" / "final.json").write_bytes(GARBAGE)),
+        "eval/final.json",
+        "not valid JSON",
+    ),
+    "final.json a list": (
+        lambda d: _final_json_only(d, "[1, 2]"),
+        "eval/final.json",
+        "not a JSON object",
+    ),
+    "final.json task a number": (
+        lambda d: _final_json_only(d, json.dumps({"tasks": {"point-0": 0.5}})),
+        "eval/final.json",
+        "tasks.point-0 is not an object with a success_rate",
+    ),
+    "final.json tasks a list": (
+        lambda d: _final_json_only(d, json.dumps({"tasks": [0.5]})),
+        "eval/final.json",
+        "tasks is not an object of tasks",
+    ),
+    "final.json step a string": (
+        lambda d: _final_json_only(d, json.dumps({**json.loads(_final_tasks()), "step": "x"})),
+        "eval/final.json",
+        "step 'x' is not a step",
+    ),
+    "config.yaml empty": (_write("config.yaml", ""), "config.yaml", "empty"),
+    "config.yaml not YAML": (_write("config.yaml", "env: {name: [\n"), "config.yaml", "YAML"),
+    "config.yaml a list": (_write("config.yaml", "- 1\n- 2\n"), "config.yaml", "mapping"),
+    "config.yaml seed a word": (
+        _write("config.yaml", "env: {name: 'synthetic:6'}\nseed: abc\n"),
+        "config.yaml",
+        "seed: expected an integer, got 'abc'",
+    ),
+    "config.yaml agent a number": (
+        _write("config.yaml", "env: {name: 'synthetic:6'}\nagent: 5\n"),
+        "config.yaml",
+        "agent: expected a mapping",
+    ),
+    "config.yaml unknown key": (
+        _write("config.yaml", "env: {name: 'synthetic:6'}\nlabell: SAC\n"),
+        "config.yaml",
+        "unknown config key 'labell'",
+    ),
+    "config.yaml binary garbage": (_write("config.yaml", GARBAGE), "config.yaml", "not UTF-8"),
+    "run.json a list": (_write("run.json", "[1, 2]"), "run.json", "not a JSON object"),
+    "run.json truncated": (_write("run.json", '{"status": "fini'), "run.json", "not valid JSON"),
+    "run.json protocol a string": (
+        _write("run.json", json.dumps({"protocol": "MT10"})),
+        "run.json",
+        "protocol is not an object",
+    ),
+    "run.json protocol episode length a word": (
+        _write("run.json", json.dumps({"protocol": _protocol(0, max_episode_steps="long")})),
+        "run.json",
+        "protocol.max_episode_steps 'long' is not a step count",
+    ),
+    "run.json protocol env a mapping": (
+        _write("run.json", json.dumps({"protocol": _protocol(0, env={"a": 1})})),
+        "run.json",
+        "protocol.env {'a': 1} is not a plain value",
+    ),
+    "run.json resumed_at a number": (
+        _write("run.json", json.dumps({"resumed_at": 5})),
+        "run.json",
+        "resumed_at 5 is not a list",
+    ),
+    "run.json parameter counts a list": (
+        _write("run.json", json.dumps({"parameter_counts": [1, 2]})),
+        "run.json",
+        "parameter_counts [1, 2] is not an object",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT_RUNS))
+def test_a_corrupt_run_is_one_warning_naming_its_file_and_is_left_out(tmp_path, capsys, case):
+    corrupt, name, why = CORRUPT_RUNS[case]
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        _fabricate(root, "SAC", seed, np.full(len(TASKS), 0.25 * (seed + 1)), _protocol(seed))
+    bad = _fabricate(root, "SAC", 2, np.full(len(TASKS), 1.0), _protocol(2))
+    corrupt(bad)
+    out = tmp_path / "report"
+    assert main(["report", str(root), "--out", str(out), "--bootstrap-reps", "20"]) == 0
+    (warning,) = capsys.readouterr().err.strip().splitlines()
+    assert warning.startswith(f"mtrl: warning: run left out of the report: {bad / name}: "), warning
+    assert why in warning, warning
+    (summary,) = json.loads((out / "summary.json").read_text())["methods"]
+    assert summary["per_seed"] == {"0": 0.25, "1": 0.5}
+
+    # Alone, nothing is left to report: one line, exit code 2, no files.
+    capsys.readouterr()
+    alone = ["report", str(bad), "--out", str(tmp_path / "alone"), "--bootstrap-reps", "20"]
+    assert main(alone) == 2
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert error.startswith("mtrl: error: no run to report: ") and why in error, error
+    assert not (tmp_path / "alone").exists()
+
+
+# ---------------------------------------------------------------------------------- figures
+@pytest.fixture
+def figures(monkeypatch) -> list:
+    """The figures the plot functions close, kept open to look into."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kept: list = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", kept.append)
+    yield kept
+    for figure in kept:
+        close(figure)
+
+
+def _panels(figure) -> list[list]:
+    """The lines of each panel that has any."""
+    return [ax.get_lines() for ax in figure.axes if ax.get_lines()]
+
+
+def _assert_small_distinct_panels(panels: list[list], methods: int, per_panel: int = 8) -> None:
+    from matplotlib.colors import to_hex
+
+    assert sum(len(lines) for lines in panels) == methods
+    for lines in panels:
+        assert len(lines) <= per_panel
+        colors = [to_hex(line.get_color()) for line in lines]
+        assert len(set(colors)) == len(colors), colors
+
+
+def test_many_methods_are_split_into_panels_of_distinct_colours(tmp_path, figures):
+    from mtrl.report_figures import plot_curves, plot_gradient_statistics
+
+    rng = np.random.default_rng(0)
+    labels = [f"method {k}" for k in range(33)]
+
+    def curve() -> list[tuple[int, float]]:
+        return [(step, float(rng.uniform())) for step in STEPS]
+
+    curves = {
+        label: [([(s, {"t": v}) for s, v in curve()], curve()) for _ in range(2)]
+        for label in labels
+    }
+    plot_curves(curves, tmp_path / "curves.png", "curves", reps=10, seed=0)
+    (figure,) = figures
+    panels = _panels(figure)
+    assert len(panels) == 5  # ceil(33 / 8)
+    _assert_small_distinct_panels(panels, 33)
+
+    keys = ["gradients/critic/conflict_fraction", "gradients/actor/curvature"]
+    series = {key: {label: [curve(), curve()] for label in labels} for key in keys}
+    assert plot_gradient_statistics(series, tmp_path / "triad.png", "triad", reps=10, seed=0)
+    panels = _panels(figures[-1])
+    assert len(panels) == 2 * 5  # every statistic for each group of methods
+    _assert_small_distinct_panels(panels[::2], 33)
+    _assert_small_distinct_panels(panels[1::2], 33)
+
+
+@pytest.mark.parametrize("methods", [1, 3, 33])
+def test_the_heatmap_numbers_and_colour_bar_label_are_legible_and_inside(
+    tmp_path, figures, methods
+):
+    from mtrl.report_figures import plot_heatmap
+
+    summaries = [
+        {"method": f"method {k}", "per_task": {t: 0.5 for t in TASKS}} for k in range(methods)
+    ]
+    plot_heatmap(summaries, tmp_path / "heatmap.png", "per task")
+    (figure,) = figures
+    figure.canvas.draw()
+    heatmap, bar = figure.axes
+    assert min(text.get_fontsize() for text in heatmap.texts) >= 8
+    label = bar.yaxis.label
+    assert label.get_text() and label.get_fontsize() >= 9
+    inside = figure.bbox
+    extent = label.get_window_extent()
+    assert inside.y0 <= extent.y0 and extent.y1 <= inside.y1 and extent.x1 <= inside.x1, extent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -154,13 +155,32 @@ def test_a_killed_run_is_resumed_by_the_next_sweep(tmp_path):
         ({"runs": [{"preset": "configs/synthetic.yaml"}] * 2}, "repeats runs[0]"),
         ({"runs": [{"preset": "configs/synthetic.yaml"}], "seeds": -1}, "seeds must be"),
         ({"runs": [{"preset": "configs/synthetic.yaml"}], "resources": {"cpu": 1}}, "unknown key"),
+        (
+            {
+                "runs": [
+                    {"preset": "configs/synthetic.yaml", "label": "a/b"},
+                    {"preset": "configs/synthetic.yaml", "label": "a_b"},
+                ]
+            },
+            "runs[1]: label 'a_b' has the run directory a_b of runs[0] ('a/b')",
+        ),
+        ({"runs": [{"preset": "configs/synthetic.yaml", "label": ".."}]}, "label '..' names no"),
+        ({"runs": [{"preset": "configs/synthetic.yaml", "label": "/"}]}, "label '/' names no"),
+        (
+            {"runs": [{"preset": "configs/synthetic.yaml", "overrides": ["seed=7"]}]},
+            "runs[0]: override 'seed=7' would be replaced by the sweep's seed",
+        ),
+        (
+            {"runs": [{"preset": "configs/synthetic.yaml"}], "overrides": ["run_dir=/tmp/x"]},
+            "runs[0]: override 'run_dir=/tmp/x' would be replaced by the sweep's run directory",
+        ),
     ],
 )
 def test_bad_sweep_files_fail_before_anything_runs(tmp_path, body, message):
     path = tmp_path / "sweep.yaml"
     text = json.dumps({"out": str(tmp_path / "runs"), **body})
     path.write_text(text.replace('"configs/synthetic.yaml"', json.dumps(str(SYNTHETIC))))
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_sweep(path)
     assert not (tmp_path / "runs").exists()
 
@@ -168,8 +188,11 @@ def test_bad_sweep_files_fail_before_anything_runs(tmp_path, body, message):
 def test_sweep_and_report_commands_give_one_line_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("runs: 3\n")
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(json.dumps({"runs": [{"preset": str(SYNTHETIC), "label": ".."}]}))
     for args, fragment in (
         (["sweep", str(bad)], "runs must be a non-empty list"),
+        (["sweep", str(outside), "--out", str(tmp_path / "o")], "label '..' names no directory"),
         (["sweep", str(bad), "--max-parallel", "0"], "--max-parallel must be > 0"),
         (["report", str(tmp_path / "missing")], "no such run directory"),
         (["report", str(tmp_path)], "no run directories"),

@@ -25,7 +25,7 @@ from metaworld.types import Task
 from metaworld.wrappers import AutoTerminateOnSuccessWrapper, RandomTaskSelectWrapper
 
 from mtrl.envs.base import EnvError, VecStep
-from mtrl.envs.sharded import ShardedVecEnv
+from mtrl.envs.sharded import PARENT_GONE, ShardedVecEnv
 from mtrl.specs import suggest
 
 STATE_DIM = 39  # hand (4) + objects (14), the same again for the previous frame, goal (3)
@@ -196,6 +196,17 @@ def success_from_info(info: dict[str, Any], done: np.ndarray) -> np.ndarray:
     return success
 
 
+def _quiet_async_worker(*args: Any) -> None:
+    """gymnasium's async worker, ending quietly when its parent has gone: it reports the closed
+    pipe by sending on it, which raises again, and each worker printed that traceback."""
+    from gymnasium.vector.async_vector_env import _async_worker
+
+    try:
+        _async_worker(*args)
+    except PARENT_GONE:
+        pass
+
+
 class MetaWorldVecEnv:
     """T Meta-World environments, env i runs task i; see ``mtrl.envs.base.MultiTaskVecEnv``."""
 
@@ -208,10 +219,12 @@ class MetaWorldVecEnv:
         render: bool = False,
         one_hot_dim: int | None = None,
     ) -> None:
-        vector_cls = gym.vector.AsyncVectorEnv if vector == "async" else gym.vector.SyncVectorEnv
-        self._vec = vector_cls(  # copy=False: reset() and step() copy into fresh float32 arrays
-            env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, copy=False
-        )
+        # copy=False: reset() and step() copy into fresh float32 arrays
+        options = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP, "copy": False}
+        if vector == "async":
+            self._vec = gym.vector.AsyncVectorEnv(env_fns, worker=_quiet_async_worker, **options)
+        else:
+            self._vec = gym.vector.SyncVectorEnv(env_fns, **options)
         self._close = weakref.finalize(self, self._vec.close)  # once, from close() or GC
         self._close_at_exit = False
         self._render = render

@@ -19,6 +19,9 @@ import numpy as np
 from mtrl.envs.base import EnvError, MultiTaskVecEnv, VecStep
 
 ShardBuilder = Callable[[], MultiTaskVecEnv]
+PARENT_GONE = (EOFError, ConnectionError, KeyboardInterrupt)
+"""What a worker's pipe raises once the process that started it has gone (killed, even by
+SIGKILL) or is being interrupted: the worker then ends quietly, as there is no one to tell."""
 VEC_STEP_FIELDS = tuple(VecStep.__dataclass_fields__)
 
 
@@ -47,7 +50,7 @@ def _serve(connection: Connection, build: ShardBuilder) -> None:
                 connection.send(("ok", env.render(argument)))
             elif command == "close":
                 break
-    except (EOFError, KeyboardInterrupt):
+    except PARENT_GONE:  # the trainer was killed (or interrupted): nobody is left to answer
         pass
     finally:
         env.close()

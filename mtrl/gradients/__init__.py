@@ -73,6 +73,7 @@ def make(name: str, num_tasks: int, seed: int = 0, **options: Any) -> GradientMe
     """A method by registry name (or by spec with options, see ``mtrl.specs.parse_spec``)."""
     plugins.load("mtrl.gradients", GRADIENT_METHODS, GradientMethod)
     name, spec_options = parse_spec(name)
+    plugins.require("mtrl.gradients", name)
     options = {**spec_options, **options}
     method_cls = lookup(GRADIENT_METHODS, name, "gradient method")
     check_options(name, method_cls, options, fixed=("num_tasks", "seed"))
@@ -82,7 +83,13 @@ def make(name: str, num_tasks: int, seed: int = 0, **options: Any) -> GradientMe
 def check_spec(key: str, spec: str) -> None:
     """A config key's method spec (``agent.critic_grad=cagrad:c=0.5``), or a one-line ConfigError."""
     plugins.load("mtrl.gradients", GRADIENT_METHODS, GradientMethod)
-    check_registered(key, spec, GRADIENT_METHODS, lambda s: make(s, num_tasks=2))
+    check_registered(
+        key,
+        spec,
+        GRADIENT_METHODS,
+        lambda s: make(s, num_tasks=2),
+        lambda name: plugins.require("mtrl.gradients", name, key),
+    )
 
 
 __all__ = ["GRADIENT_METHODS", "GradientMethod", "check_spec", "make", "parse_spec"]

@@ -53,6 +53,7 @@ def _resolve(
 ) -> tuple[type[nn.Module], tuple[int, ...], dict[str, Any]]:
     plugins.load("mtrl.networks", NETWORKS, nn.Module)
     name, options = parse_spec(spec)
+    plugins.require("mtrl.networks", name)
     body = lookup(NETWORKS, name, "network")
     width = options.pop("width", None)
     if width is not None:
@@ -180,6 +181,7 @@ def check_spec(
         spec,
         NETWORKS,
         lambda s: check_network(s, hidden_sizes, num_tasks, obs_dim, out_dim),
+        lambda name: plugins.require("mtrl.networks", name, key),
     )
     name, _ = parse_spec(spec)
     if init != "torch" and name not in HE_UNIFORM_BODIES:
