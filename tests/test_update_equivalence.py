@@ -76,10 +76,16 @@ def run_case(run_dir: Path, overrides: list[str]) -> list[dict]:
     ]
 
 
-# Metrics added since the recording (the curvature diagnostics of diagnostic updates): new keys,
-# computed after the step, so they change nothing that was recorded.
+# Metrics added since the recording (the curvature diagnostics of diagnostic updates, each task's
+# gradient norm and conflict share, each pair's cosine): new keys, computed from what the update
+# computed anyway or after the step, so they change nothing that was recorded.
 ADDED = ("curvature", "curvature_bound_mean", "curvature_bound_max", "thm2_fraction_a")
 ADDED += ("thm2_fraction_ab",)
+ADDED += tuple(
+    f"{role}_{name}"
+    for role in ("critic", "actor")
+    for name in ("grad_norm", "conflict_share", "cosine")
+)
 
 
 def _close(ours, theirs, path: str) -> None:
