@@ -107,12 +107,34 @@ def sweeps() -> str:
     return _presets(sweeps=True)
 
 
+def quickstart() -> str:
+    """The Quickstart's recorded output and time (``benchmarks/quickstart.py``'s record)."""
+    import json
+
+    record = json.loads((REPO / RESULTS / "quickstart" / "record.json").read_text())
+    minutes, seconds = divmod(round(record["seconds"]), 60)
+    low, high = record["env_steps_per_s"]
+    return "\n".join(
+        [
+            "```",
+            record["output"],
+            "```",
+            "",
+            f"Measured on this project's 2-core CPU machine on {record['date']} "
+            f"(`python benchmarks/quickstart.py`, {record['beside']} running beside it): "
+            f"`{record['command']}` took {minutes} min {seconds} s, at {low}-{high} env steps/s "
+            "after the warm-up.",
+        ]
+    )
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "config": config_reference,
     "gradient-methods": gradient_methods,
     "networks": networks,
     "presets": presets,
     "sweeps": sweeps,
+    "quickstart": quickstart,
 }
 
 
