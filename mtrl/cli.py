@@ -50,7 +50,7 @@ def _train(args: argparse.Namespace) -> int:
         results = trainer.train()
     finally:
         trainer.close()
-    if results is None:  # stopped by SIGINT/SIGTERM after writing a checkpoint
+    if results is None:  # stopped by SIGINT/SIGTERM/SIGHUP after writing a checkpoint
         print(f"stopped at step {trainer.step}; resume with: mtrl train --resume {run_dir}")
         return 0
     print(format_table(results))

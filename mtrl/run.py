@@ -3,7 +3,8 @@
 - The config a run may start from (``check_specs``: each registry checks its own names).
 - Its directory: locked for one writer, checked writable and roomy enough before hours of
   training (``prepare_run_dir``, ``start_locked``, ``check_free_space``), disk failures turned into
-  one line (``write_failure``), and SIGINT/SIGTERM deferred to a step boundary (``StopSignals``).
+  one line (``write_failure``), and SIGINT/SIGTERM/SIGHUP deferred to a step boundary
+  (``StopSignals``).
 - The torch settings of a training process (``configure_torch``) and its envs as the config sets
   them (``env_options``, ``make_eval_env`` with the evaluation seed offset).
 - ``run.json``: provenance and protocol. A number in a paper is only as good as what can be said about how it was made. Every run records
@@ -234,10 +235,12 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
 
 
 class StopSignals:
-    """While active, SIGINT and SIGTERM only set ``received``: the loop stops at a step boundary,
-    where everything is consistent, instead of dying mid-update or mid-write."""
+    """While active, SIGINT, SIGTERM and SIGHUP (the terminal was closed) only set ``received``:
+    the loop stops at a step boundary, where everything is consistent, instead of dying
+    mid-update or mid-write. A SIGHUP that the process was started ignoring (``nohup``) stays
+    ignored: that run was meant to outlive its terminal."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # POSIX only, as mtrl.lock
 
     def __init__(self) -> None:
         self.received: str | None = None
@@ -246,6 +249,8 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         try:
             for number in self.SIGNALS:
+                if number == signal.SIGHUP and signal.getsignal(number) == signal.SIG_IGN:
+                    continue
                 self._previous[number] = signal.signal(number, self._handle)
         except ValueError:  # not the main thread: signals stay as they are
             self._previous.clear()

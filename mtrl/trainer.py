@@ -177,7 +177,7 @@ class Trainer(RunOwner):
     def train(self) -> dict[str, TaskResult] | None:
         """Runs to ``total_steps`` and returns the final evaluation; None if a signal stopped it.
 
-        SIGINT/SIGTERM finish the current step, write a checkpoint and return (the CLI then exits 0
+        SIGINT/SIGTERM/SIGHUP finish the current step, write a checkpoint and return (the CLI exits 0
         and prints the resume command); SIGKILL leaves the last periodic checkpoint to resume from.
         A write the disk refuses (checkpoint, metrics, TensorBoard, run.json) raises
         ``RunWriteError``, with run.json marked failed where the disk still takes it.

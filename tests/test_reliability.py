@@ -90,6 +90,40 @@ def test_sigterm_writes_a_checkpoint_and_exits_zero_with_the_resume_command(tmp_
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+def test_a_closed_terminal_stops_the_run_with_a_checkpoint_unless_nohup_ignores_it(tmp_path):
+    """SIGHUP (the terminal went away) stops a run as SIGTERM does; under ``nohup`` (SIGHUP
+    ignored) the run goes on."""
+    hung_up, ignored = tmp_path / "hung_up", tmp_path / "nohup"
+    args = ["total_steps=1000000", "checkpoint_every=1000000", "log_every=20", *FAST]
+    process = start_training(hung_up, *args)
+    nohup = subprocess.Popen(
+        [sys.executable, "-m", "mtrl.cli", "train", *TINY, f"run_dir={ignored}", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    try:
+        for run_dir, writer in ((hung_up, process), (ignored, nohup)):
+            metrics = run_dir / "metrics.jsonl"
+            wait_for(lambda m=metrics, w=writer: (m.exists() and m.stat().st_size > 0) or w.poll())
+        process.send_signal(signal.SIGHUP)
+        nohup.send_signal(signal.SIGHUP)
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+        assert f"resume with: mtrl train --resume {hung_up}" in stdout
+        info = json.loads((hung_up / "run.json").read_text())
+        assert info["status"] == "interrupted" and info["reason"] == "stopped by SIGHUP"
+        assert load_checkpoint(latest_checkpoint(hung_up))["step"] == info["step"] > 0
+        assert nohup.poll() is None  # still training
+    finally:
+        nohup.send_signal(signal.SIGTERM)
+        nohup.communicate(timeout=120)
+    assert json.loads((ignored / "run.json").read_text())["reason"] == "stopped by SIGTERM"
+
+
 @pytest.mark.parametrize("delay", [0.0, 0.4, 1.1])
 def test_sigkill_at_any_point_resumes_and_finishes(tmp_path, delay):
     run_dir = tmp_path / "run"
