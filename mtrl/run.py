@@ -36,6 +36,7 @@ import torch
 
 from mtrl import envs, gradients, plugins, tracking
 from mtrl.agents import networks
+from mtrl.checkpoint import remove_partial_writes
 from mtrl.config import Config, build_config
 from mtrl.envs import episode_steps, is_metaworld, make_env, resolve_task_names
 from mtrl.envs.base import MultiTaskVecEnv
@@ -311,6 +312,7 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> RunLock:
             raise RunError(
                 f"{run_dir} already holds a run; pass --resume {run_dir} or another run_dir"
             )
+        remove_partial_writes(run_dir)  # a killed writer's, now that no writer is live
         probe = run_dir / ".write-test"
         probe.write_bytes(b"\0" * 1024)
         probe.unlink()

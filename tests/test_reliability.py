@@ -151,6 +151,31 @@ def _trainer(tmp_path: Path, *overrides: str) -> Trainer:
     return Trainer(config, tmp_path / "run")
 
 
+def test_partial_checkpoint_writes_of_dead_writers_are_removed_at_start_live_ones_kept(tmp_path):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    dead_pid = int(  # a process that has exited (and been reaped)
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        killed_mid_write = checkpoints / f".step_0000000100.pt.tmp-{dead_pid}"
+        being_written = checkpoints / f".exported.pt.tmp-{live.pid}"
+        for path in (killed_mid_write, being_written):
+            path.write_bytes(b"MTRLCKPT partial")
+        _trainer(tmp_path, "total_steps=20", *FAST).close()
+        assert not killed_mid_write.exists()
+        assert being_written.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
 def _poison_samples(monkeypatch, poisoned) -> None:
     """Replay batches with NaN rewards on the sample calls that ``poisoned(call)`` selects."""
     original = TaskReplay.sample
