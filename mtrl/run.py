@@ -44,6 +44,7 @@ from mtrl.errors import RunError, RunWriteError
 from mtrl.evaluation import EVAL_SEED_OFFSET, GOAL_SCHEME
 from mtrl.extras import require
 from mtrl.lock import RunLock, acquire
+from mtrl.logging import METRICS_FILE, SUPERSEDED_METRICS_FILE
 from mtrl.sharing import CoreShare
 
 DISTRIBUTION = "mtrl-suite"
@@ -308,11 +309,18 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> RunLock:
     except OSError as error:
         raise RunError(f"run directory {run_dir} is not writable ({error.strerror})") from None
     try:
-        if not resume and any(run_dir.glob("checkpoints/*.pt")):
+        if not resume and has_checkpoint(run_dir):
             raise RunError(
                 f"{run_dir} already holds a run; pass --resume {run_dir} or another run_dir"
             )
         remove_partial_writes(run_dir)  # a killed writer's, now that no writer is live
+        if not resume and (moved := set_aside_metrics(run_dir)):
+            print(
+                f"mtrl: {run_dir} held an attempt that stopped before its first checkpoint: "
+                f"its {moved} metrics records were moved to {SUPERSEDED_METRICS_FILE}; "
+                "starting afresh",
+                file=sys.stderr,
+            )
         probe = run_dir / ".write-test"
         probe.write_bytes(b"\0" * 1024)
         probe.unlink()
@@ -323,6 +331,42 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> RunLock:
         lock.release()
         raise
     return lock
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a run directory holds a checkpoint to resume from (a trainer's or the independent
+    baseline's)."""
+    checkpoints = run_dir / "checkpoints"
+    return any(checkpoints.glob("*.pt")) or (checkpoints / "independent" / "state.json").is_file()
+
+
+def set_aside_metrics(run_dir: Path, after_step: int = -1) -> int:
+    """Moves the ``metrics.jsonl`` records logged after ``after_step`` (all by default: a fresh
+    start over an attempt that died before its first checkpoint) to ``metrics.superseded.jsonl``,
+    so the records hold one attempt with each step once, and nothing is deleted: on resume the
+    records past the checkpoint are re-made by the resumed run. Returns how many were moved (a
+    torn line a kill left goes too)."""
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return 0
+    keep, superseded = [], []
+    for line in path.read_text().splitlines():
+        try:
+            kept = json.loads(line)["step"] <= after_step
+        except (json.JSONDecodeError, KeyError, TypeError):
+            kept = False
+        (keep if kept else superseded).append(line)
+    if not superseded:
+        return 0
+    with open(run_dir / SUPERSEDED_METRICS_FILE, "a") as handle:
+        handle.write("\n".join(superseded) + "\n")
+    temporary = path.with_name(f".{path.name}.tmp")  # a full disk must not truncate the record
+    try:
+        temporary.write_text("".join(line + "\n" for line in keep))
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return len(superseded)
 
 
 def start_locked(run_dir: Path, resume: bool, setup: Callable[[], None]) -> RunLock:

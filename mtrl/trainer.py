@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import random
 import time
 from collections.abc import Callable
@@ -41,7 +40,7 @@ from mtrl.evaluation import (
     log_evaluation,
     mean_success,
 )
-from mtrl.logging import METRICS_FILE, RunLogger
+from mtrl.logging import RunLogger
 from mtrl.replay import TaskReplay
 from mtrl.run import (
     RunInfo,
@@ -52,6 +51,7 @@ from mtrl.run import (
     configure_torch,
     env_options,
     make_eval_env,
+    set_aside_metrics,
     share_cores,
     start_tracking,
     write_failure,
@@ -471,7 +471,7 @@ class Trainer(RunOwner):
             self.episode_success = episodes["success"].numpy().astype(bool)
         self.last_return = episodes["last_return"].numpy().astype(np.float64)
         self.last_success = episodes["last_success"].numpy().astype(np.float64)
-        _drop_metrics_after(self.run_dir, self.step)
+        set_aside_metrics(self.run_dir, self.step)
 
     def _write_run_info(self, status: str, reason: str | None = None) -> None:
         self.run_info.write(status, self.step, reason)
@@ -519,30 +519,6 @@ def _renders(env: MultiTaskVecEnv, logger: RunLogger) -> bool:
         logger.message(f"eval_video_every: no videos, the evaluation env does not render ({error})")
         return False
     return True
-
-
-def _drop_metrics_after(run_dir: Path, step: int) -> None:
-    """On resume, records past the checkpoint are re-made by the resumed run; the superseded ones
-    move to ``metrics.superseded.jsonl`` rather than being deleted."""
-    path = run_dir / METRICS_FILE
-    if not path.exists():
-        return
-    keep, superseded = [], []
-    for line in path.read_text().splitlines():
-        try:
-            record_step = json.loads(line)["step"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-        (keep if record_step <= step else superseded).append(line)
-    if superseded:
-        with open(run_dir / "metrics.superseded.jsonl", "a") as handle:
-            handle.write("\n".join(superseded) + "\n")
-    temporary = path.with_name(f".{path.name}.tmp")  # a full disk must not truncate the record
-    try:
-        temporary.write_text("".join(line + "\n" for line in keep))
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def load_run_config(run_dir: Path) -> Config:

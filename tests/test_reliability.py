@@ -176,6 +176,38 @@ def test_partial_checkpoint_writes_of_dead_writers_are_removed_at_start_live_one
         live.wait()
 
 
+def test_a_fresh_start_sets_aside_the_records_of_an_attempt_killed_before_its_first_checkpoint(
+    tmp_path, capsys
+):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dead_attempt = [json.dumps({"step": step, "kind": "train"}) for step in (10, 20)]
+    (run_dir / "metrics.jsonl").write_text("\n".join(dead_attempt) + "\n" + '{"step": 3')
+    (run_dir / "run.json").write_text(json.dumps({"status": "running", "step": 0}))
+    trainer = _trainer(tmp_path, "total_steps=30", *FAST)
+    trainer.train()
+    trainer.close()
+    steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"]
+    assert steps == [10, 20, 30]  # one attempt, each step once
+    superseded = (run_dir / "metrics.superseded.jsonl").read_text().splitlines()
+    assert superseded == [*dead_attempt, '{"step": 3']  # moved whole, torn line included
+    said = [line for line in capsys.readouterr().err.splitlines() if "superseded" in line]
+    assert said == [
+        f"mtrl: {run_dir} held an attempt that stopped before its first checkpoint: its 3 "
+        "metrics records were moved to metrics.superseded.jsonl; starting afresh"
+    ]
+
+
+def test_a_fresh_start_is_refused_where_an_independent_baseline_checkpointed(tmp_path):
+    state = tmp_path / "run" / "checkpoints" / "independent" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"step": 100, "models": "step_0000000100"}))
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 100, "kind": "train"}\n')
+    with pytest.raises(RunError, match="already holds a run; pass --resume"):
+        _trainer(tmp_path, "total_steps=30", *FAST)
+    assert not (tmp_path / "run" / "metrics.superseded.jsonl").exists()
+
+
 def _poison_samples(monkeypatch, poisoned) -> None:
     """Replay batches with NaN rewards on the sample calls that ``poisoned(call)`` selects."""
     original = TaskReplay.sample
