@@ -310,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         message = " ".join(str(error).split())  # one line, whatever the error text holds
-        print(f"mtrl: error: {message}", file=sys.stderr)
-        return getattr(error, "exit_code", EXIT_BAD_INPUT)
+        code = getattr(error, "exit_code", EXIT_BAD_INPUT)
+        print(f"mtrl: error: {message}" if code else f"mtrl: {message}", file=sys.stderr)
+        return code
     except BrokenPipeError:  # `mtrl presets | head`: the reader has gone, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -14,15 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from mtrl.checkpoint import step_checkpoints
 from mtrl.envs import is_custom, is_metaworld
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import UsageError
+from mtrl.errors import CheckpointError, UsageError
 from mtrl.evaluation import (
     GOAL_SCHEME,
     TaskResult,
     evaluate,
     format_table,
 )
+from mtrl.lock import holder
 from mtrl.policy import Policy, load_policy
 from mtrl.run import make_eval_env
 
@@ -90,7 +92,19 @@ def evaluate_checkpoint(
     seed: int | None = None,
     device: str = "auto",
 ) -> dict[str, TaskResult]:
-    """``mtrl eval``: evaluates, prints the table and writes the results (and videos)."""
+    """``mtrl eval``: evaluates, prints the table and writes the results (and videos). A run
+    directory that is still being trained (a live writer holds its lock) is said to be: its
+    latest checkpoint is not its final policy."""
+    source = Path(checkpoint)
+    writer = holder(source) if source.is_dir() else None
+    training = None
+    if writer is not None:
+        training = f"pid {writer.get('pid', '?')} on host {writer.get('host', '?')}"
+        if not step_checkpoints(source):
+            raise CheckpointError(
+                f"{source} has not written a checkpoint yet: the run is still training "
+                f"({training}); evaluate it after its first checkpoint"
+            )
     policy = load_policy(checkpoint, device)
     if episodes is not None and episodes <= 0:
         raise UsageError(f"--episodes must be > 0, got {episodes}")
@@ -98,7 +112,13 @@ def evaluate_checkpoint(
     frames: dict[str, list[np.ndarray]] = {task: [] for task in selected} if video else {}
     results = evaluate_policy(policy, selected, episodes, seed, frames)
     path = policy.path
-    print(f"checkpoint: {path} (step {policy.step})")
+    if training is None:
+        print(f"checkpoint: {path} (step {policy.step})")
+    else:
+        print(
+            f"checkpoint: {path} (step {policy.step}; the run is still training, {training}: "
+            "its latest checkpoint, not its final policy)"
+        )
     print(format_table(results))
     out_path = Path(out) if out else path.parent.parent / "eval" / f"eval_{path.stem}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)

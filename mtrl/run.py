@@ -333,11 +333,14 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> RunLock:
     return lock
 
 
+# The independent baseline's checkpoint: which of its model sets is complete, at which step.
+INDEPENDENT_STATE = Path("checkpoints", "independent", "state.json")
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     """Whether a run directory holds a checkpoint to resume from (a trainer's or the independent
     baseline's)."""
-    checkpoints = run_dir / "checkpoints"
-    return any(checkpoints.glob("*.pt")) or (checkpoints / "independent" / "state.json").is_file()
+    return any(run_dir.glob("checkpoints/*.pt")) or (run_dir / INDEPENDENT_STATE).is_file()
 
 
 def set_aside_metrics(run_dir: Path, after_step: int = -1) -> int:
