@@ -69,8 +69,9 @@ def train(
     ``config``: a ``Config``, a shipped preset's name (``"mt10/mt_sac"``) or a YAML file; the
     defaults where None. ``fields`` set config keys (``total_steps=2000``, ``seed=3``,
     ``agent={"critic": "multihead"}``); ``overrides`` take the command line's ``key=value``
-    strings. ``resume``: a run directory to continue (its config.yaml is used; ``fields`` and
-    ``overrides`` may change what a resume may change). ``env``/``eval_env``: a user's
+    strings. ``resume``: a run directory to continue (its config.yaml, which must agree with its
+    checkpoint; ``fields`` and ``overrides`` may change what a resume may change; a run already
+    finished at its ``total_steps`` raises ``RunFinishedError``). ``env``/``eval_env``: a user's
     ``MultiTaskVecEnv`` or a factory ``seed -> env`` instead of ``env.name`` (``mtrl.trainer``).
     """
     from mtrl.checkpoint import step_checkpoints

@@ -22,11 +22,13 @@ from typing import Any
 import torch
 
 from mtrl.errors import CheckpointError
+from mtrl.sharing import process_alive
 
 MAGIC = b"MTRLCKPT"
 FORMAT_VERSION = 2  # 2: critics as ensemble members, task-specific parameters [T, ...]
 _HEADER = struct.Struct(">8sI32s")  # magic, format version, sha256 of the body
 _STEP_FILE = re.compile(r"step_(\d+)\.pt$")
+_PARTIAL_FILE = re.compile(r"^\..+\.tmp-(\d+)$")  # atomic_write_bytes' temporary file
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -50,6 +52,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.close(directory)
     except OSError as error:
         raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+
+
+def remove_partial_writes(directory: Path) -> list[Path]:
+    """Removes the temporary files under ``directory`` that ``atomic_write_bytes`` left where its
+    writer was killed mid-write; a live process's (a write going on) are kept."""
+    removed = []
+    for path in directory.rglob(".*.tmp-*"):
+        match = _PARTIAL_FILE.match(path.name)
+        if match and not process_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

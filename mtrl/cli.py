@@ -50,7 +50,7 @@ def _train(args: argparse.Namespace) -> int:
         results = trainer.train()
     finally:
         trainer.close()
-    if results is None:  # stopped by SIGINT/SIGTERM after writing a checkpoint
+    if results is None:  # stopped by SIGINT/SIGTERM/SIGHUP after writing a checkpoint
         print(f"stopped at step {trainer.step}; resume with: mtrl train --resume {run_dir}")
         return 0
     print(format_table(results))
@@ -312,8 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         message = " ".join(str(error).split())  # one line, whatever the error text holds
-        print(f"mtrl: error: {message}", file=sys.stderr)
-        return getattr(error, "exit_code", EXIT_BAD_INPUT)
+        code = getattr(error, "exit_code", EXIT_BAD_INPUT)
+        print(f"mtrl: error: {message}" if code else f"mtrl: {message}", file=sys.stderr)
+        return code
     except BrokenPipeError:  # `mtrl presets | head`: the reader has gone, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -46,6 +46,13 @@ class RunWriteError(RunError):
     exit_code = 1
 
 
+class RunFinishedError(UserError):
+    """A resume of a run whose final evaluation is written and which asks for no more steps:
+    nothing to do, and not a failure (exit code 0; ``mtrl sweep`` skips such a run too)."""
+
+    exit_code = 0
+
+
 class UsageError(UserError, ValueError):
     """A command's arguments that cannot be honoured (--episodes 0, a task the policy never saw)."""
 

@@ -18,6 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 METRICS_FILE = "metrics.jsonl"
+SUPERSEDED_METRICS_FILE = "metrics.superseded.jsonl"  # records a resume or a fresh start set aside
 TENSORBOARD_DIR = "tensorboard"
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mtrl.checkpoint import step_checkpoints
 from mtrl.envs import is_custom, is_metaworld
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import UsageError, writing
+from mtrl.errors import CheckpointError, UsageError, writing
 from mtrl.evaluation import (
     GOAL_SCHEME,
     TaskResult,
@@ -24,6 +25,7 @@ from mtrl.evaluation import (
     format_table,
 )
 from mtrl.limits import MAX_EPISODES, MAX_SEED, at_most
+from mtrl.lock import holder
 from mtrl.policy import Policy, load_policy
 from mtrl.run import make_eval_env
 
@@ -116,8 +118,20 @@ def evaluate_checkpoint(
     seed: int | None = None,
     device: str = "auto",
 ) -> dict[str, TaskResult]:
-    """``mtrl eval``: evaluates, prints the table and writes the results (and videos)."""
+    """``mtrl eval``: evaluates, prints the table and writes the results (and videos). A run
+    directory that is still being trained (a live writer holds its lock) is said to be: its
+    latest checkpoint is not its final policy."""
     check_options(episodes, seed, out, flags=True)
+    source = Path(checkpoint)
+    writer = holder(source) if source.is_dir() else None
+    training = None
+    if writer is not None:
+        training = f"pid {writer.get('pid', '?')} on host {writer.get('host', '?')}"
+        if not step_checkpoints(source):
+            raise CheckpointError(
+                f"{source} has not written a checkpoint yet: the run is still training "
+                f"({training}); evaluate it after its first checkpoint"
+            )
     policy = load_policy(checkpoint, device)
     selected = _select_tasks(policy.task_names, tasks)
     frames: dict[str, list[np.ndarray]] = {task: [] for task in selected} if video else {}
@@ -126,7 +140,13 @@ def evaluate_checkpoint(
     with writing(out_path.parent):  # before the evaluation, not after it
         out_path.parent.mkdir(parents=True, exist_ok=True)
     results = evaluate_policy(policy, selected, episodes, seed, frames)
-    print(f"checkpoint: {path} (step {policy.step})")
+    if training is None:
+        print(f"checkpoint: {path} (step {policy.step})")
+    else:
+        print(
+            f"checkpoint: {path} (step {policy.step}; the run is still training, {training}: "
+            "its latest checkpoint, not its final policy)"
+        )
     print(format_table(results))
     record = {
         "checkpoint": str(path),

@@ -3,7 +3,8 @@
 - The config a run may start from (``check_specs``: each registry checks its own names).
 - Its directory: locked for one writer, checked writable and roomy enough before hours of
   training (``prepare_run_dir``, ``start_locked``, ``check_free_space``), disk failures turned into
-  one line (``write_failure``), and SIGINT/SIGTERM deferred to a step boundary (``StopSignals``).
+  one line (``write_failure``), and SIGINT/SIGTERM/SIGHUP deferred to a step boundary
+  (``StopSignals``).
 - The torch settings of a training process (``configure_torch``) and its envs as the config sets
   them (``env_options``, ``make_eval_env`` with the evaluation seed offset).
 - ``run.json``: provenance and protocol. A number in a paper is only as good as what can be said about how it was made. Every run records
@@ -35,6 +36,7 @@ import torch
 
 from mtrl import envs, gradients, plugins, tracking
 from mtrl.agents import networks
+from mtrl.checkpoint import remove_partial_writes
 from mtrl.config import Config, build_config
 from mtrl.envs import episode_steps, is_metaworld, make_env, resolve_task_names
 from mtrl.envs.base import MultiTaskVecEnv
@@ -42,6 +44,7 @@ from mtrl.errors import RunError, RunWriteError
 from mtrl.evaluation import EVAL_SEED_OFFSET, GOAL_SCHEME
 from mtrl.extras import require
 from mtrl.lock import RunLock, acquire
+from mtrl.logging import METRICS_FILE, SUPERSEDED_METRICS_FILE
 from mtrl.sharing import CoreShare
 
 DISTRIBUTION = "mtrl-suite"
@@ -243,10 +246,12 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
 
 
 class StopSignals:
-    """While active, SIGINT and SIGTERM only set ``received``: the loop stops at a step boundary,
-    where everything is consistent, instead of dying mid-update or mid-write."""
+    """While active, SIGINT, SIGTERM and SIGHUP (the terminal was closed) only set ``received``:
+    the loop stops at a step boundary, where everything is consistent, instead of dying
+    mid-update or mid-write. A SIGHUP that the process was started ignoring (``nohup``) stays
+    ignored: that run was meant to outlive its terminal."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # POSIX only, as mtrl.lock
 
     def __init__(self) -> None:
         self.received: str | None = None
@@ -255,6 +260,8 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         try:
             for number in self.SIGNALS:
+                if number == signal.SIGHUP and signal.getsignal(number) == signal.SIG_IGN:
+                    continue
                 self._previous[number] = signal.signal(number, self._handle)
         except ValueError:  # not the main thread: signals stay as they are
             self._previous.clear()
@@ -311,9 +318,17 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> RunLock:
     except OSError as error:
         raise RunError(f"run directory {run_dir} is not writable ({error.strerror})") from None
     try:
-        if not resume and any(run_dir.glob("checkpoints/*.pt")):
+        if not resume and has_checkpoint(run_dir):
             raise RunError(
                 f"{run_dir} already holds a run; pass --resume {run_dir} or another run_dir"
+            )
+        remove_partial_writes(run_dir)  # a killed writer's, now that no writer is live
+        if not resume and (moved := set_aside_metrics(run_dir)):
+            print(
+                f"mtrl: {run_dir} held an attempt that stopped before its first checkpoint: "
+                f"its {moved} metrics records were moved to {SUPERSEDED_METRICS_FILE}; "
+                "starting afresh",
+                file=sys.stderr,
             )
         probe = run_dir / ".write-test"
         probe.write_bytes(b"\0" * 1024)
@@ -325,6 +340,45 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> RunLock:
         lock.release()
         raise
     return lock
+
+
+# The independent baseline's checkpoint: which of its model sets is complete, at which step.
+INDEPENDENT_STATE = Path("checkpoints", "independent", "state.json")
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a run directory holds a checkpoint to resume from (a trainer's or the independent
+    baseline's)."""
+    return any(run_dir.glob("checkpoints/*.pt")) or (run_dir / INDEPENDENT_STATE).is_file()
+
+
+def set_aside_metrics(run_dir: Path, after_step: int = -1) -> int:
+    """Moves the ``metrics.jsonl`` records logged after ``after_step`` (all by default: a fresh
+    start over an attempt that died before its first checkpoint) to ``metrics.superseded.jsonl``,
+    so the records hold one attempt with each step once, and nothing is deleted: on resume the
+    records past the checkpoint are re-made by the resumed run. Returns how many were moved (a
+    torn line a kill left goes too)."""
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return 0
+    keep, superseded = [], []
+    for line in path.read_text().splitlines():
+        try:
+            kept = json.loads(line)["step"] <= after_step
+        except (json.JSONDecodeError, KeyError, TypeError):
+            kept = False
+        (keep if kept else superseded).append(line)
+    if not superseded:
+        return 0
+    with open(run_dir / SUPERSEDED_METRICS_FILE, "a") as handle:
+        handle.write("\n".join(superseded) + "\n")
+    temporary = path.with_name(f".{path.name}.tmp")  # a full disk must not truncate the record
+    try:
+        temporary.write_text("".join(line + "\n" for line in keep))
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return len(superseded)
 
 
 def start_locked(run_dir: Path, resume: bool, setup: Callable[[], None]) -> RunLock:

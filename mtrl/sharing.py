@@ -36,7 +36,8 @@ def registry() -> Path:
     return Path(tempfile.gettempdir()) / f"mtrl-training-{uid}"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running (anyone's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -55,7 +56,7 @@ def other_training_processes(directory: Path | None = None) -> int:
         for entry in directory.iterdir():
             if not entry.name.isdigit() or int(entry.name) == me:
                 continue
-            if _alive(int(entry.name)):
+            if process_alive(int(entry.name)):
                 count += 1
             else:
                 with contextlib.suppress(OSError):

@@ -31,10 +31,10 @@ from mtrl.checkpoint import (
     load_state,
     step_checkpoints,
 )
-from mtrl.config import Config, from_dict, save_config, to_dict
+from mtrl.config import Config, _get, from_dict, save_config, to_dict
 from mtrl.envs import CUSTOM, is_custom, make_env
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import EnvError, RunError, UsageError
+from mtrl.errors import EnvError, RunError, RunFinishedError, UsageError
 from mtrl.evaluation import (
     EVAL_SEED_OFFSET,
     TaskResult,
@@ -42,9 +42,10 @@ from mtrl.evaluation import (
     log_evaluation,
     mean_success,
 )
-from mtrl.logging import METRICS_FILE, RunLogger
+from mtrl.logging import RunLogger
 from mtrl.replay import TaskReplay
 from mtrl.run import (
+    INDEPENDENT_STATE,
     RunInfo,
     RunOwner,
     StopSignals,
@@ -53,6 +54,7 @@ from mtrl.run import (
     configure_torch,
     env_options,
     make_eval_env,
+    set_aside_metrics,
     share_cores,
     start_tracking,
     write_failure,
@@ -113,6 +115,11 @@ class Trainer(RunOwner):
         check_specs(config, num_tasks=self.env.num_tasks)
 
     def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
+        checkpoint = None
+        if resume:  # before networks are built to a config that the checkpoint does not fit
+            path = latest_checkpoint(run_dir)
+            checkpoint = TrainingCheckpoint.from_payload(path, load_checkpoint(path), resume=True)
+            check_resume(config, run_dir, "the config", path, checkpoint.step, checkpoint.config)
         self.config, self.run_dir = config, run_dir
         self.device = configure_torch(config)
         self.cores = share_cores(config)
@@ -152,9 +159,7 @@ class Trainer(RunOwner):
         self.last_return = np.full(num_tasks, np.nan)
         self.last_success = np.full(num_tasks, np.nan)
         self.last_eval: dict[str, TaskResult] | None = None
-        if resume:
-            path = latest_checkpoint(run_dir)
-            checkpoint = TrainingCheckpoint.from_payload(path, load_checkpoint(path), resume=True)
+        if checkpoint is not None:
             self._restore(path, checkpoint)
         save_config(config, run_dir / "config.yaml")
         self.tracker, tracked = start_tracking(config, run_dir, resume)
@@ -179,7 +184,7 @@ class Trainer(RunOwner):
     def train(self) -> dict[str, TaskResult] | None:
         """Runs to ``total_steps`` and returns the final evaluation; None if a signal stopped it.
 
-        SIGINT/SIGTERM finish the current step, write a checkpoint and return (the CLI then exits 0
+        SIGINT/SIGTERM/SIGHUP finish the current step, write a checkpoint and return (the CLI exits 0
         and prints the resume command); SIGKILL leaves the last periodic checkpoint to resume from.
         A write the disk refuses (checkpoint, metrics, TensorBoard, run.json) raises
         ``RunWriteError``, with run.json marked failed where the disk still takes it.
@@ -473,7 +478,7 @@ class Trainer(RunOwner):
             self.episode_success = episodes["success"].numpy().astype(bool)
         self.last_return = episodes["last_return"].numpy().astype(np.float64)
         self.last_success = episodes["last_success"].numpy().astype(np.float64)
-        _drop_metrics_after(self.run_dir, self.step)
+        set_aside_metrics(self.run_dir, self.step)
 
     def _write_run_info(self, status: str, reason: str | None = None) -> None:
         self.run_info.write(status, self.step, reason)
@@ -523,37 +528,14 @@ def _renders(env: MultiTaskVecEnv, logger: RunLogger) -> bool:
     return True
 
 
-def _drop_metrics_after(run_dir: Path, step: int) -> None:
-    """On resume, records past the checkpoint are re-made by the resumed run; the superseded ones
-    move to ``metrics.superseded.jsonl`` rather than being deleted."""
-    path = run_dir / METRICS_FILE
-    if not path.exists():
-        return
-    keep, superseded = [], []
-    for line in path.read_text().splitlines():
-        try:
-            record_step = json.loads(line)["step"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-        (keep if record_step <= step else superseded).append(line)
-    if superseded:
-        with open(run_dir / "metrics.superseded.jsonl", "a") as handle:
-            handle.write("\n".join(superseded) + "\n")
-    temporary = path.with_name(f".{path.name}.tmp")  # a full disk must not truncate the record
-    try:
-        temporary.write_text("".join(line + "\n" for line in keep))
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def load_run_config(run_dir: Path) -> Config:
+def _read_run_config(run_dir: Path) -> dict[str, Any]:
+    """config.yaml's keys as written (``load_yaml``: one line where it is not valid YAML)."""
     from mtrl.config import load_yaml
 
     path = run_dir / "config.yaml"
     if not path.exists():
         raise RunError(f"{run_dir} has no config.yaml; is it an mtrl run directory?")
-    return from_dict(load_yaml(path))
+    return load_yaml(path)
 
 
 # What a resumed run may change: its length and its bookkeeping, never what the checkpoint holds.
@@ -578,16 +560,98 @@ RESUMABLE_KEYS = (
     "wandb.group",
     "wandb.mode",
 )
+# Where the run directory is, not what the run is: it may have moved since.
+_LOCATION_KEYS = ("run_dir",)
+
+
+def resume_point(run_dir: Path) -> tuple[Path, int, dict[str, Any] | None]:
+    """What a resume continues from: the latest checkpoint (a trainer's, or the independent
+    baseline's ``state.json``), its step, and the run's config it holds (None in an independent
+    baseline's state written before it held one)."""
+    found = step_checkpoints(run_dir)
+    if found:
+        path = found[-1]
+        checkpoint = TrainingCheckpoint.from_payload(path, load_checkpoint(path))
+        return path, checkpoint.step, checkpoint.config
+    path = run_dir / INDEPENDENT_STATE
+    if not path.is_file():
+        latest_checkpoint(run_dir)  # "no checkpoint found under ..."
+    try:
+        state = json.loads(path.read_text())
+        return path, int(state["step"]), state.get("config")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise RunError(f"{path}: not a readable checkpoint ({error}); cannot resume") from None
+
+
+def check_resume(
+    config: Config,
+    run_dir: Path,
+    what: str,
+    checkpoint: Path,
+    step: int,
+    fixed: dict[str, Any] | None,
+) -> None:
+    """Refuses, in one line and before anything is written, a resume that the checkpoint does not
+    allow: ``config`` (``what``: where it came from) differing from the checkpoint's config
+    ``fixed`` outside ``RESUMABLE_KEYS``, or a ``total_steps`` below the checkpoint's ``step``;
+    a run that is finished at that step raises ``RunFinishedError`` (nothing to do)."""
+    if fixed is not None:
+        ours, theirs = to_dict(config), to_dict(from_dict(fixed))
+        differ = [
+            key
+            for key in sorted(_flat_keys(ours))
+            if key not in (*RESUMABLE_KEYS, *_LOCATION_KEYS)
+            and _get(ours, key) != _get(theirs, key)
+        ]
+        if differ:
+            raise RunError(
+                f"{what} differs from the checkpoint {checkpoint} in {', '.join(differ)}, which "
+                f"the checkpoint fixes: put back its values (a resume may change only "
+                f"{', '.join(RESUMABLE_KEYS)})"
+            )
+    if config.total_steps < step:
+        raise RunError(
+            f"total_steps={config.total_steps} is below the step of the checkpoint {checkpoint} "
+            f"({step}); a resume goes on from there: pass total_steps={step} or more"
+        )
+    if config.total_steps == step and _final_evaluation_step(run_dir) == step:
+        raise RunFinishedError(
+            f"{run_dir} finished at step {step} (eval/final.json); nothing to do (a larger "
+            f"total_steps extends it: mtrl train --resume {run_dir} total_steps=N)"
+        )
+
+
+def _final_evaluation_step(run_dir: Path) -> int | None:
+    """The step eval/final.json was written at; None where there is none (or it is unreadable)."""
+    try:
+        return int(json.loads((run_dir / "eval" / "final.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def resume_config(
     run_dir: Path, overrides: list[str] | None = None, num_tasks: int | None = None
 ) -> Config:
-    """The run's saved config with the overrides a resume may make (its length, its logging);
-    ``num_tasks``: the run is on a user's env object of that many tasks."""
+    """The config a resume goes on with: config.yaml with the overrides a resume may make (its
+    length, its logging), checked against the latest checkpoint's config, which is the run's
+    truth (``check_resume``; a config.yaml that lacks keys the checkpoint has is refused as
+    truncated). Nothing is written. ``num_tasks``: the run is on a user's env object of that
+    many tasks."""
     from mtrl.config import apply_overrides, parse_overrides, validate
 
-    config = load_run_config(run_dir)
+    saved = _read_run_config(run_dir)
+    checkpoint, step, fixed = resume_point(run_dir)
+    if fixed is not None:
+        missing = sorted(set(_flat_keys(fixed)) - set(_flat_keys(saved)))
+        if missing:
+            shown = ", ".join(missing[:3]) + (
+                f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            )
+            raise RunError(
+                f"{run_dir / 'config.yaml'} is truncated: it lacks {shown}, which the checkpoint "
+                f"{checkpoint} holds; restore it (nothing was changed)"
+            )
+    config = from_dict(saved)
     if overrides:
         frozen = sorted(
             key for key in _flat_keys(parse_overrides(overrides)) if key not in RESUMABLE_KEYS
@@ -598,7 +662,9 @@ def resume_config(
                 f"a resume may change: {', '.join(RESUMABLE_KEYS)}"
             )
         config = apply_overrides(config, overrides)
-    return check_specs(validate(config), num_tasks)
+    config = check_specs(validate(config), num_tasks)
+    check_resume(config, run_dir, str(run_dir / "config.yaml"), checkpoint, step, fixed)
+    return config
 
 
 def _flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:

@@ -90,6 +90,40 @@ def test_sigterm_writes_a_checkpoint_and_exits_zero_with_the_resume_command(tmp_
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+def test_a_closed_terminal_stops_the_run_with_a_checkpoint_unless_nohup_ignores_it(tmp_path):
+    """SIGHUP (the terminal went away) stops a run as SIGTERM does; under ``nohup`` (SIGHUP
+    ignored) the run goes on."""
+    hung_up, ignored = tmp_path / "hung_up", tmp_path / "nohup"
+    args = ["total_steps=1000000", "checkpoint_every=1000000", "log_every=20", *FAST]
+    process = start_training(hung_up, *args)
+    nohup = subprocess.Popen(
+        [sys.executable, "-m", "mtrl.cli", "train", *TINY, f"run_dir={ignored}", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    try:
+        for run_dir, writer in ((hung_up, process), (ignored, nohup)):
+            metrics = run_dir / "metrics.jsonl"
+            wait_for(lambda m=metrics, w=writer: (m.exists() and m.stat().st_size > 0) or w.poll())
+        process.send_signal(signal.SIGHUP)
+        nohup.send_signal(signal.SIGHUP)
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+        assert f"resume with: mtrl train --resume {hung_up}" in stdout
+        info = json.loads((hung_up / "run.json").read_text())
+        assert info["status"] == "interrupted" and info["reason"] == "stopped by SIGHUP"
+        assert load_checkpoint(latest_checkpoint(hung_up))["step"] == info["step"] > 0
+        assert nohup.poll() is None  # still training
+    finally:
+        nohup.send_signal(signal.SIGTERM)
+        nohup.communicate(timeout=120)
+    assert json.loads((ignored / "run.json").read_text())["reason"] == "stopped by SIGTERM"
+
+
 @pytest.mark.parametrize("delay", [0.0, 0.4, 1.1])
 def test_sigkill_at_any_point_resumes_and_finishes(tmp_path, delay):
     run_dir = tmp_path / "run"
@@ -115,6 +149,212 @@ def _trainer(tmp_path: Path, *overrides: str) -> Trainer:
         [*SMALL_SYNTHETIC, "log_every=10", "checkpoint_every=100", *overrides],
     )
     return Trainer(config, tmp_path / "run")
+
+
+def test_partial_checkpoint_writes_of_dead_writers_are_removed_at_start_live_ones_kept(tmp_path):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    dead_pid = int(  # a process that has exited (and been reaped)
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        killed_mid_write = checkpoints / f".step_0000000100.pt.tmp-{dead_pid}"
+        being_written = checkpoints / f".exported.pt.tmp-{live.pid}"
+        for path in (killed_mid_write, being_written):
+            path.write_bytes(b"MTRLCKPT partial")
+        _trainer(tmp_path, "total_steps=20", *FAST).close()
+        assert not killed_mid_write.exists()
+        assert being_written.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_fresh_start_sets_aside_the_records_of_an_attempt_killed_before_its_first_checkpoint(
+    tmp_path, capsys
+):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dead_attempt = [json.dumps({"step": step, "kind": "train"}) for step in (10, 20)]
+    (run_dir / "metrics.jsonl").write_text("\n".join(dead_attempt) + "\n" + '{"step": 3')
+    (run_dir / "run.json").write_text(json.dumps({"status": "running", "step": 0}))
+    trainer = _trainer(tmp_path, "total_steps=30", *FAST)
+    trainer.train()
+    trainer.close()
+    steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"]
+    assert steps == [10, 20, 30]  # one attempt, each step once
+    superseded = (run_dir / "metrics.superseded.jsonl").read_text().splitlines()
+    assert superseded == [*dead_attempt, '{"step": 3']  # moved whole, torn line included
+    said = [line for line in capsys.readouterr().err.splitlines() if "superseded" in line]
+    assert said == [
+        f"mtrl: {run_dir} held an attempt that stopped before its first checkpoint: its 3 "
+        "metrics records were moved to metrics.superseded.jsonl; starting afresh"
+    ]
+
+
+def test_a_fresh_start_is_refused_where_an_independent_baseline_checkpointed(tmp_path):
+    state = tmp_path / "run" / "checkpoints" / "independent" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"step": 100, "models": "step_0000000100"}))
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 100, "kind": "train"}\n')
+    with pytest.raises(RunError, match="already holds a run; pass --resume"):
+        _trainer(tmp_path, "total_steps=30", *FAST)
+    assert not (tmp_path / "run" / "metrics.superseded.jsonl").exists()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished 60-step run, checkpoints at 30 and 60 (each test resumes its own copy)."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    overrides = ["warmup_steps=20", "total_steps=60", "log_every=30", f"run_dir={run_dir}"]
+    trainer = _trainer(run_dir.parent, *FAST, *overrides, "checkpoint_every=30")
+    trainer.train()
+    trainer.close()
+    return run_dir
+
+
+def _edit_config(run_dir: Path, **dotted) -> None:
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    for key, value in dotted.items():
+        *parents, leaf = key.split("__")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _truncate_config(run_dir: Path, keep: float) -> None:
+    text = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(text[: int(len(text) * keep)])
+
+
+@pytest.mark.parametrize(
+    ("damage", "overrides", "exit_code", "said"),
+    [
+        (
+            lambda run: _edit_config(run, agent__gamma=0.5, agent__critic_grad="pcgrad", seed=7),
+            ["total_steps=90"],
+            2,
+            "error: {run}/config.yaml differs from the checkpoint "
+            "{run}/checkpoints/step_0000000060.pt in agent.critic_grad, agent.gamma, seed",
+        ),
+        (
+            lambda run: _edit_config(run, agent__hidden_sizes=[32, 32]),
+            ["total_steps=90"],
+            2,
+            "differs from the checkpoint {run}/checkpoints/step_0000000060.pt in agent.hidden_sizes",
+        ),
+        (lambda run: _truncate_config(run, 0.5), ["total_steps=90"], 2, "is truncated"),
+        (lambda run: _truncate_config(run, 0.0), [], 2, "is truncated"),
+        (lambda run: _truncate_config(run, 0.025), [], 2, "config.yaml: not valid YAML"),
+        (
+            lambda run: None,
+            ["total_steps=40"],
+            2,
+            "error: total_steps=40 is below the step of the checkpoint "
+            "{run}/checkpoints/step_0000000060.pt",
+        ),
+        (lambda run: None, [], 0, "mtrl: {run} finished at step 60 (eval/final.json)"),
+        (lambda run: None, ["total_steps=60"], 0, "finished at step 60"),
+    ],
+    ids=["edited", "architecture", "truncated", "emptied", "torn", "shortened", "finished", "same"],
+)
+def test_a_resume_that_the_checkpoint_does_not_allow_is_one_line_and_changes_nothing(
+    tmp_path, finished_run, damage, overrides, exit_code, said
+):
+    """The checkpoint's config is the run: config.yaml and the overrides may differ from it only
+    in what a resume may change; a finished run is left as it is."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    damage(run_dir)
+    before = snapshot(run_dir)
+    done = resume(run_dir, *overrides)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == exit_code and len(lines) == 1, done.stderr
+    assert said.format(run=run_dir) in lines[0]
+    assert snapshot(run_dir) == before  # nothing rewritten, no second final evaluation
+
+
+def test_a_resume_takes_config_yaml_edits_of_what_a_resume_may_change(tmp_path, finished_run):
+    import shutil
+
+    from mtrl.trainer import resume_config
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    _edit_config(run_dir, log_every=15, total_steps=90)
+    config = resume_config(run_dir, ["eval_every=45"])
+    assert (config.log_every, config.total_steps, config.eval_every) == (15, 90, 45)
+
+
+def test_a_trainer_refuses_a_config_the_checkpoint_does_not_fit(tmp_path, finished_run):
+    import dataclasses
+    import shutil
+
+    from mtrl.trainer import resume_config
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    config = resume_config(run_dir, ["total_steps=90"])
+    wider = dataclasses.replace(config, agent=dataclasses.replace(config.agent, hidden_sizes=(32,)))
+    with pytest.raises(RunError, match="differs from the checkpoint .* in agent.hidden_sizes"):
+        Trainer(wider, run_dir, resume=True)
+
+
+def test_the_keys_a_resume_may_change_are_documented_where_resume_is():
+    from mtrl.trainer import RESUMABLE_KEYS
+
+    section = (REPO / "docs" / "training.md").read_text().split("## Resume")[1].split("\n## ")[0]
+    assert [key for key in RESUMABLE_KEYS if f"`{key}`" not in section] == []
+
+
+def test_eval_of_a_run_still_training_says_so_and_which_checkpoint(tmp_path, finished_run, capsys):
+    import shutil
+
+    from mtrl.cli import main
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    (run_dir / "eval" / "final.json").unlink()
+    out = ["--episodes", "1", "--out", str(tmp_path / "eval.json")]
+    with acquire(run_dir):  # a live writer: this process stands in for the training one
+        assert main(["eval", str(run_dir), *out]) == 0
+        said = capsys.readouterr().out.splitlines()
+        assert said[0] == (
+            f"checkpoint: {run_dir / 'checkpoints' / 'step_0000000060.pt'} (step 60; the run is "
+            f"still training, pid {os.getpid()} on host {socket.gethostname()}: its latest "
+            "checkpoint, not its final policy)"
+        )
+    assert main(["eval", str(run_dir), *out]) == 0  # nobody writes it: the plain line
+    assert capsys.readouterr().out.splitlines()[0].endswith("step_0000000060.pt (step 60)")
+
+
+def test_eval_before_the_first_checkpoint_says_the_run_has_not_written_one(tmp_path, capsys):
+    from mtrl.cli import main
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"status": "running", "step": 0}))
+    with acquire(run_dir):
+        assert main(["eval", str(run_dir)]) == 2
+    assert capsys.readouterr().err == (
+        f"mtrl: error: {run_dir} has not written a checkpoint yet: the run is still training "
+        f"(pid {os.getpid()} on host {socket.gethostname()}); evaluate it after its first "
+        "checkpoint\n"
+    )
+    assert main(["eval", str(run_dir)]) == 2  # nobody writes it
+    assert "no checkpoint found" in capsys.readouterr().err
 
 
 def _poison_samples(monkeypatch, poisoned) -> None:

@@ -19,13 +19,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from mtrl.config import Config, save_config
+from mtrl.config import Config, save_config, to_dict
 from mtrl.envs import is_metaworld, make_env
 from mtrl.envs.base import MultiTaskVecEnv
 from mtrl.errors import RunError
 from mtrl.evaluation import TaskResult, evaluate, log_evaluation
 from mtrl.logging import RunLogger
 from mtrl.run import (
+    INDEPENDENT_STATE,
     RunInfo,
     RunOwner,
     StopSignals,
@@ -87,8 +88,8 @@ class IndependentTrainer(RunOwner):
         probe = make_env(config.env.name, config.seed, **self._env_options)
         self.task_names = list(probe.task_names)
         probe.close()
-        self.models_dir = run_dir / "checkpoints" / "independent"
-        state_path = self.models_dir / "state.json"
+        state_path = run_dir / INDEPENDENT_STATE
+        self.models_dir = state_path.parent
         self.step, saved = 0, None
         if resume:
             if not state_path.is_file():
@@ -187,9 +188,14 @@ class IndependentTrainer(RunOwner):
                 model.save(path)
             except OSError as error:  # name the file: write(2) errors carry none
                 raise OSError(error.errno, error.strerror or str(error), str(path)) from error
-        state = self.models_dir / "state.json"
+        state = self.run_dir / INDEPENDENT_STATE
         temporary = state.with_suffix(".tmp")
-        record = {"step": self.step, "models": directory.name, "task_names": self.task_names}
+        record = {
+            "step": self.step,
+            "models": directory.name,
+            "task_names": self.task_names,
+            "config": to_dict(self.config),  # what a resume compares config.yaml with
+        }
         temporary.write_text(json.dumps(record | self.run_info.record()))
         temporary.replace(state)
         for old in self.models_dir.glob("step_*"):
@@ -200,7 +206,7 @@ class IndependentTrainer(RunOwner):
 
     def _last_checkpoint(self) -> Path | None:
         try:
-            state = json.loads((self.models_dir / "state.json").read_text())
+            state = json.loads((self.run_dir / INDEPENDENT_STATE).read_text())
             return self.models_dir / state["models"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
