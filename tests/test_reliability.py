@@ -271,7 +271,7 @@ def test_a_second_writer_is_refused_in_one_line_and_the_first_keeps_its_history(
         before = snapshot(run_dir)
         # A resume and a fresh run into the same directory are refused; a reader goes ahead.
         second = mtrl_process("train", "--resume", str(run_dir))
-        fresh = mtrl_process("train", *TINY, "total_steps=50", f"run_dir={run_dir}")
+        fresh = mtrl_process("train", *TINY, "total_steps=60", f"run_dir={run_dir}")
         reader = mtrl_process(
             "eval", str(run_dir), "--episodes", "1", "--out", str(tmp_path / "eval.json")
         )
@@ -298,12 +298,12 @@ def test_a_writer_in_the_same_process_is_refused_before_it_writes_and_close_rele
     lock = acquire(run_dir)
     assert holder(run_dir)["pid"] == os.getpid()  # answered without dropping the POSIX lock
     with pytest.raises(RunLockedError, match=r"being written by pid \d+ .*\(this process\)"):
-        _trainer(tmp_path, "total_steps=20")
+        _trainer(tmp_path, "total_steps=60")
     assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE]  # nothing written
     assert holder(run_dir) is not None
     lock.release()
     assert holder(run_dir) is None
-    trainer = _trainer(tmp_path, "total_steps=20", *FAST)
+    trainer = _trainer(tmp_path, "total_steps=60", *FAST)
     assert holder(run_dir)["pid"] == os.getpid()
     trainer.close()
     assert holder(run_dir) is None
