@@ -9,6 +9,8 @@ one line, naming the key and the valid choices, so the CLI can print it without 
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,7 +208,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "wandb.mode": ("", "online", "offline", "disabled"),
 }
 
-# Fields that must be > 0 (the rest of the numeric fields must be >= 0).
+# Fields that must be > 0 (the rest of the numeric fields must be >= 0). A float must also be
+# finite and, unless 0, normal: a training process flushes subnormal floats to zero
+# (``run.configure_torch``), so tau=1e-320 would run, and be saved, as 0.
 POSITIVE = {
     "total_steps",
     "replay_capacity_per_task",
@@ -221,6 +225,7 @@ POSITIVE = {
     "agent.init_temperature",
     "agent.batch_size_per_task",
     "agent.tau",
+    "agent.gamma",
     "agent.task_embedding_dim",
     "updates_per_step",
     "max_nonfinite_updates",
@@ -384,11 +389,18 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{key}: '{value}' is not one of {', '.join(choices)}")
     for key in _leaf_paths(Config):
         value = _get(flat, key)
+        if isinstance(value, float) and not math.isfinite(value):  # a Config built in Python
+            raise ConfigError(f"{key}: expected a finite number, got {value}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if key in POSITIVE and value <= 0:
                 raise ConfigError(f"{key}: must be > 0, got {value}")
             if key not in POSITIVE and value < 0 and key not in _SIGNED:
                 raise ConfigError(f"{key}: must be >= 0, got {value}")
+            if isinstance(value, float) and 0 < abs(value) < sys.float_info.min:
+                raise ConfigError(
+                    f"{key}: {value} is subnormal (training flushes it to 0); use 0 or a "
+                    f"number of magnitude >= {sys.float_info.min:.4g}"
+                )
     for key, bound in _BOUNDED.items():
         limits.at_most(key, _get(flat, key), bound)
     agent = config.agent

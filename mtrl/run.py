@@ -40,7 +40,7 @@ from mtrl.checkpoint import remove_partial_writes
 from mtrl.config import Config, build_config
 from mtrl.envs import episode_steps, is_metaworld, make_env, resolve_task_names
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import RunError, RunWriteError
+from mtrl.errors import ConfigError, RunError, RunWriteError
 from mtrl.evaluation import EVAL_SEED_OFFSET, GOAL_SCHEME
 from mtrl.extras import require
 from mtrl.lock import RunLock, acquire
@@ -92,9 +92,49 @@ def check_specs(config: Config, num_tasks: int | None = None) -> Config:
     return config
 
 
+def check_updates(config: Config) -> Config:
+    """Refuses a run that would never update its networks: it would "finish" untrained, with
+    exit 0. Run configs only: a finished run's saved config is never refused by this."""
+    agent = config.agent
+    if config.warmup_steps >= config.total_steps:
+        raise ConfigError(
+            f"warmup_steps ({config.warmup_steps}) >= total_steps ({config.total_steps}): the "
+            "run would end before its first update"
+        )
+    if agent.algorithm == "independent":  # SB3 updates every step past its warm-up
+        return config
+    if config.replay_capacity_per_task < agent.batch_size_per_task:
+        raise ConfigError(
+            f"replay_capacity_per_task ({config.replay_capacity_per_task}) < "
+            f"agent.batch_size_per_task ({agent.batch_size_per_task}): the replay never holds "
+            "one batch, so the run would never update"
+        )
+    if agent.batch_size_per_task > config.total_steps:
+        raise ConfigError(
+            f"agent.batch_size_per_task ({agent.batch_size_per_task}) > total_steps "
+            f"({config.total_steps}): the replay never holds one batch, so the run would never "
+            "update"
+        )
+    # The trainer's loop: steps from max(warm-up, batch - 1) on may update, each adding
+    # updates_per_step to a credit that must reach 1 (summed as the loop sums it).
+    steps = config.total_steps - max(config.warmup_steps, agent.batch_size_per_task - 1)
+    credit = steps * config.updates_per_step
+    if abs(credit - 1.0) < 1e-6:
+        credit = 0.0
+        for _ in range(steps):
+            credit += config.updates_per_step
+    if credit < 1.0:
+        raise ConfigError(
+            f"updates_per_step={config.updates_per_step} over the {steps} steps that may update "
+            "gives no update (raise it, or total_steps)"
+        )
+    return config
+
+
 def build_run_config(preset: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """``config.build_config`` and the registries' checks: the config a run may start from."""
-    return check_specs(build_config(preset, overrides))
+    """``config.build_config``, the registries' checks and ``check_updates``: the config a run may
+    start from."""
+    return check_specs(check_updates(build_config(preset, overrides)))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -449,7 +489,8 @@ class RunOwner:
     held until the trainer's ``close()``)."""
 
     def __init__(self, config: Config, run_dir: Path, resume: bool = False) -> None:
-        self._check_specs(config)  # before the run directory is touched
+        check_updates(config)  # before the run directory is touched
+        self._check_specs(config)
         self.lock = start_locked(run_dir, resume, lambda: self._setup(config, run_dir, resume))
 
     def _check_specs(self, config: Config) -> None:

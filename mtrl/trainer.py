@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mtrl import tracking
-from mtrl.agents.sac import MultiTaskSAC
+from mtrl.agents.sac import MultiTaskSAC, finite_agent_state
 from mtrl.callbacks import Callback, Callbacks
 from mtrl.checkpoint import (
     CheckpointKeeper,
@@ -34,7 +34,7 @@ from mtrl.checkpoint import (
 from mtrl.config import Config, _get, from_dict, save_config, to_dict
 from mtrl.envs import CUSTOM, is_custom, make_env
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import EnvError, RunError, RunFinishedError, UsageError
+from mtrl.errors import CheckpointError, EnvError, RunError, RunFinishedError, UsageError
 from mtrl.evaluation import (
     EVAL_SEED_OFFSET,
     TaskResult,
@@ -160,6 +160,11 @@ class Trainer(RunOwner):
         self.last_success = np.full(num_tasks, np.nan)
         self.last_eval: dict[str, TaskResult] | None = None
         if checkpoint is not None:
+            if not finite_agent_state(checkpoint.agent):  # it would only write more like it
+                raise RunError(
+                    f"{path}: its networks are not finite, a resume would keep them so; "
+                    f"{self._last_good_checkpoint()} (move the newer ones aside to resume from it)"
+                )
             self._restore(path, checkpoint)
         save_config(config, run_dir / "config.yaml")
         self.tracker, tracked = start_tracking(config, run_dir, resume)
@@ -318,10 +323,19 @@ class Trainer(RunOwner):
                     f"gradients (step {self.step})"
                 )
                 self._mark_failed(reason)
-                last = step_checkpoints(self.run_dir)
-                kept = f"last good checkpoint: {last[-1]}" if last else "no checkpoint was written"
-                raise RunError(f"{reason}; stopped, {kept}")
+                raise RunError(f"{reason}; stopped, {self._last_good_checkpoint()}")
         return metrics
+
+    def _last_good_checkpoint(self) -> str:
+        """Names the newest periodic checkpoint with finite networks, the one to go back to after
+        a stop for non-finite values (a newer one may hold what made them non-finite)."""
+        written = step_checkpoints(self.run_dir)
+        for path in reversed(written):
+            with contextlib.suppress(CheckpointError):
+                payload = load_checkpoint(path)
+                if "agent" in payload and finite_agent_state(payload["agent"]):
+                    return f"last good checkpoint: {path}"
+        return "no checkpoint has finite networks" if written else "no checkpoint was written"
 
     # -------------------------------------------------------------------------------- logging
     def _reset_event(self) -> dict[str, float]:
@@ -341,6 +355,8 @@ class Trainer(RunOwner):
             "charts/nonfinite_updates": float(self.agent.skipped_updates),
             "charts/env_steps_per_s": steps * num_tasks / max(elapsed, 1e-9),
         }
+        if self.agent.has_running_statistics:
+            scalars["charts/nonfinite_inputs"] = float(self.agent.nonfinite_inputs)
         # Where the wall-clock went (fractions of the window; "other" is logging, bookkeeping).
         for part, seconds in timers.items():
             scalars[f"charts/time_{part}_fraction"] = seconds / max(elapsed, 1e-9)

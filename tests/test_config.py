@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_cli import assert_one_line_error, mtrl
 
 from mtrl.config import (
+    AgentConfig,
     Config,
     ConfigError,
     build_config,
@@ -17,6 +19,7 @@ from mtrl.config import (
     parse_overrides,
     save_config,
     to_dict,
+    validate,
 )
 from mtrl.run import build_run_config
 
@@ -88,6 +91,67 @@ def test_bad_overrides_give_one_line_errors(override, fragment):
     message = str(error.value)
     assert fragment in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["total_steps=100", "warmup_steps=100"], "warmup_steps (100) >= total_steps (100)"),
+        (["total_steps=100", "warmup_steps=500"], "warmup_steps (500) >= total_steps (100)"),
+        (
+            ["replay_capacity_per_task=8", "agent.batch_size_per_task=16"],
+            "replay_capacity_per_task (8) < agent.batch_size_per_task (16)",
+        ),
+        (["total_steps=100", "warmup_steps=0", "agent.batch_size_per_task=128"], "(128)"),
+        # 0.1 added ten times is 0.9999999999999999: the loop's credit never reaches an update.
+        (["total_steps=110", "warmup_steps=100", "updates_per_step=0.1"], "updates_per_step"),
+    ],
+)
+def test_a_run_that_would_never_update_is_refused_before_it_starts(tmp_path, overrides, fragment):
+    """Such a run would "finish" untrained with exit 0; it is refused in one line, exit 2."""
+    with pytest.raises(ConfigError) as error:
+        build_run_config(CONFIGS / "synthetic.yaml", overrides)
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+    result = mtrl(
+        "train", "--config", "synthetic", f"run_dir={tmp_path}/run", *overrides, check=False
+    )
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_shortest_runs_that_update_are_accepted():
+    for overrides in (
+        ["total_steps=101", "warmup_steps=100", "agent.batch_size_per_task=16"],
+        ["total_steps=120", "warmup_steps=100", "updates_per_step=0.1"],
+        ["replay_capacity_per_task=16", "agent.batch_size_per_task=16"],
+    ):
+        build_run_config(CONFIGS / "synthetic.yaml", overrides)
+
+
+@pytest.mark.parametrize("value", ["1e-320", "0", "-1e-3", "nan", "inf", "-inf", "5e-324"])
+@pytest.mark.parametrize(
+    "key", ["agent.tau", "agent.actor_lr", "agent.critic_lr", "agent.alpha_lr", "agent.gamma"]
+)
+def test_values_that_must_be_positive_must_be_normal_positive_floats(key, value):
+    """A subnormal (a run flushes it to 0: tau=1e-320 was saved as 0.0, and the run could not
+    resume), zero, negative or non-finite value is refused in one line naming the key."""
+    with pytest.raises(ConfigError) as error:
+        build_config(CONFIGS / "synthetic.yaml", [f"{key}={value}"])
+    assert str(error.value).startswith(f"{key}:") and "\n" not in str(error.value)
+
+
+def test_a_config_built_in_python_is_checked_like_an_override():
+    """validate() sees what bypassed parsing: NaN, infinities and subnormals in a Config."""
+    for tau in (float("nan"), float("inf"), 1e-320):
+        with pytest.raises(ConfigError, match="agent.tau:"):
+            validate(Config(agent=AgentConfig(tau=tau)))
+    with pytest.raises(ConfigError, match="agent.target_entropy: .*subnormal"):
+        validate(Config(agent=AgentConfig(target_entropy=-1e-320)))
+    with pytest.raises(ConfigError, match="agent.grad_clip_norm: .*subnormal"):
+        build_config(CONFIGS / "synthetic.yaml", ["agent.grad_clip_norm=1e-310"])
+    tiny = build_config(CONFIGS / "synthetic.yaml", ["agent.tau=1e-300", "agent.gamma=1e-300"])
+    assert tiny.agent.tau == 1e-300 and tiny.agent.gamma == 1e-300
+    assert validate(Config(agent=AgentConfig(grad_clip_norm=0.0, target_entropy=-0.0)))
 
 
 def test_bad_yaml_files(tmp_path):

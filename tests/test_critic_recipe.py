@@ -37,6 +37,46 @@ def test_distributional_critics_update_with_every_kind_of_step(loss, method):
     assert agent.skipped_updates == 0
 
 
+@pytest.mark.parametrize("loss", ["mse", "hl_gauss", "categorical"])
+@pytest.mark.parametrize("method", ["mean", "pcgrad"])
+def test_a_nan_reward_skips_the_update_with_every_critic_loss(loss, method):
+    """A NaN reward makes the target non-finite: the update is skipped and counted, whatever the
+    loss (the categorical projection must not turn NaN into a scatter index)."""
+    agent = _agent(critic_loss=loss, bins=11, critic_grad=method, actor_grad=method)
+    before = [p.detach().clone() for p in agent.critic.parameters()]
+    batch = _batch()
+    batch.reward[1, 3] = float("nan")
+    agent.update(batch)
+    assert agent.skipped_updates == 1
+    assert all(torch.equal(b, p) for b, p in zip(before, agent.critic.parameters(), strict=True))
+    agent.update(_batch(seed=1))  # a finite batch steps again
+    assert agent.skipped_updates == 1 and agent.consecutive_skipped == 0
+
+
+def test_non_finite_env_steps_are_left_out_of_running_statistics_and_counted():
+    """A NaN observation (SimBa's input norms) or reward (reward_norm) is not learnt from: the
+    policy's actions stay finite, the factors too, and each such task step is counted once."""
+    agent = _agent(actor="simba:width=16", critic="simba:width=16", reward_norm="scale")
+    obs = _batch().obs[:, 0].numpy()  # [T, obs]
+    action, reward = np.zeros((T, A)), np.ones(T)
+    done = np.zeros(T, dtype=bool)
+    agent.observe_step(obs, action, reward, done, done)
+    bad_obs, bad_reward = obs.copy(), reward.copy()
+    bad_obs[0, 1] = np.nan  # task 0's observation
+    bad_reward[1] = np.inf  # task 1's reward
+    agent.observe_step(bad_obs, action, bad_reward, done, done)
+    bad_obs[2, 0] = np.nan  # task 0 and 2's observations, with task 2's reward: 2 steps
+    bad_reward[1], bad_reward[2] = 1.0, np.nan
+    agent.observe_step(bad_obs, action, bad_reward, done, done)
+    assert agent.nonfinite_inputs == 4
+    assert np.isfinite(agent.act(obs, deterministic=True)).all()
+    agent.reward_norm.refresh()
+    assert torch.equal(agent.reward_norm.factor(torch.ones(T)), torch.ones(T))
+    other = _agent(actor="simba:width=16", critic="simba:width=16", reward_norm="scale")
+    other.load_state_dict(agent.state_dict())
+    assert other.nonfinite_inputs == 4
+
+
 def test_categorical_target_is_a_distribution_and_terminal_targets_sit_at_the_reward():
     agent = _agent(critic_loss="categorical", bins=21, v_min=-5.0, v_max=5.0)
     batch = _batch(terminated=1.0)

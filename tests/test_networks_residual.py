@@ -130,6 +130,20 @@ def test_running_norm_matches_numpy_over_a_stream_of_batches():
         norm.update(torch.zeros(2, 3))
 
 
+def test_running_norm_leaves_out_rows_that_are_not_finite():
+    """One NaN observation must not turn the statistics (and so every later action) NaN."""
+    x = torch.randn(8, 4, dtype=torch.float64)
+    x[2] = float("nan")
+    x[5, 1] = float("inf")  # one bad feature spoils its whole row
+    norm, reference = RunningNorm(4), RunningNorm(4)
+    norm.update(x)
+    reference.update(x[[0, 1, 3, 4, 6, 7]])
+    for name in ("mean", "var", "count"):
+        assert torch.equal(getattr(norm, name), getattr(reference, name)), name
+    norm.update(torch.full((2, 1, 4), float("nan")))  # nothing finite: nothing changes
+    assert torch.equal(norm.count, reference.count) and torch.isfinite(norm.var).all()
+
+
 def test_running_statistics_round_trip_and_reach_ensemble_members():
     critic = make_network(f"simba:width={W}", OBS, OUT, T, (W,), ensemble=2)
     update_running_norms(critic, _x(seed=2))

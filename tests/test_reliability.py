@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtrl.checkpoint import latest_checkpoint, load_checkpoint, step_checkpoints
+from mtrl.agents.sac import MultiTaskSAC, finite_agent_state
+from mtrl.checkpoint import checkpoint_step, latest_checkpoint, load_checkpoint, step_checkpoints
 from mtrl.config import build_config
 from mtrl.errors import RunError, RunWriteError
 from mtrl.lock import LOCK_FILE, RunLockedError, acquire, holder
@@ -395,6 +396,52 @@ def test_repeated_nans_stop_the_run_and_keep_its_last_checkpoint(tmp_path, monke
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
 
 
+def test_a_nan_observation_is_left_out_of_simba_statistics_and_counted(tmp_path, monkeypatch):
+    """One NaN observation (task 1, at step 20 of the warm-up) with SimBa bodies: the input
+    norms leave it out, the run finishes with finite actions, and the step is counted."""
+    from mtrl.envs.synthetic import SyntheticVecEnv
+
+    original, calls = SyntheticVecEnv.step, {"n": 0}
+
+    def step(self, actions):
+        result = original(self, actions)
+        calls["n"] += 1
+        if calls["n"] == 20:
+            result.obs[1, 0] = float("nan")
+        return result
+
+    monkeypatch.setattr(SyntheticVecEnv, "step", step)
+    simba = "simba:blocks=1,width=16"
+    trainer = _trainer(tmp_path, "total_steps=120", f"agent.actor={simba}", f"agent.critic={simba}")
+    trainer.train()
+    trainer.close()
+    train = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "train"]
+    assert train[-1]["charts/nonfinite_inputs"] == 1
+    assert finite_agent_state(load_checkpoint(latest_checkpoint(tmp_path / "run"))["agent"])
+
+
+def test_a_nan_stop_names_the_last_checkpoint_with_finite_networks(tmp_path, monkeypatch):
+    """A checkpoint written with non-finite networks (here: step 200's actor) is not named as
+    the one to go back to, and a resume refuses to start from it."""
+    original = MultiTaskSAC.state_dict
+
+    def state_dict(self):
+        state = original(self)
+        if self.updates > 100:  # the checkpoint at step 200, not the one at 100
+            state["actor"] = {k: v.clone().fill_(float("nan")) for k, v in state["actor"].items()}
+        return state
+
+    monkeypatch.setattr(MultiTaskSAC, "state_dict", state_dict)
+    _poison_samples(monkeypatch, lambda call: call > 220)  # from step 270 on
+    trainer = _trainer(tmp_path, "total_steps=1000", "max_nonfinite_updates=20")
+    with pytest.raises(RunError, match=r"non-finite .*last good checkpoint: .*step_0000000100"):
+        trainer.train()
+    trainer.close()
+    assert checkpoint_step(latest_checkpoint(tmp_path / "run")) == 200
+    with pytest.raises(RunError, match=r"step_0000000200.pt: its networks are not finite.*0100"):
+        Trainer(trainer.config, tmp_path / "run", resume=True)
+
+
 def test_a_full_disk_fails_at_start(tmp_path, monkeypatch):
     import shutil
 
@@ -464,7 +511,7 @@ def test_a_second_writer_is_refused_in_one_line_and_the_first_keeps_its_history(
         before = snapshot(run_dir)
         # A resume and a fresh run into the same directory are refused; a reader goes ahead.
         second = mtrl_process("train", "--resume", str(run_dir))
-        fresh = mtrl_process("train", *TINY, "total_steps=50", f"run_dir={run_dir}")
+        fresh = mtrl_process("train", *TINY, "total_steps=60", f"run_dir={run_dir}")
         reader = mtrl_process(
             "eval", str(run_dir), "--episodes", "1", "--out", str(tmp_path / "eval.json")
         )
@@ -491,12 +538,12 @@ def test_a_writer_in_the_same_process_is_refused_before_it_writes_and_close_rele
     lock = acquire(run_dir)
     assert holder(run_dir)["pid"] == os.getpid()  # answered without dropping the POSIX lock
     with pytest.raises(RunLockedError, match=r"being written by pid \d+ .*\(this process\)"):
-        _trainer(tmp_path, "total_steps=20")
+        _trainer(tmp_path, "total_steps=60")
     assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE]  # nothing written
     assert holder(run_dir) is not None
     lock.release()
     assert holder(run_dir) is None
-    trainer = _trainer(tmp_path, "total_steps=20", *FAST)
+    trainer = _trainer(tmp_path, "total_steps=60", *FAST)
     assert holder(run_dir)["pid"] == os.getpid()
     trainer.close()
     assert holder(run_dir) is None

@@ -86,6 +86,29 @@ def test_scale_is_one_over_mean_abs_reward_frozen_between_refreshes():
     assert norm.factor(torch.ones(3))[0].item() == pytest.approx(4 / 106)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_rewards_are_left_out_of_the_statistics(bad):
+    """scale leaves the reward out of its mean; returns leaves out the episode it falls in (its
+    return is unknown), so both keep the factors of the finite rewards."""
+    for mode in ("scale", "returns"):
+        clean, poisoned = _fed(mode), _fed(mode, steps=0)
+        for t in range(3):
+            rewards = REWARDS[t].copy()
+            if t == 1:
+                rewards[0] = bad  # task 0's only episode, which terminates at the third step
+            poisoned.observe(rewards, TERMINATED[t], TRUNCATED[t])
+        for norm in (clean, poisoned):
+            norm.refresh()
+        alpha = torch.full((3,), 0.2)
+        factor = poisoned.factor(alpha)
+        assert torch.isfinite(factor).all(), mode
+        assert torch.equal(factor[1:], clean.factor(alpha)[1:]), mode
+        if mode == "scale":  # task 0's mean |r| over its two finite rewards, 1 and 3
+            assert factor[0].item() == pytest.approx(1 / 2)
+        else:  # task 0 has no episode with a known return yet: its rewards pass unchanged
+            assert factor[0].item() == 1.0
+
+
 def test_none_passes_rewards_through_and_unknown_modes_fail():
     assert torch.equal(_fed("none").factor(torch.rand(3)), torch.ones(3))
     with pytest.raises(ValueError, match="reward_norm must be one of"):

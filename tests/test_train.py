@@ -271,6 +271,7 @@ def test_resume_refuses_to_change_what_the_checkpoint_fixes(tmp_path):
         [
             "total_steps=60",
             "warmup_steps=30",
+            "agent.batch_size_per_task=16",
             "eval_every=0",
             "checkpoint_every=60",
             "final_eval_episodes=1",

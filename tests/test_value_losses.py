@@ -149,6 +149,13 @@ def test_projection_clips_onto_the_end_atoms():
     torch.testing.assert_close(out, expected)
 
 
+def test_projection_of_a_nan_reward_is_nan_in_its_row_only():
+    """Not an index error: the NaN stays in its row, so the loss is NaN and the update skipped."""
+    out = _project(P.expand(2, 5), [float("nan"), 0.3], [GAMMA, GAMMA], [-0.2, -0.2])
+    assert out[0].isnan().any()
+    torch.testing.assert_close(out[1], torch.tensor(NORMAL, dtype=F64))
+
+
 def _random_transitions(shape, m, seed, scale=3.0, dtype=F64):
     g = torch.Generator().manual_seed(seed)
     probs = torch.softmax(torch.randn(*shape, m, generator=g, dtype=dtype) * 2, -1)

@@ -71,10 +71,13 @@ class RewardNormaliser:
         return self.mode != "none"
 
     def observe(self, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
-        """One vector step: reward, terminated, truncated [T]."""
+        """One vector step: reward, terminated, truncated [T]. A NaN or infinite reward is left
+        out of the statistics (one would poison a task's factor for good): ``scale`` skips it,
+        ``returns`` skips the episode it falls in, whose return it makes unknown."""
         if self.mode == "scale":
-            self.abs_sum += np.abs(reward)
-            self.count += 1
+            finite = np.isfinite(reward)
+            self.abs_sum += np.where(finite, np.abs(reward), 0.0)
+            self.count += finite
             return
         if self.mode != "returns":
             return
@@ -85,9 +88,11 @@ class RewardNormaliser:
                 returns = discounted_returns(
                     np.asarray(self.episodes[task]), self.gamma, bool(truncated[task])
                 )
+                self.episodes[task] = []
+                if not np.isfinite(returns).all():
+                    continue
                 self.returns_min[task] = min(self.returns_min[task], returns.min())
                 self.returns_max[task] = max(self.returns_max[task], returns.max())
-                self.episodes[task] = []
                 self._on_device = None
 
     def refresh(self) -> None:

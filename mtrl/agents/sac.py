@@ -54,6 +54,19 @@ def bf16_is_fast(device: torch.device) -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+def finite_agent_state(state: dict[str, Any]) -> bool:
+    """Whether an agent's ``state_dict`` has finite networks (parameters and running statistics)
+    and temperatures: a policy with finite actions, and a checkpoint worth resuming from."""
+    tensors = [state.get("log_alpha")]
+    for name in ("actor", "critic", "critic_target"):
+        tensors += list(state.get(name, {}).values())
+    return all(
+        bool(t.isfinite().all())
+        for t in tensors
+        if isinstance(t, torch.Tensor) and t.is_floating_point()
+    )
+
+
 def squashed_sample(
     mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,6 +199,7 @@ class MultiTaskSAC:
         self.target_parameters = list(self.critic_target.parameters())
         self.updates = 0
         self.skipped_updates = 0  # updates with a non-finite loss or gradient, never applied
+        self.nonfinite_inputs = 0  # task steps the running statistics left out (observe_step)
         self.consecutive_skipped = 0
         self.resets = 0
         self.reset_at = 0  # the update of the last reset
@@ -220,6 +234,11 @@ class MultiTaskSAC:
             mean = mean + log_std.exp() * torch.randn_like(mean)
         return torch.tanh(mean).squeeze(1).cpu().numpy()
 
+    @property
+    def has_running_statistics(self) -> bool:
+        """Whether anything learns from every env step (input norms, reward normaliser)."""
+        return self.has_running_norms or self.reward_norm.active
+
     def observe_step(
         self,
         obs: np.ndarray,  # [T, obs]
@@ -229,7 +248,14 @@ class MultiTaskSAC:
         truncated: np.ndarray,  # [T]
     ) -> None:
         """Every env step (the random warm-up included): the running input normalisers of the
-        bodies that have them (SimBa) and the reward normaliser learn from what the env gave."""
+        bodies that have them (SimBa) and the reward normaliser learn from what the env gave.
+        Each leaves out what is not finite; the task steps left out are counted."""
+        left_out = np.zeros(self.num_tasks, dtype=bool)
+        if self.reward_norm.active:
+            left_out |= ~np.isfinite(reward)
+        if self.has_running_norms:
+            left_out |= ~(np.isfinite(obs).all(-1) & np.isfinite(action).all(-1))
+        self.nonfinite_inputs += int(left_out.sum())
         self.reward_norm.observe(reward, terminated, truncated)
         if self.has_running_norms:
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)[:, None]
@@ -415,6 +441,7 @@ class MultiTaskSAC:
             "critic_method": self.critic_method.state_dict(),
             "updates": self.updates,
             "skipped_updates": self.skipped_updates,
+            "nonfinite_inputs": self.nonfinite_inputs,
             "reward_norm": self.reward_norm.state_dict(),
             "resets": self.resets,
             "reset_at": self.reset_at,
@@ -433,6 +460,7 @@ class MultiTaskSAC:
         self.critic_method.load_state_dict(state["critic_method"])
         self.updates = int(state.get("updates", 0))
         self.skipped_updates = int(state.get("skipped_updates", 0))
+        self.nonfinite_inputs = int(state.get("nonfinite_inputs", 0))
         if "reward_norm" in state:  # checkpoints before the critic recipe have none
             self.reward_norm.load_state_dict(state["reward_norm"])
         self.resets = int(state.get("resets", 0))

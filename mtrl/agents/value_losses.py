@@ -103,8 +103,11 @@ def categorical_projection(
     lower, upper = b.floor(), b.ceil()
     to_lower = next_probs * (upper - b + (lower == upper).to(b.dtype))
     to_upper = next_probs * (b - lower)
-    out = torch.zeros_like(next_probs).scatter_add(-1, lower.long(), to_lower)
-    return out.scatter_add(-1, upper.long(), to_upper)
+    # A NaN target (a NaN reward) keeps its NaN weights, so the loss is NaN and the update is
+    # skipped like the other losses' are; only its indices are made valid (NaN.long() is not).
+    lower_index, upper_index = lower.nan_to_num(0.0).long(), upper.nan_to_num(0.0).long()
+    out = torch.zeros_like(next_probs).scatter_add(-1, lower_index, to_lower)
+    return out.scatter_add(-1, upper_index, to_upper)
 
 
 def expected_value(logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -57,10 +57,13 @@ class RunningNorm(nn.Module):
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
         """Merges the rows of x [..., d] (Chan et al.'s parallel mean/variance update); exact
-        population statistics of everything seen, whatever the batch sizes."""
+        population statistics of everything seen, whatever the batch sizes. Rows with a NaN or
+        infinite feature are left out: one would make the statistics, and so every later output
+        of the body, NaN for good (the agent counts them)."""
         if x.shape[-1] != self.mean.shape[0]:
             raise ValueError(f"RunningNorm of {self.mean.shape[0]} features got {x.shape[-1]}")
         rows = x.detach().reshape(-1, x.shape[-1]).to(self.mean)  # [N, d] float64
+        rows = rows[rows.isfinite().all(-1)]
         n = rows.shape[0]
         if n == 0:
             return
