@@ -128,18 +128,18 @@ def record_curve(run_dir: Path, record: Path, num_tasks: int) -> dict | None:
 
 
 # What a slim copy keeps of a train record: the window's timing (the report's cost column) and the
-# gradient diagnostics (the triad figure, per-task norms, per-pair cosines); losses and the rest
-# stay in the run directory.
+# gradient diagnostics (the triad figure, each task's gradient norms, each pair's critic cosine);
+# losses, weights, the actor's pair cosines and the rest stay in the run directory.
 _KEPT_TRAIN_KEYS = ("charts/env_steps_per_s", "charts/updates_per_s", "charts/time_update_fraction")
-_KEPT_TRAIN_PREFIXES = ("gradients/", "pairs/")
-_KEPT_TASK_SUFFIXES = ("_grad_norm", "_conflict_share", "_weight")
+_KEPT_TRAIN_PREFIXES = ("gradients/",)
+_KEPT_TASK_SUFFIXES = ("/critic_grad_norm", "/actor_grad_norm")
 
 
 def keep_run_files(run_dir: Path, copy: Path) -> bool:
     """A slim copy of a run directory that ``mtrl report`` reads as the run itself:
     ``config.yaml``, ``run.json``, ``eval/final.json`` and ``metrics.jsonl`` with every
-    evaluation and, of the train records, the timing and gradient diagnostics (floats to 5
-    significant digits): ~0.3 MB for an MT10 run of 100k steps per task instead of its GBs of
+    evaluation and, of the train records, the timing and gradient diagnostics (floats to 4
+    significant digits): ~0.4 MB for an MT10 run of 100k steps per task instead of its GBs of
     checkpoints, committed so that the report outlives the machine. False when the run directory
     is not here (the copy, made on another machine, is left as it is)."""
     from mtrl.logging import read_metrics
@@ -165,11 +165,12 @@ def _kept_train_key(key: str) -> bool:
         key in ("step", "kind", *_KEPT_TRAIN_KEYS)
         or key.startswith(_KEPT_TRAIN_PREFIXES)
         or (key.startswith("tasks/") and key.endswith(_KEPT_TASK_SUFFIXES))
+        or (key.startswith("pairs/") and key.endswith("/critic_cosine"))
     )
 
 
 def _rounded(value: object) -> object:
-    return float(f"{value:.5g}") if isinstance(value, float) else value
+    return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
 def load_record(record: Path) -> dict:

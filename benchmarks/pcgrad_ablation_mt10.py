@@ -32,6 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from learning_runs import MTRL, ROOT, add_arguments, keep_run_files, train
 
 PRESETS = ROOT / "mtrl" / "presets" / "mt10" / "pcgrad_paper"
@@ -141,11 +142,110 @@ def evaluation_rate(run_dir: Path, args: argparse.Namespace) -> float:
 
 
 def report(args: argparse.Namespace) -> str:
-    """``mtrl report`` over the slim copies; the summary lines."""
+    """Refreshes the slim copies from the run directories here, then writes ``summary.md`` (read
+    by the docs at build time): each arm's IQM and mean over seeds x tasks at every evaluated step
+    with 95% stratified-bootstrap intervals and its runs' progress and hours, then, once runs
+    have finished, ``mtrl report`` over the copies (``--out/report``: tables, probability of
+    improvement, curves, profile, triad figure) and its probability of improvement over SAC."""
     from mtrl.report import make_report
 
-    made = make_report([args.out / "records"], args.out / "report", args.bootstrap_reps)
-    return (args.out / "report" / "table.md").read_text() if made["files"] else "no runs"
+    for arm in ARMS:
+        for run_dir in sorted((args.out / "runs" / arm).glob("seed*")):
+            keep(run_dir, args.out / "records" / arm / run_dir.name)
+    lines = [
+        f"Made by `python benchmarks/pcgrad_ablation_mt10.py --report-only` on "
+        f"{time.strftime('%Y-%m-%d')} from the committed runs under "
+        "`benchmarks/results/pcgrad_ablation_mt10/records`.",
+        "",
+        *step_table(args.out / "records", args.bootstrap_reps),
+    ]
+    finished = [
+        p for p in (args.out / "records").glob("*/seed*") if (p / "eval/final.json").is_file()
+    ]
+    if finished:
+        made = make_report([args.out / "records"], args.out / "report", args.bootstrap_reps)
+        versus = [
+            i for i in made["improvement"] if i["method_y"] == "SAC" and i["method_x"] != "SAC"
+        ]
+        lines += ["", "Final evaluation (`mtrl report`, `report/table.md`):", ""]
+        lines.append((args.out / "report" / "table.md").read_text().strip())
+        if versus:
+            lines += [
+                "",
+                "| arm | P(arm > SAC) [95% CI] | tasks |",
+                "|---|---|---|",
+                *(
+                    f"| {i['method_x']} | {i['probability']:.2f} [{i['ci_low']:.2f}, "
+                    f"{i['ci_high']:.2f}] | {i['tasks']} |"
+                    for i in sorted(versus, key=lambda i: -i["probability"])
+                ),
+            ]
+    text = "\n".join(lines) + "\n"
+    (args.out / "summary.md").write_text(text)
+    return text
+
+
+def step_table(records: Path, reps: int) -> list[str]:
+    """Per arm and evaluated step: seeds, IQM and mean success over the seed x task matrix with
+    95% intervals, and per run its last step and hours (unfinished runs marked)."""
+    from mtrl.logging import read_metrics
+    from mtrl.stats import aggregate_estimates
+
+    rows = [
+        "| arm | steps per task | seeds | IQM [95% CI] | mean [95% CI] | runs: seed (last step, hours) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm in ARMS:
+        runs = {}
+        for copy in sorted((records / arm).glob("seed*")):
+            metrics = read_metrics(copy)
+            evals = {
+                int(r["step"]): [
+                    r[k]
+                    for k in sorted(r)
+                    if k.endswith("/success_rate") and k.startswith("tasks/")
+                ]
+                for r in metrics
+                if r["kind"] in ("eval", "final_eval")
+            }
+            seconds = _seconds(metrics)
+            last = max((int(r["step"]) for r in metrics), default=0)
+            runs[copy.name] = (evals, last, seconds, (copy / "eval" / "final.json").is_file())
+        if not runs:
+            continue
+        progress = ", ".join(
+            f"{name.removeprefix('seed')} ({last // 1000}k, {seconds / 3600:.2f} h"
+            + ("" if done else ", running")
+            + ")"
+            for name, (_, last, seconds, done) in runs.items()
+        )
+        steps = sorted({step for evals, *_ in runs.values() for step in evals})
+        for step in steps or [0]:
+            scores = np.array([evals[step] for evals, *_ in runs.values() if step in evals])
+            if not len(scores):
+                rows.append(f"| {arm} | - | 0 | - | - | {progress} |")
+                continue
+            estimates = aggregate_estimates(scores, reps=reps, seed=0)
+            cells = []
+            for name in ("iqm", "mean"):
+                point, low, high = estimates[name].as_tuple()
+                cells.append(
+                    f"{point:.2f} [{low:.2f}, {high:.2f}]" if len(scores) > 1 else f"{point:.2f}"
+                )
+            rows.append(
+                f"| {arm} | {step // 1000}k | {len(scores)} | {cells[0]} | {cells[1]} | {progress} |"
+            )
+    return rows
+
+
+def _seconds(metrics: list[dict]) -> float:
+    """A run's wall-clock from its logged windows (``learning_runs.read_curve``'s rule)."""
+    seconds, last = 0.0, 0
+    for record in metrics:
+        if record["kind"] == "train" and record.get("charts/env_steps_per_s"):
+            seconds += (int(record["step"]) - last) * TASKS / record["charts/env_steps_per_s"]
+            last = int(record["step"])
+    return seconds
 
 
 def main() -> None:
