@@ -223,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--video", help="write the first episode of each task to PATH (.mp4/.gif)"
     )
     evaluate.add_argument(
-        "--out", help="JSON file for the results (default: next to the checkpoint)"
+        "--out",
+        help="JSON file for the results (default: the run's eval/ for a checkpoint in a run's "
+        "checkpoints/, else next to the checkpoint)",
     )
     evaluate.add_argument("--seed", type=int, default=None, help="evaluation seed")
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtrl.checkpoint import checkpoint_dir
 from mtrl.envs import is_custom, is_metaworld
 from mtrl.envs.base import MultiTaskVecEnv
 from mtrl.errors import UsageError
@@ -81,6 +82,16 @@ def evaluate_policy(
     return {task: all_results[task] for task in selected}
 
 
+def default_results_path(checkpoint: Path) -> Path:
+    """Where ``mtrl eval`` writes a checkpoint's results without ``--out``: the run's ``eval/``
+    for a checkpoint in a run's ``checkpoints/``, else next to the file: never outside the folder
+    the user named."""
+    name = f"eval_{checkpoint.stem}.json"
+    if checkpoint.parent == checkpoint_dir(checkpoint.parent.parent):
+        return checkpoint.parent.parent / "eval" / name
+    return checkpoint.parent / name
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     tasks: list[str] | None = None,
@@ -91,6 +102,10 @@ def evaluate_checkpoint(
     device: str = "auto",
 ) -> dict[str, TaskResult]:
     """``mtrl eval``: evaluates, prints the table and writes the results (and videos)."""
+    if video:  # before the evaluation's minutes
+        from mtrl.video import check_video_path
+
+        check_video_path(video)
     policy = load_policy(checkpoint, device)
     if episodes is not None and episodes <= 0:
         raise UsageError(f"--episodes must be > 0, got {episodes}")
@@ -100,7 +115,7 @@ def evaluate_checkpoint(
     path = policy.path
     print(f"checkpoint: {path} (step {policy.step})")
     print(format_table(results))
-    out_path = Path(out) if out else path.parent.parent / "eval" / f"eval_{path.stem}.json"
+    out_path = Path(out) if out else default_results_path(path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(
         json.dumps(
