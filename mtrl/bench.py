@@ -568,16 +568,16 @@ def beside_busy_process(
 ) -> dict[tuple[str, str, int], float]:
     """(g): the MT10 update of mtrl's default run (``torch_threads=0``, adapting to the cores
     others leave it) beside one busy process, against the bound beside it, one thread (a thread
-    per core would spin-wait on the busy process's core); then alone, against a thread per core
-    fixed (what the default takes alone). Each timing in a fresh process, over ``seconds`` (more
+    per core would spin-wait on the busy process's core); then without it, against a thread per
+    core fixed (what the default takes on an idle machine; on a busy one it takes fewer). Each timing in a fresh process, over ``seconds`` (more
     than one look at the cores), the cases interleaved over ``rounds``; medians in ms."""
     print("\n(g) the MT10 update beside one busy process (python -c 'while True: pass')")
     print("| where | precision | mtrl's default, ms | the bound, ms | default / bound |")
     print("|---|---|---|---|---|")
-    cases = {"beside one busy process": (0, 1), "alone": (0, usable_cores())}
+    cases = {"beside one busy process": (0, 1), "without it": (0, usable_cores())}
     times: dict[tuple[str, str, int], list[float]] = {}
     for where, threads in cases.items():
-        busy = subprocess.Popen(BUSY) if where != "alone" else None
+        busy = subprocess.Popen(BUSY) if where != "without it" else None
         try:
             for _ in range(rounds):
                 for precision in ("fp32", "bf16"):

@@ -288,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="throughput: sgemm peak, update FLOP/s, env steps/s, the loop's time split"
     )
     bench.add_argument(
-        "bench_args", nargs="*", help="--quick, --no-mt50, --hidden, --batch, --device, --rounds"
+        "bench_args",
+        nargs="*",
+        help="--quick, --no-mt50, --hidden, --batch, --device, --rounds, --no-sharing, --no-busy",
     )
     bench.set_defaults(handler=_bench)
     return parser
