@@ -69,7 +69,7 @@ def cpu_ticks(stat_text: str, cpus: set[int] | None, count_nice: bool) -> tuple[
     this run the core before them, and they do not slow it."""
     busy = total = 0
     for line in stat_text.splitlines():
-        name, *values = line.split()
+        name, *values = line.split() or [""]
         if not (name.startswith("cpu") and name[3:].isdigit()):
             continue
         if cpus is not None and int(name[3:]) not in cpus:

@@ -188,7 +188,7 @@ def write_proc(
 
 
 def test_cpu_ticks_count_the_cpus_asked_for_and_nice_only_for_a_niced_run():
-    text = "cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 10 4 2 100 1 1 1 1 0 0\ncpu1 20 0 0 0 0 0 0 0 0 0\n"
+    text = "cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 10 4 2 100 1 1 1 1 0 0\n\ncpu1 20 0 0 0 0 0 0 0 0 0\n"
     assert cpu_ticks(text, {0}, count_nice=False) == (15, 120)
     assert cpu_ticks(text, {0}, count_nice=True) == (19, 120)
     assert cpu_ticks(text, None, count_nice=False) == (35, 140)
