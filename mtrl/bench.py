@@ -6,14 +6,17 @@ measured beside it, whichever is higher; (c) raw Meta-World steps/s for the task
 one process per core; (d) the training loop's time split (env stepping, policy inference, replay,
 update, logging and the rest); (e) end-to-end env steps/s of training on MT1, MT10 (also sharded)
 and MT50, and stable-baselines3's SAC on MT1 with the same network, batch and update ratio, as
-shipped and with denormals flushed as our trainer does, in interleaved rounds. Every update timing
-and training run is made in a fresh process.
+shipped and with denormals flushed as our trainer does, in interleaved rounds; (f) two MT10 runs at
+once; (g) the MT10 update of mtrl's default run beside one busy process. Every update timing and
+training run is made in a fresh process.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -93,12 +96,25 @@ def update_seconds(
     batch: int,
     device: torch.device | None = None,
     precision: str = "fp32",
+    threads: int | None = None,
+    min_seconds: float = 0.0,
 ) -> float:
-    """Median seconds of one full MT-SAC update (mean gradient) on a random [T, B] batch."""
+    """Median seconds of one full MT-SAC update (mean gradient) on a random [T, B] batch. With
+    ``threads`` (a run's torch_threads, 0 for mtrl's default) the process takes its threads as a
+    training run does (``mtrl.run.share_cores``: registered, and at 0 adapting to the cores
+    other processes leave it, looking before updates as the trainer's loop does); the updates go
+    on for at least ``min_seconds``, so that a look falls among the timed ones."""
     device = device or torch.device("cpu")
     from mtrl.agents.sac import MultiTaskSAC
-    from mtrl.config import AgentConfig
+    from mtrl.config import AgentConfig, Config
     from mtrl.replay import Batch
+    from mtrl.run import share_cores
+
+    cores = None
+    if threads is not None:
+        if threads:
+            torch.set_num_threads(threads)
+        cores = share_cores(Config(torch_threads=threads))  # before the agent, as a run
 
     g = torch.Generator().manual_seed(0)
     one_hot = torch.eye(num_tasks).unsqueeze(1).expand(num_tasks, batch, num_tasks)
@@ -123,14 +139,22 @@ def update_seconds(
         hidden_sizes=hidden, batch_size_per_task=batch, diagnostics_every=0, precision=precision
     )
     agent = MultiTaskSAC(obs_dim, ACTION_DIM, num_tasks, config, device)
-    times = []
-    for k in range(12):
-        start = time.perf_counter()
-        agent.update(data)
-        synchronize(device)
-        if k >= 2:
+    times: list[float] = []
+    if cores is not None:
+        cores.enter()
+    try:
+        begin = time.perf_counter()
+        while len(times) < 12 or time.perf_counter() - begin < min_seconds:
+            if cores is not None:
+                cores.check()
+            start = time.perf_counter()
+            agent.update(data)
+            synchronize(device)
             times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    finally:
+        if cores is not None:
+            cores.leave()
+    return float(np.median(times[2:]))
 
 
 def update_seconds_and_peak(
@@ -338,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-sharing", action="store_true", help="skip (f), two training runs at once (minutes)"
     )
+    parser.add_argument(
+        "--no-busy",
+        action="store_true",
+        help="skip (g), the update beside one busy process (minutes)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -475,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.no_sharing:
         sharing(rate["MT10", "sync", "fp32"], steps["MT10"], hidden, batch, warmup, device.type)
+    if not args.no_busy and device.type == "cpu":
+        beside_busy_process(hidden, batch, 1 if args.quick else 3, 6.0 if args.quick else 8.0)
     return 0
 
 
@@ -527,6 +558,48 @@ def sharing(
             f"| {label} | {', '.join(f'{r:,.0f}' for r in rates)} | "
             f"{', '.join(f'{alone / r:.2f}x' for r in rates)} |"
         )
+
+
+BUSY = [sys.executable, "-c", "while True: pass"]  # one core kept busy, as a user's other job
+
+
+def beside_busy_process(
+    hidden: tuple[int, ...], batch: int, rounds: int = 3, seconds: float = 8.0
+) -> dict[tuple[str, str, int], float]:
+    """(g): the MT10 update of mtrl's default run (``torch_threads=0``, adapting to the cores
+    others leave it) beside one busy process, against the bound beside it, one thread (a thread
+    per core would spin-wait on the busy process's core); then without it, against a thread per
+    core fixed (what the default takes on an idle machine; on a busy one it takes fewer). Each timing in a fresh process, over ``seconds`` (more
+    than one look at the cores), the cases interleaved over ``rounds``; medians in ms."""
+    print("\n(g) the MT10 update beside one busy process (python -c 'while True: pass')")
+    print("| where | precision | mtrl's default, ms | the bound, ms | default / bound |")
+    print("|---|---|---|---|---|")
+    cases = {"beside one busy process": (0, 1), "without it": (0, usable_cores())}
+    times: dict[tuple[str, str, int], list[float]] = {}
+    for where, threads in cases.items():
+        busy = subprocess.Popen(BUSY) if where != "without it" else None
+        try:
+            for _ in range(rounds):
+                for precision in ("fp32", "bf16"):
+                    for n in threads:
+                        seconds_per_update = in_fresh_process(
+                            update_seconds, 10, 49, hidden, batch, None, precision, n, seconds
+                        )
+                        times.setdefault((where, precision, n), []).append(seconds_per_update)
+        finally:
+            if busy is not None:
+                busy.kill()
+                busy.wait()
+    medians = {key: float(np.median(value)) * 1e3 for key, value in times.items()}
+    for where, (default, bound) in cases.items():
+        for precision in ("fp32", "bf16"):
+            ours, theirs = medians[where, precision, default], medians[where, precision, bound]
+            label = f"torch_threads={bound}"
+            print(
+                f"| {where} | {precision} | {ours:.1f} | {theirs:.1f} ({label}) | "
+                f"{ours / theirs:.2f}x |"
+            )
+    return medians
 
 
 if __name__ == "__main__":

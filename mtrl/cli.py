@@ -225,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--video", help="write the first episode of each task to PATH (.mp4/.gif)"
     )
     evaluate.add_argument(
-        "--out", help="JSON file for the results (default: next to the checkpoint)"
+        "--out",
+        help="JSON file for the results (default: the run's eval/ for a checkpoint in a run's "
+        "checkpoints/, else next to the checkpoint)",
     )
     evaluate.add_argument("--seed", default=None, help="evaluation seed")
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -288,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="throughput: sgemm peak, update FLOP/s, env steps/s, the loop's time split"
     )
     bench.add_argument(
-        "bench_args", nargs="*", help="--quick, --no-mt50, --hidden, --batch, --device, --rounds"
+        "bench_args",
+        nargs="*",
+        help="--quick, --no-mt50, --hidden, --batch, --device, --rounds, --no-sharing, --no-busy",
     )
     bench.set_defaults(handler=_bench)
     return parser

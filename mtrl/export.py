@@ -18,7 +18,7 @@ from mtrl.errors import ExportError, writing
 from mtrl.policy import (
     TASK_POLICY,
     TaskPolicy,
-    load_agent,
+    load_actor,
     load_training_checkpoint,
     read_run,
 )
@@ -36,9 +36,9 @@ def export_task_policy(checkpoint: str | Path, task: str, out: str | Path) -> Pa
             f"agent.actor is '{config.agent.actor}': only a task_routed actor has one task's "
             "path to export (train with agent.actor=task_routed)"
         )
-    agent = load_agent(path, payload)
-    assert isinstance(agent.actor.body, TaskRoutedBody)
-    path_mlp = agent.actor.body.extract(trained.index(task))
+    actor = load_actor(path, payload)
+    assert isinstance(actor.body, TaskRoutedBody)
+    path_mlp = actor.body.extract(trained.index(task))
     linears = [m for m in path_mlp if isinstance(m, nn.Linear)]
     layer_sizes = [linears[0].in_features] + [m.out_features for m in linears]
     policy = TaskPolicy(layer_sizes)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtrl.agents.sac import MultiTaskSAC
+from mtrl.agents.sac import Actor, MultiTaskSAC, act, precision_autocast
 from mtrl.checkpoint import (
     CheckpointError,
     TrainingCheckpoint,
@@ -65,10 +65,23 @@ def read_run(path: Path, payload: dict[str, Any]) -> tuple[Config, list[str], in
         raise CheckpointError(f"{path}: not a training checkpoint ({error})") from None
 
 
+def _unbuildable(path: Path, payload: dict[str, Any], error: ConfigError) -> CheckpointError:
+    """A checkpoint whose network or method is not registered here (a plugin not installed):
+    one line, naming the plugins the run used."""
+    run = payload.get("run")
+    used = run.get("provenance", {}).get("plugins") if isinstance(run, dict) else None
+    needs = "; ".join(
+        f"{name} from {origin}" for names in (used or {}).values() for name, origin in names.items()
+    )
+    hint = f"; the run used plugins: {needs} (install them)" if needs else ""
+    return CheckpointError(f"{path}: cannot rebuild its agent: {error}{hint}")
+
+
 def load_agent(
     path: Path, payload: dict[str, Any], device: torch.device | str = "cpu"
 ) -> MultiTaskSAC:
-    """The trained agent of a training checkpoint; a state that does not fit is one line."""
+    """The trained agent of a training checkpoint, with all it trains with (its gradient methods
+    among them); a state that does not fit is one line. Acting needs ``load_actor`` only."""
     from mtrl.run import check_specs
 
     config, trained, obs_dim, action_dim = read_run(path, payload)
@@ -76,18 +89,29 @@ def load_agent(
     try:  # a network or method from a plugin that is not installed here: say which
         check_specs(config, num_tasks=len(trained))
     except ConfigError as error:
-        run = payload.get("run")
-        used = run.get("provenance", {}).get("plugins") if isinstance(run, dict) else None
-        needs = "; ".join(
-            f"{name} from {origin}"
-            for names in (used or {}).values()
-            for name, origin in names.items()
-        )
-        hint = f"; the run used plugins: {needs} (install them)" if needs else ""
-        raise CheckpointError(f"{path}: cannot rebuild its agent: {error}{hint}") from None
+        raise _unbuildable(path, payload, error) from None
     agent = MultiTaskSAC(obs_dim, action_dim, len(trained), config.agent, device)
     load_state(path, agent, checkpoint.agent)
     return agent
+
+
+def load_actor(path: Path, payload: dict[str, Any], device: torch.device | str = "cpu") -> Actor:
+    """The trained actor of a training checkpoint: all that acting needs. Nothing else the run
+    trained with is rebuilt, so a gradient method defined in the training process alone (not a
+    plugin) does not stop a policy from loading elsewhere."""
+    from mtrl.agents import networks
+
+    config, trained, obs_dim, action_dim = read_run(path, payload)
+    checkpoint = TrainingCheckpoint.from_payload(path, payload)
+    agent = config.agent
+    try:  # a network from a plugin that is not installed here: say which
+        networks.check_spec("agent.actor", agent.actor, agent.hidden_sizes, len(trained))
+    except ConfigError as error:
+        raise _unbuildable(path, payload, error) from None
+    actor = Actor(obs_dim, action_dim, len(trained), agent).to(device)
+    state = checkpoint.agent.get("actor") if isinstance(checkpoint.agent, dict) else None
+    load_state(path, actor, state, "actor state")
+    return actor
 
 
 def load_task_policy(path: Path, payload: dict[str, Any]) -> TaskPolicy:
@@ -105,10 +129,17 @@ class Policy:
 
     Observations are Meta-World's (or the synthetic env's) state, ``state_dim`` wide, without the
     task one-hot: ``predict(state, task="reach-v3")`` appends the one-hot the networks were
-    trained with, for one observation ``[state_dim]`` or a batch ``[N, state_dim]`` of one task.
-    Observations that already carry the one-hot (``[N, state_dim + num_tasks]``, as the
-    ``MultiTaskVecEnv`` gives them) may mix tasks and take ``task=None``. Deterministic actions
-    are tanh of the policy's mean, as every evaluation uses; ``deterministic=False`` samples.
+    trained with, for one observation ``[state_dim]`` or a batch ``[N, state_dim]`` of one task;
+    ``task`` may also give each row its own task (``task=np.arange(10)`` for the ten rows of
+    Meta-World's MT10 vector env, or a list of names). Observations that already carry the
+    one-hot (``[N, state_dim + num_tasks]``, as the ``MultiTaskVecEnv`` gives them) may mix tasks
+    and take ``task=None``. Deterministic actions are tanh of the policy's mean, as every
+    evaluation uses; ``deterministic=False`` samples.
+
+    Unlike stable-baselines3's ``model.predict(obs, state=None, episode_start=None,
+    deterministic=False) -> (actions, state)``: ``predict`` returns the actions alone (there is
+    no recurrent state), acts deterministically unless told otherwise (an evaluation's habit,
+    not exploration's), and its second argument is the task.
     """
 
     def __init__(
@@ -156,7 +187,22 @@ class Policy:
             )
         return self.trained_tasks.index(str(task))
 
-    def with_one_hot(self, obs: np.ndarray, task: str | int | None) -> np.ndarray:
+    def row_tasks(self, task: Any, rows: int) -> np.ndarray:
+        """Each row's position in the one-hot [rows], from one task for all rows or one per
+        row (names or indices in ``task_names``)."""
+        if isinstance(task, (str, int, np.integer)):
+            return np.full(rows, self.task_index(task))
+        tasks = np.asarray(task)
+        if tasks.ndim != 1 or len(tasks) != rows:
+            raise UsageError(
+                f"task must be one task or one per observation ({rows}), got shape {tasks.shape}"
+            )
+        if tasks.dtype.kind not in "iuU":
+            raise UsageError(f"tasks are names or indices, got {tasks.dtype} values")
+        positions = {value: self.task_index(value.item()) for value in np.unique(tasks)}
+        return np.array([positions[value] for value in tasks], dtype=np.int64)
+
+    def with_one_hot(self, obs: np.ndarray, task: Any) -> np.ndarray:
         """``obs`` as the networks read it: [N, state_dim + num_tasks] float32."""
         array = np.asarray(obs, dtype=np.float32)
         if array.ndim not in (1, 2):
@@ -175,13 +221,19 @@ class Policy:
                 f"with task= the obs is the state alone: {self.state_dim} features, got {width}"
             )
         one_hot = np.zeros((len(rows), self.num_tasks), dtype=np.float32)
-        one_hot[:, self.task_index(task)] = 1.0
+        one_hot[np.arange(len(rows)), self.row_tasks(task, len(rows))] = 1.0
         return np.concatenate([rows, one_hot], axis=1)
 
     def predict(
-        self, obs: np.ndarray, task: str | int | None = None, deterministic: bool = True
+        self,
+        obs: np.ndarray,
+        task: str | int | list[str] | np.ndarray | None = None,
+        deterministic: bool = True,
     ) -> np.ndarray:
-        """Actions in [-1, 1]: [action_dim] for one observation, [N, action_dim] for a batch."""
+        """Actions in [-1, 1]: [action_dim] for one observation, [N, action_dim] for a batch;
+        the array alone, not stable-baselines3's (actions, state), and deterministic by default
+        (the class says how else it differs). ``task``: a name or index for every row, one per
+        row, or None for observations that end with their one-hot."""
         rows = self.with_one_hot(obs, task)
         if task is None:  # the one-hots' tasks must be ones this policy acts on
             for index in np.unique(rows[:, self.state_dim :].argmax(axis=1)):
@@ -214,10 +266,10 @@ def load_policy(path: str | Path, device: str = "auto") -> Policy:
         task = str(payload.get("task"))
         return Policy(act_task, config, trained, obs_dim, action_dim, [task], path, step)
     device = resolve_device(device)
-    agent = load_agent(path, payload, device)
+    actor = load_actor(path, payload, device)
+    _, autocast = precision_autocast(config.agent.precision, device)
 
-    def act(obs: np.ndarray, deterministic: bool) -> np.ndarray:
-        with torch.no_grad():
-            return agent.act(obs, deterministic=deterministic)
+    def act_all(obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        return act(actor, obs, deterministic, device, autocast)
 
-    return Policy(act, config, trained, obs_dim, action_dim, None, path, step, device)
+    return Policy(act_all, config, trained, obs_dim, action_dim, None, path, step, device)

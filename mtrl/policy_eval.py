@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtrl.checkpoint import step_checkpoints
+from mtrl.checkpoint import checkpoint_dir, step_checkpoints
 from mtrl.envs import is_custom, is_metaworld
 from mtrl.envs.base import MultiTaskVecEnv
 from mtrl.errors import CheckpointError, UsageError, writing
@@ -109,6 +109,16 @@ def evaluate_policy(
     return {task: all_results[task] for task in selected}
 
 
+def default_results_path(checkpoint: Path) -> Path:
+    """Where ``mtrl eval`` writes a checkpoint's results without ``--out``: the run's ``eval/``
+    for a checkpoint in a run's ``checkpoints/``, else next to the file: never outside the folder
+    the user named."""
+    name = f"eval_{checkpoint.stem}.json"
+    if checkpoint.parent == checkpoint_dir(checkpoint.parent.parent):
+        return checkpoint.parent.parent / "eval" / name
+    return checkpoint.parent / name
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     tasks: list[str] | None = None,
@@ -120,8 +130,13 @@ def evaluate_checkpoint(
 ) -> dict[str, TaskResult]:
     """``mtrl eval``: evaluates, prints the table and writes the results (and videos). A run
     directory that is still being trained (a live writer holds its lock) is said to be: its
-    latest checkpoint is not its final policy."""
+    latest checkpoint is not its final policy. Options, the output and the video path are
+    checked before the evaluation's minutes."""
     check_options(episodes, seed, out, flags=True)
+    if video:
+        from mtrl.video import check_video_path
+
+        check_video_path(video)
     source = Path(checkpoint)
     writer = holder(source) if source.is_dir() else None
     training = None
@@ -136,7 +151,7 @@ def evaluate_checkpoint(
     selected = _select_tasks(policy.task_names, tasks)
     frames: dict[str, list[np.ndarray]] = {task: [] for task in selected} if video else {}
     path = policy.path
-    out_path = Path(out) if out else path.parent.parent / "eval" / f"eval_{path.stem}.json"
+    out_path = Path(out) if out else default_results_path(path)
     with writing(out_path.parent):  # before the evaluation, not after it
         out_path.parent.mkdir(parents=True, exist_ok=True)
     results = evaluate_policy(policy, selected, episodes, seed, frames)

@@ -13,14 +13,23 @@ from mtrl.extras import install_hint
 FPS = 40  # Meta-World's control frequency is ~80 Hz; half speed is easier to watch
 
 
-def write_videos(path: str | Path, frames_by_task: dict[str, list[np.ndarray]]) -> list[Path]:
+def check_video_path(path: str | Path) -> Path:
+    """A video path that can be written (.mp4 or .gif, imageio installed), or a one-line
+    VideoError: checked before an evaluation, so that a bad path does not cost its minutes."""
     path = Path(path)
     if path.suffix.lower() not in (".mp4", ".gif"):
         raise VideoError(f"--video: use a .mp4 or .gif path, got '{path.name}'")
     try:
-        import imageio.v2 as imageio
+        import imageio.v2  # noqa: F401
     except ImportError:
         raise VideoError(f"--video needs imageio: {install_hint('imageio')}") from None
+    return path
+
+
+def write_videos(path: str | Path, frames_by_task: dict[str, list[np.ndarray]]) -> list[Path]:
+    path = check_video_path(path)
+    import imageio.v2 as imageio
+
     written = []
     for task, frames in frames_by_task.items():
         if not frames:

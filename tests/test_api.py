@@ -219,3 +219,97 @@ def test_mtrl_trains_on_a_gymnasium_vector_env(tmp_path):
     assert set(results) == {"right", "left"} and results["right"].episodes == 2
     with pytest.raises(UsageError, match="pass env="):
         mtrl.evaluate(policy)
+
+
+def test_predict_takes_a_task_per_row_as_indices_or_names(synthetic_run):
+    """Meta-World's own MT10 vector env gives one state per task: ``task=np.arange(T)``."""
+    policy = mtrl.load_policy(synthetic_run[0].run_dir)
+    states = np.random.default_rng(1).uniform(-1, 1, (4, 2)).astype(np.float32)
+    with_one_hot = policy.predict(np.concatenate([states, np.eye(4, dtype=np.float32)], 1))
+    np.testing.assert_allclose(policy.predict(states, task=np.arange(4)), with_one_hot, atol=1e-6)
+    names = ["point-0", "point-1", "point-2", "point-3"]
+    np.testing.assert_allclose(policy.predict(states, task=names), with_one_hot, atol=1e-6)
+    np.testing.assert_allclose(
+        policy.predict(states[:2], task=[3, 3]), policy.predict(states[:2], task=3), atol=1e-6
+    )
+    with pytest.raises(UsageError, match=r"one per observation \(4\), got shape \(3,\)"):
+        policy.predict(states, task=[0, 1, 2])
+    with pytest.raises(UsageError, match="out of range"):
+        policy.predict(states, task=[0, 1, 2, 9])
+    with pytest.raises(UsageError, match="names or indices"):
+        policy.predict(states, task=np.zeros(4))
+
+
+def test_eval_of_a_checkpoint_outside_a_run_writes_next_to_it(synthetic_run, tmp_path):
+    import shutil
+
+    from mtrl.policy_eval import evaluate_checkpoint
+
+    result, _ = synthetic_run
+    folder = tmp_path / "user" / "x"
+    folder.mkdir(parents=True)
+    copied = shutil.copy(result.checkpoint, folder / "point1.pt")
+    evaluate_checkpoint(copied, episodes=1)
+    assert (folder / "eval_point1.json").is_file()
+    assert not (folder.parent / "eval").exists()  # never outside the folder the user named
+    evaluate_checkpoint(result.checkpoint, episodes=1)  # a run's checkpoint: the run's eval/
+    assert (result.run_dir / "eval" / f"eval_{result.checkpoint.stem}.json").is_file()
+
+
+def test_eval_refuses_a_video_format_before_evaluating(synthetic_run, tmp_path):
+    result, _ = synthetic_run
+    out = tmp_path / "results.json"
+    refused = subprocess.run(
+        [sys.executable, "-m", "mtrl", "eval", str(result.checkpoint), "--video",
+         str(tmp_path / "x.avi"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "use a .mp4 or .gif path, got 'x.avi'" in refused.stderr
+    assert not out.exists()  # refused before the evaluation, not after it
+
+
+class SoftLoss(mtrl.GradientMethod):
+    """A user's method defined in the training process (docs/plugins.md, for one process only);
+    its constructor takes no seed, as a method that draws no random numbers need not."""
+
+    def __init__(self, num_tasks: int, temperature: float = 1.0) -> None:
+        super().__init__(num_tasks)
+        self.temperature = temperature
+
+    def weights(self, gram_matrix, task_losses, context):
+        return torch.softmax(task_losses.double() / self.temperature, 0).to(task_losses.dtype)
+
+
+def test_a_gradient_method_may_leave_out_the_seed(monkeypatch):
+    from mtrl import gradients
+
+    monkeypatch.setitem(gradients.GRADIENT_METHODS, "softloss", SoftLoss)
+    method = gradients.make("softloss:temperature=0.5", num_tasks=3, seed=7)
+    assert isinstance(method, SoftLoss) and method.temperature == 0.5
+    gradients.check_spec("agent.critic_grad", "softloss")
+    # A method whose constructor takes the seed still gets it.
+    rlw = gradients.make("rlw", num_tasks=3, seed=7)
+    assert torch.equal(rlw.generator.get_state(), torch.Generator().manual_seed(7).get_state())
+
+
+def test_a_policy_trained_with_a_method_of_the_training_process_loads_where_it_is_unknown(
+    tmp_path, monkeypatch
+):
+    from mtrl.gradients import GRADIENT_METHODS
+
+    monkeypatch.setitem(GRADIENT_METHODS, "softloss", SoftLoss)
+    fields = {**TINY, "agent": {**TINY["agent"], "critic_grad": "softloss"}}
+    run = mtrl.train("synthetic", run_dir=tmp_path / "soft", **fields)
+    assert run.finished
+    monkeypatch.delitem(GRADIENT_METHODS, "softloss")  # as in any other process
+    policy = mtrl.load_policy(run.run_dir)  # acting needs no gradient method
+    assert policy.predict(np.zeros(2), task=0).shape == (2,)
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "mtrl", "eval", str(run.run_dir), "--episodes", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "point-0" in evaluated.stdout

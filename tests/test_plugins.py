@@ -75,6 +75,7 @@ def test_a_plugin_trains_evaluates_and_its_absence_is_one_line(tmp_path):
         "synthetic",
         "agent.critic_grad=last_task_first",
         "agent.critic=plugin_body",
+        "agent.actor=plugin_body",
         f"run_dir={run_dir}",
         *TINY,
         path=site,
@@ -91,6 +92,7 @@ def test_a_plugin_trains_evaluates_and_its_absence_is_one_line(tmp_path):
     evaluated = mtrl("eval", str(run_dir), "--episodes", "1", path=site)
     assert evaluated.returncode == 0, evaluated.stderr
 
+    # The actor's network is what acting needs: without its plugin, one line naming it.
     missing = mtrl("eval", str(run_dir), "--episodes", "1", path=None)
     assert missing.returncode != 0
     lines = missing.stderr.strip().splitlines()

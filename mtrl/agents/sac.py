@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,29 @@ def finite_agent_state(state: dict[str, Any]) -> bool:
         for t in tensors
         if isinstance(t, torch.Tensor) and t.is_floating_point()
     )
+
+
+def precision_autocast(precision: str, device: torch.device) -> tuple[str, Callable]:
+    """The precision that ``agent.precision`` means on ``device`` ("fp32" or "bf16") and the
+    context the networks' forward (and so backward) passes run in; their outputs are cast back to
+    fp32 at once."""
+    bf16 = precision == "bf16" or (precision == "auto" and bf16_is_fast(device))
+    autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16)
+    return ("bf16" if bf16 else "fp32"), autocast
+
+
+@torch.no_grad()
+def act(
+    actor: Actor, obs: np.ndarray, deterministic: bool, device: torch.device, autocast: Callable
+) -> np.ndarray:
+    """The actor's actions [T, A] in [-1, 1] for obs [T, obs_dim]: tanh of its mean, or a sample
+    (without the log-probability acting never uses). Training and a loaded policy act here."""
+    obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(1)
+    with autocast():
+        mean, log_std = actor(obs_t)
+    if not deterministic:
+        mean = mean + log_std.exp() * torch.randn_like(mean)
+    return torch.tanh(mean).squeeze(1).cpu().numpy()
 
 
 def squashed_sample(
@@ -131,14 +155,7 @@ class MultiTaskSAC:
         self.config, self.num_tasks, self.action_dim = config, num_tasks, action_dim
         self.device = torch.device(device)
         self.obs_dim = obs_dim
-        bf16 = config.precision == "bf16" or (
-            config.precision == "auto" and bf16_is_fast(self.device)
-        )
-        # The networks' forward (and so backward) passes; outputs are cast back to fp32 at once.
-        self.autocast = functools.partial(
-            torch.autocast, self.device.type, dtype=torch.bfloat16, enabled=bf16
-        )
-        self.precision = "bf16" if bf16 else "fp32"
+        self.precision, self.autocast = precision_autocast(config.precision, self.device)
         # mse: one Q per critic; hl_gauss / categorical: logits over the support's values.
         self.readout = value_losses.CriticReadout(
             value_losses.ValueSupport(config.critic_loss, config.bins, config.v_min, config.v_max),
@@ -224,15 +241,9 @@ class MultiTaskSAC:
         return actor, critic
 
     # ----------------------------------------------------------------------------------- acting
-    @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """obs [T, obs_dim] -> actions [T, A] in [-1, 1]."""
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(1)
-        with self.autocast():
-            mean, log_std = self.actor(obs_t)
-        if not deterministic:  # the policy's sample, without the log-probability acting never uses
-            mean = mean + log_std.exp() * torch.randn_like(mean)
-        return torch.tanh(mean).squeeze(1).cpu().numpy()
+        return act(self.actor, obs, deterministic, self.device, self.autocast)
 
     @property
     def has_running_statistics(self) -> bool:

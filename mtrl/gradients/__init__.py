@@ -10,6 +10,7 @@ points (``mtrl.plugins``).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from mtrl import plugins
@@ -70,14 +71,19 @@ GRADIENT_METHODS: dict[str, type[GradientMethod]] = {
 
 
 def make(name: str, num_tasks: int, seed: int = 0, **options: Any) -> GradientMethod:
-    """A method by registry name (or by spec with options, see ``mtrl.specs.parse_spec``)."""
+    """A method by registry name (or by spec with options, see ``mtrl.specs.parse_spec``). The
+    ``seed`` (of the methods that draw random numbers) goes only to a constructor that takes it,
+    so a user's method that draws none may leave it out."""
     plugins.load("mtrl.gradients", GRADIENT_METHODS, GradientMethod)
     name, spec_options = parse_spec(name)
     plugins.require("mtrl.gradients", name)
     options = {**spec_options, **options}
     method_cls = lookup(GRADIENT_METHODS, name, "gradient method")
     check_options(name, method_cls, options, fixed=("num_tasks", "seed"))
-    return method_cls(num_tasks=num_tasks, seed=seed, **options)
+    parameters = inspect.signature(method_cls.__init__).parameters.values()
+    if any(p.name == "seed" or p.kind is p.VAR_KEYWORD for p in parameters):
+        options["seed"] = seed
+    return method_cls(num_tasks=num_tasks, **options)
 
 
 def check_spec(key: str, spec: str) -> None:
