@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mtrl"
 # with run and policy, video is a leaf writer that policy evaluation uses; presets only finds files,
 # plugins feeds the registries, callbacks are what the trainer calls, api sits beside the CLI's peers.
 LAYERS = [
-    {"errors", "specs", "presets", "sharing", "extras"},
+    {"errors", "limits", "user_yaml", "specs", "presets", "sharing", "extras"},
     {"config", "registry", "plugins"},
     {"envs", "replay", "gradients", "checkpoint", "logging", "tracking", "stats", "video"},
     {"agents"},

@@ -169,7 +169,7 @@ def test_partial_checkpoint_writes_of_dead_writers_are_removed_at_start_live_one
         being_written = checkpoints / f".exported.pt.tmp-{live.pid}"
         for path in (killed_mid_write, being_written):
             path.write_bytes(b"MTRLCKPT partial")
-        _trainer(tmp_path, "total_steps=20", *FAST).close()
+        _trainer(tmp_path, "total_steps=20", "warmup_steps=10", *FAST).close()
         assert not killed_mid_write.exists()
         assert being_written.exists()
     finally:
@@ -185,7 +185,7 @@ def test_a_fresh_start_sets_aside_the_records_of_an_attempt_killed_before_its_fi
     dead_attempt = [json.dumps({"step": step, "kind": "train"}) for step in (10, 20)]
     (run_dir / "metrics.jsonl").write_text("\n".join(dead_attempt) + "\n" + '{"step": 3')
     (run_dir / "run.json").write_text(json.dumps({"status": "running", "step": 0}))
-    trainer = _trainer(tmp_path, "total_steps=30", *FAST)
+    trainer = _trainer(tmp_path, "total_steps=30", "warmup_steps=10", *FAST)
     trainer.train()
     trainer.close()
     steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"]
@@ -205,7 +205,7 @@ def test_a_fresh_start_is_refused_where_an_independent_baseline_checkpointed(tmp
     state.write_text(json.dumps({"step": 100, "models": "step_0000000100"}))
     (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 100, "kind": "train"}\n')
     with pytest.raises(RunError, match="already holds a run; pass --resume"):
-        _trainer(tmp_path, "total_steps=30", *FAST)
+        _trainer(tmp_path, "total_steps=30", "warmup_steps=10", *FAST)
     assert not (tmp_path / "run" / "metrics.superseded.jsonl").exists()
 
 
@@ -233,9 +233,11 @@ def _edit_config(run_dir: Path, **dotted) -> None:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def _truncate_config(run_dir: Path, keep: float) -> None:
+def _truncate_config(run_dir: Path, keep: float, at_line: bool = True) -> None:
+    """Cut at a line's end (valid YAML lacking keys) or, ``at_line`` false, mid-line (torn)."""
     text = (run_dir / "config.yaml").read_text()
-    (run_dir / "config.yaml").write_text(text[: int(len(text) * keep)])
+    end = int(len(text) * keep)
+    (run_dir / "config.yaml").write_text(text[: text.rfind("\n", 0, end) + 1 if at_line else end])
 
 
 @pytest.mark.parametrize(
@@ -256,7 +258,7 @@ def _truncate_config(run_dir: Path, keep: float) -> None:
         ),
         (lambda run: _truncate_config(run, 0.5), ["total_steps=90"], 2, "is truncated"),
         (lambda run: _truncate_config(run, 0.0), [], 2, "is truncated"),
-        (lambda run: _truncate_config(run, 0.025), [], 2, "config.yaml: not valid YAML"),
+        (lambda run: _truncate_config(run, 0.025, False), [], 2, "config.yaml: not valid YAML"),
         (
             lambda run: None,
             ["total_steps=40"],
@@ -731,7 +733,7 @@ def test_a_failed_tensorboard_write_is_one_line_not_a_thread_traceback(tmp_path)
 
 # ------------------------------------------------------- results that cannot be written where asked
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
+def routed_run(tmp_path_factory) -> Path:
     """A finished synthetic run with a task-routed actor (what eval, export and report read)."""
     from mtrl.cli import main
 
@@ -769,7 +771,7 @@ def _full_disk(monkeypatch, under: Path) -> None:
 @pytest.mark.parametrize("command", ["eval", "export", "report"])
 @pytest.mark.parametrize("place", ["full disk", "under a file", "read-only directory"])
 def test_results_that_cannot_be_written_are_one_line_naming_the_path(
-    finished_run, tmp_path, monkeypatch, capsys, command, place
+    routed_run, tmp_path, monkeypatch, capsys, command, place
 ):
     from mtrl.cli import main
 
@@ -789,7 +791,7 @@ def test_results_that_cannot_be_written_are_one_line_naming_the_path(
         out.chmod(0o500)
         says = "Permission denied"
     capsys.readouterr()
-    assert main(_command(command, finished_run, out)) == 2
+    assert main(_command(command, routed_run, out)) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     if (command, place) == ("eval", "under a file"):  # eval checks --out before it evaluates
         assert line.startswith(f"mtrl: error: --out {out}") and "is a file" in line, line
