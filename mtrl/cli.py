@@ -94,7 +94,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from mtrl.errors import UsageError
+    from mtrl.errors import UsageError, counted
     from mtrl.sweep import RUNNING_ELSEWHERE, format_results, load_sweep, run_sweep
 
     for flag, value in (("--max-parallel", args.max_parallel), ("--num-cpus", args.num_cpus)):
@@ -112,12 +112,14 @@ def _sweep(args: argparse.Namespace) -> int:
     elsewhere = [r for r in results if r["status"] == RUNNING_ELSEWHERE]
     if elsewhere:
         print(
-            f"mtrl: {len(elsewhere)} of {len(results)} runs are being written by another process "
+            f"mtrl: {len(elsewhere)} of {counted(len(results), 'run')} are being written by another process "
             "(running elsewhere) and were left alone; sweep again once they have ended"
         )
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
-        print(f"mtrl: {len(failed)} of {len(results)} runs failed; rerun the sweep to retry them")
+        print(
+            f"mtrl: {len(failed)} of {counted(len(results), 'run')} failed; rerun the sweep to retry them"
+        )
         return 1
     return 0
 

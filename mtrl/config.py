@@ -96,10 +96,10 @@ class AgentConfig:
     # Every N updates, compute per-task gradients (one vmap pass) to log the gradient-conflict
     # diagnostics (cosines, conflicting pairs, magnitude similarity), also for ``mean``; 0: never.
     diagnostics_every: int = 1000
-    # Compile the per-task gradient pass (vmap over tasks) with torch.compile on its first use:
-    # seconds of compiling once, then ~15% off every update of the methods that need per-task
-    # gradients (MT10 critic update with pcgrad: 41 -> 35 ms). Falls back to eager with a warning
-    # where compiling fails. The mean-gradient path is never compiled (measured slower).
+    # Compile the gradient passes with torch.compile on their first use: the per-task pass (vmap
+    # over tasks) and, for methods whose loss weights are constant (``mean``), the pass of the
+    # mean loss. Seconds of compiling once, then faster updates (docs/benchmarks.md has the
+    # measured gain). Falls back to eager with a warning where compiling fails.
     compile: bool = True
     # Arithmetic of the networks' forward and backward passes: "fp32", or "bf16" (autocast: the
     # matmuls in bfloat16, ~2x faster on CPUs with avx512_bf16/AMX and on recent GPUs; weights,
@@ -108,10 +108,13 @@ class AgentConfig:
     precision: str = "fp32"
     # The critic's loss: "mse" (regression on the soft TD target), "hl_gauss" (Farebrother et al.
     # 2024: cross-entropy with a Gaussian histogram of the target, sigma = 0.75 bin) or
-    # "categorical" (C51's projected target distribution, as BRC uses it). The distributional
-    # losses put `bins` logits per critic on [v_min, v_max]; Q is their expectation.
+    # "categorical" (C51's projected target distribution, as BRC uses it).
     critic_loss: str = "mse"
+    # Logits per critic of the distributional losses (hl_gauss, categorical); Q is the expectation
+    # of their distribution. Unused by mse.
     bins: int = 101
+    # The support of those logits, [v_min, v_max]: targets outside it count at its ends, so it
+    # must hold the returns (with reward_norm=returns they are scaled into it). Unused by mse.
     v_min: float = -10.0
     v_max: float = 10.0
     # How a body sees its task: "onehot" (the observation's one-hot) or "embedding" (BRC: a
@@ -181,8 +184,9 @@ class Config:
     run_dir: str = ""
     # "auto" (CUDA when present), "cpu" or "cuda".
     device: str = "auto"
-    # torch intra-op threads; 0 leaves torch's default (one per core). The loop steps the envs and
-    # then updates, so the update may use every core; runs sharing a machine should set 1.
+    # torch intra-op threads. 0: mtrl chooses, re-checking every few seconds: one per core, less
+    # the cores other busy processes take, and an equal share with other mtrl runs (niced ones
+    # yield). N: exactly N, whatever else runs (a warning where that oversubscribes the cores).
     torch_threads: int = 0
     # Deterministic torch kernels (for exact resume checks; slower on GPU).
     deterministic: bool = False

@@ -92,3 +92,8 @@ def warn(message: str) -> None:
 
 
 USER_ERRORS: tuple[type[Exception], ...] = (UserError,)
+
+
+def counted(number: int, noun: str) -> str:
+    """``number`` and ``noun`` for a message: "1 episode", "5 episodes"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

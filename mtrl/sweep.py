@@ -34,6 +34,7 @@ from typing import Any
 from mtrl import tracking
 from mtrl.checkpoint import step_checkpoints
 from mtrl.config import ConfigError, load_yaml
+from mtrl.errors import counted
 from mtrl.extras import install_hint
 from mtrl.lock import describe, holder
 from mtrl.presets import resolve
@@ -319,7 +320,7 @@ def run_sweep(
     elsewhere = [r for r in results if r["status"] == RUNNING_ELSEWHERE]
     busy = f"{len(elsewhere)} {RUNNING_ELSEWHERE}, " if elsewhere else ""
     say(
-        f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(results) - len(elsewhere)} finished "
+        f"sweep {sweep.name}: {counted(len(sweep.runs), 'run')}, {len(results) - len(elsewhere)} finished "
         f"already, {busy}{len(pending)} to run"
     )
 

@@ -34,7 +34,14 @@ from mtrl.checkpoint import (
 from mtrl.config import Config, _get, from_dict, save_config, to_dict
 from mtrl.envs import CUSTOM, is_custom, make_env
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import CheckpointError, EnvError, RunError, RunFinishedError, UsageError
+from mtrl.errors import (
+    CheckpointError,
+    EnvError,
+    RunError,
+    RunFinishedError,
+    UsageError,
+    counted,
+)
 from mtrl.evaluation import (
     EVAL_SEED_OFFSET,
     TaskResult,
@@ -263,7 +270,9 @@ class Trainer(RunOwner):
                         return None
                 if not (config.checkpoint_every and self.step % config.checkpoint_every == 0):
                     self._checkpoint()
-                logger.message(f"final evaluation: {config.final_eval_episodes} episodes per task")
+                logger.message(
+                    f"final evaluation: {counted(config.final_eval_episodes, 'episode')} per task"
+                )
                 results = self._evaluate(logger, config.final_eval_episodes, final=True)
                 self._checkpoint()  # again, so that best.pt is judged by the final evaluation too
                 logger.hparams(

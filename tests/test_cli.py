@@ -69,6 +69,7 @@ def train_resume_eval(
         *SMALL,
     )
     assert "success" in first.stdout and str(run_dir / "tensorboard") in first.stdout
+    assert "final evaluation: 1 episode per task" in first.stderr  # not "1 episodes"
     assert [p.name for p in step_checkpoints(run_dir)] == ["step_0000000100.pt"]
 
     resumed = mtrl("train", "--resume", str(run_dir), "total_steps=150")

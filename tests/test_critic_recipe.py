@@ -248,3 +248,19 @@ def test_the_brc_preset_trains_on_metaworld_evaluates_and_refuses_a_bad_support(
         mtrl("train", "--config", f"{suite}/brc", "agent.v_min=10", check=False),
         "agent.v_min",
     )
+
+
+@pytest.mark.parametrize("method", ["gradnorm", "uncertainty", "dwa", "famo", "nash_mtl"])
+def test_a_nan_reward_leaves_a_stateful_methods_state_as_it_was(method):
+    """A method that learns from the losses (GradNorm's initial losses, uncertainty's variances,
+    DWA's history, FAMO's weights) is not called on the skipped update's non-finite losses: the
+    finite updates after it step, instead of every later one being skipped."""
+    agent = _agent(critic_grad=method)
+    agent.update(_batch())
+    bad = _batch(seed=2)
+    bad.reward[1, 3] = float("nan")
+    agent.update(bad)
+    assert agent.skipped_updates == 1
+    for seed in range(3, 8):
+        agent.update(_batch(seed=seed))
+    assert agent.skipped_updates == 1

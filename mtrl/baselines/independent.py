@@ -22,7 +22,7 @@ import numpy as np
 from mtrl.config import Config, save_config, to_dict
 from mtrl.envs import is_metaworld, make_env
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import RunError
+from mtrl.errors import RunError, counted
 from mtrl.evaluation import TaskResult, evaluate, log_evaluation
 from mtrl.logging import RunLogger
 from mtrl.run import (
@@ -258,7 +258,9 @@ class IndependentTrainer(RunOwner):
                     if stop.received:
                         self._write_run_info("interrupted", f"stopped by {stop.received}")
                         return None
-                logger.message(f"final evaluation: {config.final_eval_episodes} episodes per task")
+                logger.message(
+                    f"final evaluation: {counted(config.final_eval_episodes, 'episode')} per task"
+                )
                 results = self._evaluate(logger, config.final_eval_episodes, final=True)
         finally:
             logger.close()

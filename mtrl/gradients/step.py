@@ -114,6 +114,8 @@ class GradientStep:
 
     def _per_task_step(self, losses_fn, batch, through, diagnose) -> StepResult:
         grads, (losses, aux) = self.per_task_gradients(losses_fn, batch, through)
+        if not _finite(losses):
+            return self._skipped(losses, aux)
         gram_matrix, metrics = self.apply(grads, losses)
         if not diagnose:
             return StepResult(losses, aux, self.optimizer_step(losses), metrics)
@@ -156,6 +158,8 @@ class GradientStep:
 
     def _backward_step(self, losses_fn, batch, through) -> StepResult:
         losses, aux = losses_fn(None, *batch, *(None for _ in through))
+        if not _finite(losses):
+            return self._skipped(losses.detach(), aux.detach())
         weights = self.method.weights(None, losses.detach(), StepContext())  # [T]
         params = [p for p in self.params.values() if p.requires_grad]
         grads = torch.autograd.grad(losses, params, grad_outputs=weights.to(losses.dtype))
@@ -163,6 +167,13 @@ class GradientStep:
             param.grad = grad
         losses = losses.detach()
         return StepResult(losses, aux.detach(), self.optimizer_step(losses), self._logged(weights))
+
+    def _skipped(self, losses: torch.Tensor, aux: torch.Tensor) -> StepResult:
+        """A step not taken: non-finite losses never reach the method, whose state (GradNorm's
+        initial losses, uncertainty's variances, DWA's history) would keep them for good."""
+        for param in self.params.values():
+            param.grad = None
+        return StepResult(losses, aux, False, {})
 
     # ------------------------------------------------------------------------ combine and step
     def apply(
@@ -210,3 +221,9 @@ class GradientStep:
             nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
         self.optimizer.step()
         return True
+
+
+def _finite(losses: torch.Tensor) -> bool:
+    """Whether every task's loss is finite: one host sync, on the paths that hand the losses to a
+    method (the compiled mean path hands them to none, and its optimiser step checks them)."""
+    return bool(torch.isfinite(losses).all())
