@@ -5,7 +5,8 @@ A page holds a marker, ``<!-- mtrl:NAME -->`` alone on a line, and ``on_page_mar
 table of ``TABLES[NAME]`` in its place: every config key with its default and its documentation
 (``mtrl.config.field_docs``, the comments above each field), every registered gradient method and
 network (the first sentence of its class's docstring, else of its module's), every shipped preset
-and sweep (``mtrl.presets.describe``). An unknown marker fails the build.
+and sweep (``mtrl.presets.describe``), and measured outputs from their committed records (the
+Quickstart's run, the MT10 ablation's state). An unknown marker fails the build.
 
 The figures under ``benchmarks/results/`` join the site (``on_files``), so that a page links them as
 ``../benchmarks/results/...``, the path that also works when the page is read on GitHub.
@@ -128,6 +129,12 @@ def quickstart() -> str:
     )
 
 
+def pcgrad_ablation_mt10() -> str:
+    """The MT10 ablation's state: ``benchmarks/pcgrad_ablation_mt10.py --report-only``'s summary,
+    made from the committed run records."""
+    return (REPO / RESULTS / "pcgrad_ablation_mt10" / "summary.md").read_text().strip()
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "config": config_reference,
     "gradient-methods": gradient_methods,
@@ -135,6 +142,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "presets": presets,
     "sweeps": sweeps,
     "quickstart": quickstart,
+    "pcgrad-ablation-mt10": pcgrad_ablation_mt10,
 }
 
 
