@@ -40,6 +40,7 @@ from mtrl.lock import describe, holder
 from mtrl.presets import resolve
 from mtrl.report import method_label
 from mtrl.run import build_run_config
+from mtrl.sharing import usable_cores
 
 RUNNING_ELSEWHERE = "running elsewhere"  # the status of a run another process is writing
 SWEEP_KEYS = {"name", "seeds", "out", "overrides", "resources", "runs"}
@@ -242,6 +243,34 @@ def execute_run(run: SweepRun, threads: int) -> dict[str, Any]:
     }
 
 
+def _amount(number: float, noun: str) -> str:
+    text = f"{number:g}"
+    return f"{text} {noun}" if number <= 1 else f"{text} {noun}s"
+
+
+def check_resources(sweep: Sweep, cpus: float, gpus: float, where: str) -> None:
+    """Refuses a sweep whose runs each ask for more than ``where`` has (``cpus``, ``gpus``): Ray
+    would wait for them forever, silently."""
+    for key, asked, have, noun in (
+        ("gpus", sweep.gpus, gpus, "GPU"),
+        ("cpus", sweep.cpus, cpus, "CPU"),
+    ):
+        if asked > have:
+            has = f"{have:g}" if have else "none"
+            raise ConfigError(
+                f"sweep {sweep.name}: each run asks for {_amount(asked, noun)} (resources.{key}) "
+                f"but {where} has {has}; lower resources.{key} or run the sweep where they exist"
+            )
+
+
+def check_local_resources(sweep: Sweep, num_cpus: int | None = None) -> None:
+    """``check_resources`` against this machine (or the local Ray's ``--num-cpus``)."""
+    import torch
+
+    where = f"the local Ray (--num-cpus {num_cpus})" if num_cpus else "this machine"
+    check_resources(sweep, num_cpus or usable_cores(), torch.cuda.device_count(), where)
+
+
 def _ray_results(
     sweep: Sweep,
     pending: list[SweepRun],
@@ -261,6 +290,10 @@ def _ray_results(
             init["num_cpus"] = num_cpus
     ray.init(**init)
     try:
+        if address:
+            have = ray.cluster_resources()
+            where = f"the Ray cluster at {address}"
+            check_resources(sweep, have.get("CPU", 0), have.get("GPU", 0), where)
         task = ray.remote(num_cpus=sweep.cpus, num_gpus=sweep.gpus, max_retries=0)(execute_run)
         threads = max(1, int(sweep.cpus))
         queue, running, results = list(pending), {}, []
@@ -298,7 +331,10 @@ def run_sweep(
     say=print,
 ) -> list[dict[str, Any]]:
     """Runs every unfinished run of the sweep; returns one result per run (skipped ones too: those
-    finished, and those another process is writing, "running elsewhere")."""
+    finished, and those another process is writing, "running elsewhere"). A sweep whose runs ask
+    for more than the machine (or the cluster at ``address``) has is refused before any starts."""
+    if not address:
+        check_local_resources(sweep, num_cpus)
     results: list[dict[str, Any]] = []
     pending = []
     for run in sweep.runs:

@@ -251,3 +251,74 @@ def test_independent_baseline_writes_the_common_layout_and_resumes(tmp_path):
     (summary,) = report["summaries"]
     assert summary["method"] == "Independent SAC" and summary["seeds"] == 1
     assert summary["mean"] == pytest.approx(evals[-1]["eval/mean_success_rate"])
+
+
+def _sweep_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mtrl.cli", "sweep", *args], capture_output=True, text=True, cwd=REPO
+    )
+
+
+@pytest.mark.parametrize(
+    "resources, flags, message",
+    [
+        (
+            {"cpus": 1, "gpus": 0.25},
+            [],
+            "asks for 0.25 GPU (resources.gpus) but this machine has none",
+        ),
+        ({"cpus": 1, "gpus": 0.25}, ["--no-ray"], "but this machine has none"),
+        ({"cpus": 1000}, [], "asks for 1000 CPUs (resources.cpus) but this machine has"),
+        ({"cpus": 3}, ["--num-cpus", "2"], "but the local Ray (--num-cpus 2) has 2"),
+    ],
+)
+def test_a_sweep_asking_for_more_than_the_machine_has_is_refused_before_anything_starts(
+    tmp_path, resources, flags, message
+):
+    import torch
+
+    if resources.get("gpus") and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "runs"
+    path = tmp_path / "sweep.yaml"
+    runs = [{"preset": str(SYNTHETIC)}]
+    path.write_text(json.dumps({"out": str(out), "resources": resources, "runs": runs}))
+    result = _sweep_cli(str(path), *flags)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert result.stdout == "" and not out.exists()
+
+
+def test_a_sweep_asking_for_more_than_the_cluster_has_is_refused_before_any_run(
+    tmp_path, monkeypatch
+):
+    """With --address the check is the cluster's, after connecting: no task is submitted."""
+    calls = []
+
+    class FakeRay:
+        def init(self, **kwargs):
+            calls.append("init")
+
+        def cluster_resources(self):
+            return {"CPU": 8.0, "GPU": 1.0, "memory": 1e9}
+
+        def remote(self, **kwargs):
+            calls.append("remote")
+            raise AssertionError("a task was defined")
+
+        def shutdown(self):
+            calls.append("shutdown")
+
+    monkeypatch.setitem(sys.modules, "ray", FakeRay())
+    out = tmp_path / "runs"
+    for resources, message in (
+        ({"cpus": 1, "gpus": 2}, "asks for 2 GPUs (resources.gpus) but the Ray cluster at x has 1"),
+        ({"cpus": 16}, "asks for 16 CPUs (resources.cpus) but the Ray cluster at x has 8"),
+    ):
+        path = tmp_path / "sweep.yaml"
+        runs = [{"preset": str(SYNTHETIC)}]
+        path.write_text(json.dumps({"out": str(out), "resources": resources, "runs": runs}))
+        calls.clear()
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            run_sweep(load_sweep(path), address="x", say=lambda line: None)
+        assert calls == ["init", "shutdown"] and not out.exists()
