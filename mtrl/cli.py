@@ -95,12 +95,27 @@ def _export(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from mtrl.errors import UsageError, counted
-    from mtrl.sweep import RUNNING_ELSEWHERE, format_results, load_sweep, run_sweep
+    from mtrl.sweep import (
+        RUNNING_ELSEWHERE,
+        check_local_resources,
+        format_results,
+        load_sweep,
+        plan,
+        plan_summary,
+        run_sweep,
+    )
 
     for flag, value in (("--max-parallel", args.max_parallel), ("--num-cpus", args.num_cpus)):
         if value is not None and value <= 0:
             raise UsageError(f"{flag} must be > 0, got {value}")
     sweep = load_sweep(args.sweep, seeds=args.seeds, out=args.out)
+    if args.dry_run:  # the checks that need no cluster, then what a sweep would do
+        if not args.address:
+            check_local_resources(sweep, args.num_cpus)
+        planned = plan(sweep)
+        print(plan_summary(f"{sweep.name} (dry run, nothing started)", planned))
+        print(format_results(planned))
+        return 0
     results = run_sweep(
         sweep,
         address=args.address,
@@ -253,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-parallel", type=int, default=None, help="at most K runs at once")
     sweep.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
     sweep.add_argument("--no-ray", action="store_true", help="run one by one, without Ray")
+    sweep.add_argument(
+        "--dry-run", action="store_true", help="list every run and its status; start nothing"
+    )
     sweep.add_argument("--debug", action="store_true", help="show tracebacks")
     sweep.set_defaults(handler=_sweep)
 

@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,9 @@ from mtrl.run import build_run_config
 from mtrl.sharing import usable_cores
 
 RUNNING_ELSEWHERE = "running elsewhere"  # the status of a run another process is writing
+PLANNED = {"new": "new", "resumable": "resume", "finished": "skipped (finished)"}
+"""The status a sweep gives a run nobody writes, by its ``run_state``."""
+TO_RUN = (PLANNED["new"], PLANNED["resumable"])
 SWEEP_KEYS = {"name", "seeds", "out", "overrides", "resources", "runs"}
 RUN_KEYS = {"preset", "overrides", "label"}
 RESOURCE_KEYS = {"cpus", "gpus"}
@@ -176,6 +180,38 @@ def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | Non
             run_dir = root / slug / f"seed{seed}"
             runs.append(SweepRun(label, preset, overrides, seed, run_dir))
     return Sweep(name, runs, float(cpus), float(gpus))
+
+
+def plan(sweep: Sweep) -> list[dict[str, Any]]:
+    """Each run with the status sweeping now gives it (one of ``TO_RUN``, "skipped (finished)",
+    or "running elsewhere"); reads the run directories, writes nothing."""
+    rows = []
+    for run in sweep.runs:
+        writer = holder(run.run_dir)
+        if writer is not None:
+            rows.append(_elsewhere(run, writer))
+            continue
+        status = PLANNED[run_state(run.run_dir)]
+        rows.append(
+            {
+                "label": run.label,
+                "seed": run.seed,
+                "run_dir": str(run.run_dir),
+                "status": status,
+                "error": "",
+            }
+        )
+    return rows
+
+
+def plan_summary(name: str, planned: list[dict[str, Any]]) -> str:
+    """One line: how many runs, how many already finished, running elsewhere, and to run."""
+    count = Counter(row["status"] for row in planned)
+    busy = f"{count[RUNNING_ELSEWHERE]} {RUNNING_ELSEWHERE}, " if count[RUNNING_ELSEWHERE] else ""
+    return (
+        f"sweep {name}: {counted(len(planned), 'run')}, {count[PLANNED['finished']]} finished "
+        f"already, {busy}{sum(count[status] for status in TO_RUN)} to run"
+    )
 
 
 def run_state(run_dir: Path) -> str:
@@ -335,30 +371,11 @@ def run_sweep(
     for more than the machine (or the cluster at ``address``) has is refused before any starts."""
     if not address:
         check_local_resources(sweep, num_cpus)
-    results: list[dict[str, Any]] = []
-    pending = []
-    for run in sweep.runs:
-        writer = holder(run.run_dir)
-        if writer is not None:
-            results.append(_elsewhere(run, writer))
-        elif run_state(run.run_dir) == "finished":
-            results.append(
-                {
-                    "label": run.label,
-                    "seed": run.seed,
-                    "run_dir": str(run.run_dir),
-                    "status": "skipped (finished)",
-                    "error": "",
-                }
-            )
-        else:
-            pending.append(run)
+    planned = plan(sweep)
+    pending = [run for run, row in zip(sweep.runs, planned, strict=True) if row["status"] in TO_RUN]
+    results = [row for row in planned if row["status"] not in TO_RUN]
     elsewhere = [r for r in results if r["status"] == RUNNING_ELSEWHERE]
-    busy = f"{len(elsewhere)} {RUNNING_ELSEWHERE}, " if elsewhere else ""
-    say(
-        f"sweep {sweep.name}: {counted(len(sweep.runs), 'run')}, {len(results) - len(elsewhere)} finished "
-        f"already, {busy}{len(pending)} to run"
-    )
+    say(plan_summary(sweep.name, planned))
 
     def report(result: dict[str, Any]) -> None:
         note = f" ({result['error']})" if result["status"] in ("failed", RUNNING_ELSEWHERE) else ""
@@ -404,6 +421,8 @@ __all__ = [
     "SweepRun",
     "execute_run",
     "load_sweep",
+    "plan",
+    "plan_summary",
     "run_state",
     "run_sweep",
 ]

@@ -322,3 +322,37 @@ def test_a_sweep_asking_for_more_than_the_cluster_has_is_refused_before_any_run(
         with pytest.raises(ConfigError, match=re.escape(message)):
             run_sweep(load_sweep(path), address="x", say=lambda line: None)
         assert calls == ["init", "shutdown"] and not out.exists()
+
+
+def _status_rows(stdout: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """The dry run's table: (label, seed) -> (status, run directory)."""
+    rows = [line.strip("|").split("|") for line in stdout.splitlines() if line.startswith("| ")]
+    return {(r[0].strip(), r[1].strip()): (r[2].strip(), r[3].strip()) for r in rows[1:]}
+
+
+def test_dry_run_lists_every_run_with_the_status_it_would_get_and_starts_nothing(tmp_path):
+    from mtrl.lock import acquire
+
+    out = tmp_path / "runs"
+    sweep = load_sweep(_write_sweep(tmp_path, out))
+    finished, resumable, held, new = sweep.runs
+    finished.run_dir.mkdir(parents=True)
+    (finished.run_dir / "run.json").write_text(json.dumps({"status": "finished"}))
+    (resumable.run_dir / "checkpoints" / "independent").mkdir(parents=True)
+    (resumable.run_dir / "checkpoints" / "independent" / "state.json").write_text("{}")
+    held.run_dir.mkdir(parents=True)
+    with acquire(held.run_dir):  # this process stands in for another sweep writing the run
+        before = sorted(out.rglob("*"))
+        result = _sweep_cli(str(tmp_path / "sweep.yaml"), "--dry-run")
+        assert sorted(out.rglob("*")) == before  # no directory, log or lock made
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.splitlines()[0] == (
+        "sweep tiny (dry run, nothing started): 4 runs, 1 finished already, "
+        "1 running elsewhere, 2 to run"
+    )
+    assert _status_rows(result.stdout) == {
+        ("SAC", "0"): ("skipped (finished)", str(finished.run_dir)),
+        ("SAC", "1"): ("resume", str(resumable.run_dir)),
+        ("SAC+PCGrad", "0"): ("running elsewhere", str(held.run_dir)),
+        ("SAC+PCGrad", "1"): ("new", str(new.run_dir)),
+    }
