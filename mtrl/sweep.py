@@ -16,14 +16,21 @@ time::
       - preset: mt10/pcgrad_paper/sac      # a shipped preset's name, or a file
       - preset: ../my_presets/pcgrad.yaml  # (relative to the sweep file)
         overrides: [agent.diagnostics_every=500]
+    grid:                         # beside (or instead of) runs: one run per combination of values
+      preset: mt10/pcgrad_paper/sac
+      overrides: [agent.diagnostics_every=500]     # applied to every run of the grid
+      label: "SAC lr={agent.actor_lr}"             # default: the keys and values, "k=v k=v"
+      values: {agent.actor_lr: [0.001, 0.0003], agent.hidden_sizes: [[400, 400], [160, 160]]}
 
 The whole file is checked (keys, presets, every run's config) before anything starts.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -47,8 +54,10 @@ RUNNING_ELSEWHERE = "running elsewhere"  # the status of a run another process i
 PLANNED = {"new": "new", "resumable": "resume", "finished": "skipped (finished)"}
 """The status a sweep gives a run nobody writes, by its ``run_state``."""
 TO_RUN = (PLANNED["new"], PLANNED["resumable"])
-SWEEP_KEYS = {"name", "seeds", "out", "overrides", "resources", "runs"}
+SWEEP_KEYS = {"name", "seeds", "out", "overrides", "resources", "runs", "grid"}
 RUN_KEYS = {"preset", "overrides", "label"}
+GRID_KEYS = {"preset", "overrides", "label", "values"}
+LABEL_FIELD = re.compile(r"\{([^{}]*)\}")  # {key} in a grid's label template
 RESOURCE_KEYS = {"cpus", "gpus"}
 SWEEP_SETS = {"seed": "seed (list seeds under seeds:)", "run_dir": "run directory (set out:)"}
 """The keys a sweep sets on every run itself, after the overrides: an override of one would be
@@ -109,6 +118,44 @@ def _unknown(keys: set[str], allowed: set[str], where: str) -> None:
         )
 
 
+def _grid_entries(grid: Any, where: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """The runs of a grid as run entries (its overrides, then one value of each key), in the
+    order of its values' cartesian product, each with its short name and its name in messages."""
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{where}: grid must be a mapping with {', '.join(sorted(GRID_KEYS))}")
+    _unknown(set(grid), GRID_KEYS, f"{where}: grid")
+    values = grid.get("values")
+    if not isinstance(values, dict) or not values:
+        raise ConfigError(
+            f"{where}: grid: values must be a non-empty mapping of override keys to lists of values"
+        )
+    choices = []
+    for key, options in values.items():
+        if not isinstance(options, list) or not options:
+            raise ConfigError(f"{where}: grid: values.{key} must be a non-empty list")
+        texts = [option if isinstance(option, str) else json.dumps(option) for option in options]
+        choices.append([(str(key), text) for text in texts])
+    template = grid.get("label")
+    for field in LABEL_FIELD.findall(str(template or "")):
+        if field not in {str(key) for key in values}:
+            raise ConfigError(
+                f"{where}: grid: label '{template}' names {{{field}}}, not a key of values"
+            )
+    common = _as_overrides(grid.get("overrides"), f"{where}: grid")
+    entries = []
+    for k, combination in enumerate(itertools.product(*choices)):
+        chosen = dict(combination)
+        overrides = [f"{key}={text}" for key, text in combination]
+        label = (
+            LABEL_FIELD.sub(lambda field, chosen=chosen: chosen[field.group(1)], str(template))
+            if template
+            else " ".join(overrides)
+        )
+        entry = {"preset": grid.get("preset"), "overrides": [*common, *overrides], "label": label}
+        entries.append((f"grid[{k}]", f"grid[{k}] ({', '.join(overrides)})", entry))
+    return entries
+
+
 def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | None = None) -> Sweep:
     """Reads and checks a sweep file (a path, or a shipped one's name: ``sweeps/<name>``);
     ``seeds`` (a count) and ``out`` override the file's."""
@@ -134,15 +181,18 @@ def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | Non
     # Absolute, so that Ray workers find it whatever their working directory (on a cluster it must
     # be a filesystem every node shares).
     root = (Path(out) if out else Path(data.get("out") or Path("runs") / "sweeps" / name)).resolve()
-    entries = data.get("runs")
-    if not isinstance(entries, list) or not entries:
+    listed = data.get("runs", [] if "grid" in data else None)
+    if not isinstance(listed, list) or not (listed or "grid" in data):
         raise ConfigError(f"{path}: runs must be a non-empty list of {{preset, overrides, label}}")
+    entries = [(f"runs[{k}]", f"runs[{k}]", entry) for k, entry in enumerate(listed)]
+    if "grid" in data:
+        entries += _grid_entries(data["grid"], str(path))
 
     runs: list[SweepRun] = []
-    labels: dict[str, int] = {}
-    slugs: dict[str, tuple[int, str]] = {}  # run directory name -> the run and label that have it
-    for k, entry in enumerate(entries):
-        where = f"{path}: runs[{k}]"
+    labels: dict[str, str] = {}  # label -> the run that has it
+    slugs: dict[str, tuple[str, str]] = {}  # run directory name -> the run and label that have it
+    for k, name_in_messages, entry in entries:
+        where = f"{path}: {name_in_messages}"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a mapping with preset/overrides/label")
         _unknown(set(entry), RUN_KEYS, where)
@@ -162,7 +212,7 @@ def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | Non
             overrides = (*overrides, f"wandb.group={name}")
         label = str(entry.get("label") or method_label(config))
         if label in labels:
-            raise ConfigError(f"{where}: label '{label}' repeats runs[{labels[label]}]")
+            raise ConfigError(f"{where}: label '{label}' repeats {labels[label]}")
         labels[label] = k
         slug = _slug(label)
         if slug in ("", ".", ".."):
@@ -172,7 +222,7 @@ def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | Non
         if slug in slugs:
             other, other_label = slugs[slug]
             raise ConfigError(
-                f"{where}: label '{label}' has the run directory {slug} of runs[{other}] "
+                f"{where}: label '{label}' has the run directory {slug} of {other} "
                 f"('{other_label}'); give the runs labels that differ in letters or digits"
             )
         slugs[slug] = (k, label)

@@ -356,3 +356,92 @@ def test_dry_run_lists_every_run_with_the_status_it_would_get_and_starts_nothing
         ("SAC+PCGrad", "0"): ("running elsewhere", str(held.run_dir)),
         ("SAC+PCGrad", "1"): ("new", str(new.run_dir)),
     }
+
+
+def _write_grid_sweep(tmp_path: Path, grid: dict, **extra) -> Path:
+    path = tmp_path / "sweep.yaml"
+    sweep = {"name": "grid", "out": str(tmp_path / "runs"), "grid": grid, **extra}
+    path.write_text(
+        json.dumps(sweep).replace('"configs/synthetic.yaml"', json.dumps(str(SYNTHETIC)))
+    )
+    return path
+
+
+def test_a_grid_gives_one_run_per_combination_of_its_values_and_seed(tmp_path):
+    grid = {
+        "preset": "configs/synthetic.yaml",
+        "overrides": ["total_steps=300"],
+        "values": {"agent.actor_lr": [0.001, "3e-4"], "agent.hidden_sizes": [[16, 16], [32]]},
+    }
+    sweep = load_sweep(_write_grid_sweep(tmp_path, grid, seeds=[3, 5]))
+    assert [(run.label, run.seed) for run in sweep.runs] == [
+        (f"agent.actor_lr={lr} agent.hidden_sizes={sizes}", seed)
+        for lr in ("0.001", "3e-4")
+        for sizes in ("[16, 16]", "[32]")
+        for seed in (3, 5)
+    ]
+    first = sweep.runs[0]
+    assert first.overrides == (
+        "total_steps=300",
+        "agent.actor_lr=0.001",
+        "agent.hidden_sizes=[16, 16]",
+    )
+    assert first.preset == SYNTHETIC and first.run_dir == (
+        tmp_path / "runs" / "agent.actor_lr_0.001_agent.hidden_sizes_16_16" / "seed3"
+    )
+    # A label template names the runs; grids sit beside runs:, and their labels are checked together.
+    grid["label"] = "SAC lr {agent.actor_lr} net {agent.hidden_sizes}"
+    runs = [{"preset": "configs/synthetic.yaml", "label": "SAC"}]
+    sweep = load_sweep(_write_grid_sweep(tmp_path, grid, seeds=1, runs=runs))
+    assert [run.label for run in sweep.runs] == [
+        "SAC",
+        "SAC lr 0.001 net [16, 16]",
+        "SAC lr 0.001 net [32]",
+        "SAC lr 3e-4 net [16, 16]",
+        "SAC lr 3e-4 net [32]",
+    ]
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ({"values": {}}, "grid: values must be a non-empty mapping"),
+        (
+            {"values": {"agent.actor_lr": []}},
+            "grid: values.agent.actor_lr must be a non-empty list",
+        ),
+        ({"values": {"agent.actor_lr": [1]}, "lable": "x"}, "grid: unknown key lable"),
+        (
+            {"values": {"agent.actor_lr": [1, 2]}, "label": "lr {agent.critic_lr}"},
+            "grid: label 'lr {agent.critic_lr}' names {agent.critic_lr}, not a key of values",
+        ),
+        (
+            {"values": {"agent.actor_lr": [1, 2]}, "label": "same"},
+            "grid[1] (agent.actor_lr=2): label 'same' repeats grid[0]",
+        ),
+        (
+            {"values": {"agent.actor_lr": [1, 2]}, "label": "lr/{agent.actor_lr}"},
+            "grid[0] (agent.actor_lr=1): label 'lr/1' has the run directory lr_1 of runs[0]",
+        ),
+        ({"values": {"seed": [1, 2]}}, "override 'seed=1' would be replaced by the sweep's seed"),
+        ({"values": {"agent.critic": ["mmeo"]}}, "grid[0] (agent.critic=mmeo): agent.critic:"),
+    ],
+)
+def test_bad_grids_fail_before_anything_runs(tmp_path, grid, message):
+    runs = [{"preset": "configs/synthetic.yaml", "label": "lr_1"}]
+    grid = {"preset": "configs/synthetic.yaml", **grid}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_sweep(_write_grid_sweep(tmp_path, grid, runs=runs))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_of_a_grid_lists_its_runs(tmp_path):
+    values = {"agent.actor_lr": [0.001, 0.002]}
+    grid = {"preset": "configs/synthetic.yaml", "values": values, "label": "lr{agent.actor_lr}"}
+    result = _sweep_cli(str(_write_grid_sweep(tmp_path, grid, seeds=[7])), "--dry-run")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert _status_rows(result.stdout) == {
+        ("lr0.001", "7"): ("new", str(tmp_path / "runs" / "lr0.001" / "seed7")),
+        ("lr0.002", "7"): ("new", str(tmp_path / "runs" / "lr0.002" / "seed7")),
+    }
+    assert not (tmp_path / "runs").exists()
