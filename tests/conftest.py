@@ -9,7 +9,7 @@ os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # README's command runs the suite on two pytest-xdist workers, one per core: each worker and
     # the CLI subprocesses it starts get one torch thread (two workers of two spinning threads on
-    # two cores run 3.5x slower, DESIGN.md), and its own temporary directory, so the training
+    # two cores ran 3.5x slower on an earlier machine), and its own temporary directory, so the training
     # registry (mtrl.sharing) of one worker's runs never counts the other's.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import tempfile  # noqa: E402

@@ -1,4 +1,4 @@
-"""Imports point down the layers (../shared/DESIGN.md, "The house"), checked on the source with ast.
+"""Imports point down the layers (docs/development.md, "Code layout"), checked on the source with ast.
 
 A lower module that needs something of a higher one takes it as an argument, or the thing moves
 down; an upward import is how a small package turns into a knot nobody can read in order.

@@ -5,7 +5,7 @@
 2. Every method that torchjd 0.18 (SimplexLab/TorchJD, a dev dependency) also has: the directions
    agree, and the scales differ only by the documented conventions below. Skipped without torchjd.
 
-Scale conventions (ours: ``combine`` returns on the mean-gradient scale, ../DESIGN.md):
+Scale conventions (ours: ``combine`` returns on the mean-gradient scale, docs/gradient-methods.md):
 - mean: torchjd's Mean is the mean too -> ratio 1.
 - mgda: both are sum_i w_i g_i with w in the simplex -> ratio 1.
 - imtl_g: both normalise the weights to sum 1 -> ratio 1.

@@ -1,8 +1,8 @@
 """The gradient step: how per-task gradients of the shared parameters become one update.
 
 A method is a small object with ``weights(G, losses, context) -> w [T]``, the step being
-sum_i w_i g_i on the scale of the mean task gradient (``base.py``; ../DESIGN.md, "The
-gradient-method contract"); ``step.py`` is the engine that computes the task gradients, hands the
+sum_i w_i g_i on the scale of the mean task gradient (``base.py``; docs/gradient-methods.md, "The
+method contract"); ``step.py`` is the engine that computes the task gradients, hands the
 method their Gram matrix and takes the step. The registry is an explicit dict, so a YAML file names
 a key, never an import path; other packages add methods through the ``mtrl.gradients`` entry
 points (``mtrl.plugins``).

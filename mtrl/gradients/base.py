@@ -1,4 +1,4 @@
-"""The gradient-method contract (../DESIGN.md): ``weights(G, losses, context)`` and nothing else.
+"""The gradient-method contract (docs/gradient-methods.md): ``weights(G, losses, context)`` and nothing else.
 
 Every method here is a choice of task weights w [T]: the step is sum_i w_i g_i, on the scale of the
 mean gradient (w = 1/T). It needs only inner products of task gradients, so the engine

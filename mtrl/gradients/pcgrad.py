@@ -9,7 +9,7 @@ in which every task takes its next j at once (O(T^2) each), instead of T^2 opera
 vectors. The result is (1/T) sum_i g_i^PC (the paper sums; the mean keeps the scale of plain MT-SAC,
 and Adam is nearly invariant to it).
 
-The ablations of the paper's Table 3 separate what the surgery changes (METHODS.md):
+The ablations of the paper's Table 3 separate what the surgery changes:
 - ``pcgrad_dir``: each task keeps its own magnitude and takes PCGrad's direction,
   g_i^dir = g_i^PC / ||g_i^PC|| * ||g_i||;
 - ``pcgrad_mag``: each task keeps its own direction and takes PCGrad's magnitude,
