@@ -385,7 +385,7 @@ def load_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
 
 def validate(config: Config) -> Config:
     """Value checks that types alone cannot express. The names of registered things (env,
-    networks, gradient methods) are checked by their registries (``mtrl.run.check_specs``)."""
+    networks, gradient methods) are checked by their registries (``mtrl.training.run.check_specs``)."""
     flat = to_dict(config)
     for key, choices in CHOICES.items():
         value = _get(flat, key)

@@ -6,7 +6,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtrl.agents.networks import make_network
-from mtrl.bench import mlp_flops, update_flops
+from mtrl.experiments.bench import mlp_flops, update_flops
 
 
 def test_mlp_flops_by_hand():

@@ -130,8 +130,8 @@ def check_mtrl(argv: list[str], runs: dict, produced: set[Path]) -> None:
     """Parses as `mtrl` would; train and config show build and check their config; sweeps load
     (every run's config checked); eval, export and report read what an earlier command made."""
     from mtrl.cli import build_parser
-    from mtrl.run import build_run_config, check_specs
-    from mtrl.sweep import load_sweep
+    from mtrl.experiments.sweep import load_sweep
+    from mtrl.training.run import build_run_config, check_specs
 
     try:
         args, extra = build_parser().parse_known_args(argv)
@@ -250,7 +250,8 @@ def test_the_code_layout_table_places_every_module_in_its_layer():
     package = REPO / "mtrl"
     for row, layer in zip(rows, layers, strict=True):
         for module in sorted(layer):
-            if (package / f"{module}.py").is_file():
-                assert f"`{module}.py`" in row, f"{module}.py is not in its layer's row"
-            elif (package / module).is_dir():
-                assert f"`{module}/" in row, f"{module}/ is not in its layer's row"
+            path = module.replace(".", "/")  # training.run is training/run.py
+            if (package / f"{path}.py").is_file():
+                assert f"`{path}.py`" in row, f"{path}.py is not in its layer's row"
+            elif (package / path).is_dir():
+                assert f"`{path}/" in row, f"{path}/ is not in its layer's row"

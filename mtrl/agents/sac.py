@@ -39,7 +39,7 @@ from mtrl.agents.reward_norm import RewardNormaliser
 from mtrl.config import AgentConfig
 from mtrl.gradients.compiled import Passes
 from mtrl.gradients.step import GradientStep
-from mtrl.replay import Batch
+from mtrl.training.replay import Batch
 
 
 def _call(module: nn.Module, params: dict[str, torch.Tensor] | None, x: torch.Tensor):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from mtrl.extras import available, install_hint
-from mtrl.sharing import usable_cores
+from mtrl.training.cores import usable_cores
 
 HAVE_SB3 = available("stable_baselines3")  # the MT1 comparison's other library
 ACTION_DIM = 4
@@ -101,14 +101,14 @@ def update_seconds(
 ) -> float:
     """Median seconds of one full MT-SAC update (mean gradient) on a random [T, B] batch. With
     ``threads`` (a run's torch_threads, 0 for mtrl's default) the process takes its threads as a
-    training run does (``mtrl.run.share_cores``: registered, and at 0 adapting to the cores
+    training run does (``mtrl.training.run.share_cores``: registered, and at 0 adapting to the cores
     other processes leave it, looking before updates as the trainer's loop does); the updates go
     on for at least ``min_seconds``, so that a look falls among the timed ones."""
     device = device or torch.device("cpu")
     from mtrl.agents.sac import MultiTaskSAC
     from mtrl.config import AgentConfig, Config
-    from mtrl.replay import Batch
-    from mtrl.run import share_cores
+    from mtrl.training.replay import Batch
+    from mtrl.training.run import share_cores
 
     cores = None
     if threads is not None:
@@ -233,9 +233,9 @@ def training_window(
     """A short MT-SAC run (``threads``: its torch_threads, 0 for mtrl's default); the scalars of
     its last log window, ``steps`` long, which starts after the warm-up and the first updates (and
     the compiling of the gradient passes): env steps/s and the loop's time split."""
-    from mtrl.logging import read_metrics
-    from mtrl.run import build_run_config
-    from mtrl.trainer import Trainer
+    from mtrl.training.logging import read_metrics
+    from mtrl.training.run import build_run_config
+    from mtrl.training.trainer import Trainer
 
     windows = 1 + lead_in(steps, warmup) // steps
     with tempfile.TemporaryDirectory() as directory:
@@ -345,7 +345,7 @@ def in_fresh_process(function: Callable, *args: object) -> object:
 
 # ---------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    from mtrl.run import resolve_device
+    from mtrl.training.run import resolve_device
 
     parser = argparse.ArgumentParser(prog="mtrl bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps: a smoke run")
@@ -533,7 +533,7 @@ def sharing(
     alone: float, steps: int, hidden: tuple[int, ...], batch: int, warmup: int, device: str
 ) -> None:
     """(f): two MT10 training runs at once, started as a user starts them: with mtrl's default
-    (each takes its share of the cores, ``mtrl/sharing.py``), and with two threads each fixed,
+    (each takes its share of the cores, ``mtrl/training/cores.py``), and with two threads each fixed,
     OpenMP spinning (its default) or sleeping (PASSIVE). One run alone on one thread is the most
     each of two runs can get from the cores."""
     print("\n(f) two MT10 training runs at once against one alone (row d)")
