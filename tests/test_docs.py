@@ -255,3 +255,44 @@ def test_the_code_layout_table_places_every_module_in_its_layer():
                 assert f"`{path}.py`" in row, f"{path}.py is not in its layer's row"
             elif (package / path).is_dir():
                 assert f"`{path}/" in row, f"{path}/ is not in its layer's row"
+
+
+# A date, or a measured time, rate or ratio: what a lab note holds and a docstring should not.
+LAB_NOTE = re.compile(
+    r"\b20\d\d-\d\d-\d\d\b|\b\d[\d,.]*\s?(?:ms|GFLOP/s|(?:env |task )?steps/s)\b|\b\d+\.\d+x\b"
+)
+
+
+def library_prose(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of a module's comments, docstrings and argparse help texts."""
+    import io
+    import tokenize
+
+    source = path.read_text()
+    prose = [
+        (token.start[0], token.string)
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    ]
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                prose.append((body[0].lineno, body[0].value.value))
+        if isinstance(node, ast.keyword) and node.arg == "help":
+            prose += [
+                (c.lineno, c.value) for c in ast.walk(node.value) if isinstance(c, ast.Constant)
+            ]
+    return prose
+
+
+def test_library_docstrings_and_help_texts_carry_no_lab_notes():
+    """Dates and measured numbers age in the code; docs/benchmarks.md holds them beside their
+    commands, and the docstring says why the code does what it does."""
+    notes = [
+        f"{path.relative_to(REPO)}:{line}: {match.group()}"
+        for path in sorted((REPO / "mtrl").rglob("*.py"))
+        for line, text in library_prose(path)
+        for match in LAB_NOTE.finditer(str(text))
+    ]
+    assert not notes, notes

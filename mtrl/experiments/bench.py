@@ -63,8 +63,7 @@ def sgemm_peak(
     dtype: torch.dtype = torch.float32,
 ) -> float:
     """FLOP/s of a [size, size] @ [size, size] fp32 matmul, the device's practical peak: the best
-    of several rounds, since a shared host's slow moments would otherwise pass for a low peak (one
-    round measured 113 GFLOP/s on a day the update alone ran at 114)."""
+    of several rounds, since a shared host's slow moments would otherwise pass for a low peak."""
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     return (
         2 * size**3 * max(per_second(lambda k: a @ b, calls, device=device) for _ in range(rounds))
@@ -332,9 +331,8 @@ def at_once(copies: int, function: Callable, *args: object, **variables: str) ->
 
 def in_fresh_process(function: Callable, *args: object) -> object:
     """``function(*args)`` in a spawned process, so that no measurement inherits another's state:
-    torch's float settings (our trainer flushes denormals), compiled-code caches, the heap.
-    Measured: MT1 training run in the process that had just timed the MT1/MT10/MT50 updates,
-    66 env steps/s; in a fresh one, 94."""
+    torch's float settings (our trainer flushes denormals), compiled-code caches, the heap
+    (a training run timed after the updates in one process ran markedly slower)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -539,9 +537,8 @@ def mt1_rounds(
 ) -> list[tuple[dict[str, float], tuple[float, float, float]]]:
     """The MT1 comparison in interleaved rounds (ours, theirs as shipped, theirs flushing
     denormals), so that a shared host's load drifting over the minutes of a run falls on both
-    libraries alike: per round, our log window and the three env steps/s, sorted by ours. Measured
-    on a busy day: one round per library a few minutes apart gave 1.57x, then 1.30x, on the same
-    code."""
+    libraries alike (one round each gives ratios minutes apart that disagree): per round, our log
+    window and the three env steps/s, sorted by ours."""
     results = []
     for _ in range(rounds):
         window = in_fresh_process(

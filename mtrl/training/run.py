@@ -320,8 +320,7 @@ def configure_torch(config: Config) -> torch.device:
     """Threads, determinism and float handling for a training process; returns its device.
 
     Denormal floats are flushed to zero: tiny gradients and Adam moments turn denormal as a run
-    goes on, and CPU arithmetic on them is slow (measured, MT1 after 1,200 steps: 62 env steps/s
-    without, 90 with; stable-baselines3 60 and 65).
+    goes on, and CPU arithmetic on them is slow enough to slow a run down (docs/benchmarks.md).
     """
     device = resolve_device(config.device)
     if config.torch_threads > 0:
