@@ -115,7 +115,7 @@ def arm_curves(out: Path, arm: str) -> tuple[dict[int, dict], str]:
 
 
 def report(out: Path, reps: int, steps: int) -> str:
-    from mtrl.stats import aggregate_estimates
+    from mtrl.analysis.stats import aggregate_estimates
 
     rows, results = [], {}
     for arm in arms():

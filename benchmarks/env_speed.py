@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from mtrl.bench import ours_rate, per_second, raw_rate
 from mtrl.envs import SyntheticVecEnv
+from mtrl.experiments.bench import ours_rate, per_second, raw_rate
 
 
 def random_actions(steps: int, num_tasks: int, action_dim: int) -> np.ndarray:

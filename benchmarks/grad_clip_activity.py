@@ -111,8 +111,8 @@ def main() -> None:
 
 def train(args: argparse.Namespace, warmup: int) -> None:
     import mtrl
-    from mtrl.checkpoint import checkpoint_step, step_checkpoints
     from mtrl.gradients.step import GradientStep
+    from mtrl.training.checkpoint import checkpoint_step, step_checkpoints
 
     run_dir = args.runs or args.out / "run"
     if (run_dir / "eval" / "final.json").is_file():

@@ -39,7 +39,7 @@ from mtrl.agents.networks import NETWORKS, matched_width, network_count
 from mtrl.agents.sac import MultiTaskSAC
 from mtrl.config import AgentConfig
 from mtrl.gradients.pcgrad import random_orders
-from mtrl.replay import Batch
+from mtrl.training.replay import Batch
 
 # Every agent here compiles its own gradient passes (agent.compile), dozens in one process; torch's
 # default of 8 compiled variants per function would silently leave the later agents eager.

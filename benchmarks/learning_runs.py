@@ -78,7 +78,7 @@ def _shown(run_dir: Path) -> Path:
 def read_curve(run_dir: Path, num_tasks: int) -> dict | None:
     """{"points": {step: {task: success}}, "seconds": wall-clock, "finished": bool}, or None when
     the run has logged nothing yet."""
-    from mtrl.logging import read_metrics
+    from mtrl.training.logging import read_metrics
 
     if not (run_dir / "metrics.jsonl").is_file():
         return None
@@ -142,7 +142,7 @@ def keep_run_files(run_dir: Path, copy: Path) -> bool:
     significant digits): ~0.4 MB for an MT10 run of 100k steps per task instead of its GBs of
     checkpoints, committed so that the report outlives the machine. False when the run directory
     is not here (the copy, made on another machine, is left as it is)."""
-    from mtrl.logging import read_metrics
+    from mtrl.training.logging import read_metrics
 
     if not (run_dir / "metrics.jsonl").is_file():
         return False

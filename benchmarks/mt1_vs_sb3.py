@@ -39,8 +39,8 @@ def mtrl_run(
     seed: int, steps: int, eval_every: int, eval_episodes: int, final_episodes: int, run_dir: Path
 ) -> dict:
     from mtrl.config import build_config
-    from mtrl.logging import read_metrics
-    from mtrl.trainer import Trainer
+    from mtrl.training.logging import read_metrics
+    from mtrl.training.trainer import Trainer
 
     config = build_config(
         None,
@@ -95,7 +95,7 @@ def sb3_run(
 
     from mtrl.envs import make_env
     from mtrl.envs.metaworld import load_goal_tasks, make_task_env
-    from mtrl.evaluation import EVAL_SEED_OFFSET, evaluate
+    from mtrl.evaluation.protocol import EVAL_SEED_OFFSET, evaluate
 
     ((name, goals),) = load_goal_tasks(SPEC, seed)
     env = DummyVecEnv(

@@ -147,7 +147,7 @@ def report(args: argparse.Namespace) -> str:
     with 95% stratified-bootstrap intervals and its runs' progress and hours, then, once runs
     have finished, ``mtrl report`` over the copies (``--out/report``: tables, probability of
     improvement, curves, profile, triad figure) and its probability of improvement over SAC."""
-    from mtrl.report import make_report
+    from mtrl.analysis.report import make_report
 
     for arm in ARMS:
         for run_dir in sorted((args.out / "runs" / arm).glob("seed*")):
@@ -188,8 +188,8 @@ def report(args: argparse.Namespace) -> str:
 def step_table(records: Path, reps: int) -> list[str]:
     """Per arm and evaluated step: seeds, IQM and mean success over the seed x task matrix with
     95% intervals, and per run its last step and hours (unfinished runs marked)."""
-    from mtrl.logging import read_metrics
-    from mtrl.stats import aggregate_estimates
+    from mtrl.analysis.stats import aggregate_estimates
+    from mtrl.training.logging import read_metrics
 
     rows = [
         "| arm | steps per task | seeds | IQM [95% CI] | mean [95% CI] | runs: seed (last step, hours) |",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from learning_runs import MTRL, ROOT
 
-from mtrl.logging import read_metrics
+from mtrl.training.logging import read_metrics
 
 OUT = ROOT / "benchmarks" / "results" / "quickstart" / "record.json"
 

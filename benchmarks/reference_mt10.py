@@ -77,7 +77,7 @@ def report(out: Path, reps: int) -> str:
 
 
 def variant_report(out: Path, curves: dict[int, dict], reps: int) -> tuple[str, dict]:
-    from mtrl.stats import aggregate_estimates
+    from mtrl.analysis.stats import aggregate_estimates
 
     steps = sorted({step for curve in curves.values() for step in curve["means"]})
     rows, table = [], {}

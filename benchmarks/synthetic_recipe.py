@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mtrl.config import build_config
-from mtrl.trainer import Trainer
+from mtrl.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 NORMALISED = ["agent.reward_norm=returns", "agent.v_min=-100", "agent.v_max=100"]

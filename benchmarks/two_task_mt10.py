@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from learning_runs import ROOT, add_arguments, keep_run_files, train
 
-from mtrl.logging import read_metrics
+from mtrl.training.logging import read_metrics
 
 PRESETS = ROOT / "mtrl" / "presets" / "mt10" / "pcgrad_paper"
 ABLATION = ROOT / "benchmarks" / "results" / "pcgrad_ablation_mt10"

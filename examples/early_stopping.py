@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import mtrl
-from mtrl.evaluation import mean_success
+from mtrl.evaluation.protocol import mean_success
 
 
 class StopAtSuccess(mtrl.Callback):

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 import mtrl
-from mtrl.report import make_report
+from mtrl.analysis.report import make_report
 
 METHODS = {"SAC": "mean", "SAC+PCGrad": "pcgrad"}
 

@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 
 import mtrl
-from mtrl.evaluation import format_table
+from mtrl.evaluation.protocol import format_table
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ _API = {
     "evaluate": "mtrl.api",
     "RunResult": "mtrl.api",
     "Callback": "mtrl.callbacks",
-    "Policy": "mtrl.policy",
+    "Policy": "mtrl.evaluation.policy",
     "Config": "mtrl.config",
     "build_config": "mtrl.config",
     "MultiTaskVecEnv": "mtrl.envs.base",

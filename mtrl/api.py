@@ -14,9 +14,9 @@ from typing import Any
 
 from mtrl.callbacks import Callback
 from mtrl.config import Config, _apply, apply_overrides, validate
-from mtrl.evaluation import TaskResult, mean_success
-from mtrl.policy import Policy, load_policy
-from mtrl.policy_eval import evaluate_policy
+from mtrl.evaluation.command import evaluate_policy
+from mtrl.evaluation.policy import Policy, load_policy
+from mtrl.evaluation.protocol import TaskResult, mean_success
 
 __all__ = ["RunResult", "evaluate", "load_policy", "train"]
 
@@ -72,11 +72,11 @@ def train(
     strings. ``resume``: a run directory to continue (its config.yaml, which must agree with its
     checkpoint; ``fields`` and ``overrides`` may change what a resume may change; a run already
     finished at its ``total_steps`` raises ``RunFinishedError``). ``env``/``eval_env``: a user's
-    ``MultiTaskVecEnv`` or a factory ``seed -> env`` instead of ``env.name`` (``mtrl.trainer``).
+    ``MultiTaskVecEnv`` or a factory ``seed -> env`` instead of ``env.name`` (``mtrl.training.trainer``).
     """
-    from mtrl.checkpoint import step_checkpoints
-    from mtrl.run import check_specs, default_run_dir
-    from mtrl.trainer import Trainer, resume_config
+    from mtrl.training.checkpoint import step_checkpoints
+    from mtrl.training.run import check_specs, default_run_dir
+    from mtrl.training.trainer import Trainer, resume_config
 
     if resume is not None:
         directory = Path(resume)

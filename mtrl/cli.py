@@ -1,7 +1,7 @@
 """``mtrl train | eval | export | sweep | report | bench | presets | config show``: parse, validate,
 call. Bad input is one line on stderr and exit code 2.
 
-So is a run directory that another process is writing (``mtrl.lock``); a run stopped by a write
+So is a run directory that another process is writing (``mtrl.training.lock``); a run stopped by a write
 the disk refused is one line too, with exit code 1.
 """
 
@@ -16,10 +16,10 @@ EXIT_BAD_INPUT = 2
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mtrl.checkpoint import latest_checkpoint
-    from mtrl.evaluation import format_table
-    from mtrl.run import build_run_config, default_run_dir
-    from mtrl.trainer import Trainer, resume_config
+    from mtrl.evaluation.protocol import format_table
+    from mtrl.training.checkpoint import latest_checkpoint
+    from mtrl.training.run import build_run_config, default_run_dir
+    from mtrl.training.trainer import Trainer, resume_config
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -71,7 +71,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.video and "MUJOCO_GL" not in os.environ:
         os.environ["MUJOCO_GL"] = "egl"  # must be set before mujoco is imported
     from mtrl.config import parse_int
-    from mtrl.policy_eval import evaluate_checkpoint
+    from mtrl.evaluation.command import evaluate_checkpoint
 
     evaluate_checkpoint(
         args.checkpoint,
@@ -86,7 +86,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from mtrl.export import export_task_policy
+    from mtrl.evaluation.export import export_task_policy
 
     out = export_task_policy(args.checkpoint, args.task, args.out)
     print(f"exported {args.task}'s path: {out} (evaluate with: mtrl eval {out})")
@@ -95,7 +95,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from mtrl.errors import UsageError, counted
-    from mtrl.sweep import (
+    from mtrl.experiments.sweep import (
         RUNNING_ELSEWHERE,
         check_local_resources,
         format_results,
@@ -140,7 +140,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from mtrl.report import make_report
+    from mtrl.analysis.report import make_report
 
     report = make_report(
         args.run_dirs,
@@ -173,7 +173,7 @@ def _config_show(args: argparse.Namespace) -> int:
     import yaml
 
     from mtrl.config import to_dict
-    from mtrl.run import build_run_config
+    from mtrl.training.run import build_run_config
 
     config = build_run_config(args.config, args.overrides)
     print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
@@ -195,7 +195,7 @@ def config_keys_help() -> str:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from mtrl.bench import main as bench_main
+    from mtrl.experiments.bench import main as bench_main
 
     return bench_main(args.bench_args)
 

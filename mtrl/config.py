@@ -102,7 +102,7 @@ class AgentConfig:
     # measured gain). Falls back to eager with a warning where compiling fails.
     compile: bool = True
     # Arithmetic of the networks' forward and backward passes: "fp32", or "bf16" (autocast: the
-    # matmuls in bfloat16, ~2x faster on CPUs with avx512_bf16/AMX and on recent GPUs; weights,
+    # matmuls in bfloat16, faster on CPUs with avx512_bf16/AMX and on recent GPUs; weights,
     # optimiser state, losses, TD targets, temperatures, Gram matrices and gradient methods stay
     # fp32), or "auto" (bf16 where the device runs it fast, else fp32). A resume may change it.
     precision: str = "fp32"
@@ -385,7 +385,7 @@ def load_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
 
 def validate(config: Config) -> Config:
     """Value checks that types alone cannot express. The names of registered things (env,
-    networks, gradient methods) are checked by their registries (``mtrl.run.check_specs``)."""
+    networks, gradient methods) are checked by their registries (``mtrl.training.run.check_specs``)."""
     flat = to_dict(config)
     for key, choices in CHOICES.items():
         value = _get(flat, key)

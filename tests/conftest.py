@@ -10,7 +10,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # README's command runs the suite on two pytest-xdist workers, one per core: each worker and
     # the CLI subprocesses it starts get one torch thread (two workers of two spinning threads on
     # two cores ran 3.5x slower on an earlier machine), and its own temporary directory, so the training
-    # registry (mtrl.sharing) of one worker's runs never counts the other's.
+    # registry (mtrl.training.cores) of one worker's runs never counts the other's.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import tempfile  # noqa: E402
 
@@ -26,7 +26,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _no_flush_denormal_leaks():
-    """A Trainer flushes denormals for its whole process (mtrl.run.configure_torch); tests
+    """A Trainer flushes denormals for its whole process (mtrl.training.run.configure_torch); tests
     share one process, and hypothesis refuses to draw floats once subnormals are flushed, so each
     test leaves the flag as it found it."""
     yield

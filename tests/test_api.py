@@ -243,7 +243,7 @@ def test_predict_takes_a_task_per_row_as_indices_or_names(synthetic_run):
 def test_eval_of_a_checkpoint_outside_a_run_writes_next_to_it(synthetic_run, tmp_path):
     import shutil
 
-    from mtrl.policy_eval import evaluate_checkpoint
+    from mtrl.evaluation.command import evaluate_checkpoint
 
     result, _ = synthetic_run
     folder = tmp_path / "user" / "x"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtrl.checkpoint import (
+from mtrl.errors import RunError
+from mtrl.training.checkpoint import (
     _HEADER,
     FORMAT_VERSION,
     MAGIC,
@@ -21,7 +22,6 @@ from mtrl.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from mtrl.errors import RunError
 
 
 def _payload() -> dict:
@@ -154,8 +154,8 @@ OLD_CHECKPOINT = Path(__file__).parent / "data" / "step_0000000120.pt"
 def test_a_checkpoint_written_before_the_schema_had_an_owner_still_loads_and_acts():
     """Written at commit 10a427e (synthetic, multi-head critic, GradNorm, 120 steps), before the
     gradient engine and the checkpoint schema moved: it loads, and its agent acts as recorded."""
-    from mtrl.checkpoint import TrainingCheckpoint
-    from mtrl.policy import load_agent
+    from mtrl.evaluation.policy import load_agent
+    from mtrl.training.checkpoint import TrainingCheckpoint
 
     payload = load_checkpoint(OLD_CHECKPOINT)
     checkpoint = TrainingCheckpoint.from_payload(OLD_CHECKPOINT, payload, resume=True)
@@ -180,7 +180,7 @@ def test_an_old_checkpoint_resumes(tmp_path):
     import shutil
 
     from mtrl.config import from_dict, save_config
-    from mtrl.trainer import Trainer, resume_config
+    from mtrl.training.trainer import Trainer, resume_config
 
     run_dir = tmp_path / "old"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -198,8 +198,8 @@ def test_an_old_checkpoint_resumes(tmp_path):
 
 @pytest.mark.parametrize("dropped", ["agent", "task_names", "step"])
 def test_a_checkpoint_missing_a_field_is_refused_in_one_line_naming_it(tmp_path, dropped):
-    from mtrl.checkpoint import CheckpointError, TrainingCheckpoint
-    from mtrl.policy import load_agent
+    from mtrl.evaluation.policy import load_agent
+    from mtrl.training.checkpoint import CheckpointError, TrainingCheckpoint
 
     payload = load_checkpoint(OLD_CHECKPOINT)
     del payload[dropped]
@@ -211,7 +211,7 @@ def test_a_checkpoint_missing_a_field_is_refused_in_one_line_naming_it(tmp_path,
 
 
 def test_resuming_needs_the_resume_state():
-    from mtrl.checkpoint import CheckpointError, TrainingCheckpoint
+    from mtrl.training.checkpoint import CheckpointError, TrainingCheckpoint
 
     payload = load_checkpoint(OLD_CHECKPOINT)
     del payload["rng"]
@@ -259,7 +259,7 @@ def test_a_checkpoint_of_another_architecture_as_the_latest_is_one_line_naming_i
     import shutil
 
     from mtrl.config import from_dict, save_config
-    from mtrl.trainer import Trainer, resume_config
+    from mtrl.training.trainer import Trainer, resume_config
 
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)

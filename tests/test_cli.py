@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtrl.checkpoint import load_checkpoint, step_checkpoints
+from mtrl.training.checkpoint import load_checkpoint, step_checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = [
@@ -159,7 +159,7 @@ def test_a_task_routed_policy_exports_one_tasks_path_that_eval_runs(tmp_path):
     # The exported path acts exactly as the full actor does on push-v3's rows.
     from mtrl.agents.sac import MultiTaskSAC
     from mtrl.config import from_dict
-    from mtrl.policy import load_task_policy
+    from mtrl.evaluation.policy import load_task_policy
 
     full = load_checkpoint(run_dir)
     agent = MultiTaskSAC(full["obs_dim"], full["action_dim"], 10, from_dict(full["config"]).agent)
@@ -256,11 +256,11 @@ def test_resume_of_a_finished_synthetic_run_extends_it(tmp_path):
 
 
 def test_bench_options_reach_the_benchmark_in_order(monkeypatch):
-    import mtrl.bench
+    import mtrl.experiments.bench
     from mtrl.cli import main
 
     received = []
-    monkeypatch.setattr(mtrl.bench, "main", lambda argv: received.append(argv) or 0)
+    monkeypatch.setattr(mtrl.experiments.bench, "main", lambda argv: received.append(argv) or 0)
     args = ["--quick", "--device", "cpu", "--batch", "8", "--hidden", "16", "16", "--rounds", "2"]
     assert main(["bench", *args]) == 0
     assert received == [args]
@@ -278,17 +278,17 @@ def test_bench_options_reach_the_benchmark_in_order(monkeypatch):
     ],
 )
 def test_eval_options_are_refused_before_anything_runs(tmp_path, monkeypatch, options, fragments):
-    import mtrl.policy_eval
+    import mtrl.evaluation.command
     from mtrl.errors import UsageError
 
     def ran(*args, **kwargs):
         raise AssertionError("the checkpoint was loaded before the options were checked")
 
-    monkeypatch.setattr(mtrl.policy_eval, "load_policy", ran)
+    monkeypatch.setattr(mtrl.evaluation.command, "load_policy", ran)
     (tmp_path / "file.txt").write_text("a file")
     options = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in options.items()}
     with pytest.raises(UsageError) as error:
-        mtrl.policy_eval.evaluate_checkpoint(tmp_path / "ckpt.pt", **options)
+        mtrl.evaluation.command.evaluate_checkpoint(tmp_path / "ckpt.pt", **options)
     for fragment in fragments:
         assert fragment in str(error.value)
 

@@ -21,7 +21,7 @@ from mtrl.config import (
     to_dict,
     validate,
 )
-from mtrl.run import build_run_config
+from mtrl.training.run import build_run_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "mtrl" / "presets"
 

@@ -16,7 +16,7 @@ from test_train import _comparable
 from test_train import _run as _train
 
 from mtrl.agents.networks import task_specific_names
-from mtrl.logging import read_metrics
+from mtrl.training.logging import read_metrics
 
 CONFIGS = Path(__file__).resolve().parent.parent / "mtrl" / "presets"
 

@@ -12,8 +12,8 @@ import torch
 
 from mtrl.agents.sac import MultiTaskSAC
 from mtrl.config import AgentConfig, build_config
-from mtrl.replay import TaskReplay
-from mtrl.trainer import Trainer
+from mtrl.training.replay import TaskReplay
+from mtrl.training.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 CONFIGS = Path(__file__).resolve().parent.parent / "mtrl" / "presets"

@@ -130,8 +130,8 @@ def check_mtrl(argv: list[str], runs: dict, produced: set[Path]) -> None:
     """Parses as `mtrl` would; train and config show build and check their config; sweeps load
     (every run's config checked); eval, export and report read what an earlier command made."""
     from mtrl.cli import build_parser
-    from mtrl.run import build_run_config, check_specs
-    from mtrl.sweep import load_sweep
+    from mtrl.experiments.sweep import load_sweep
+    from mtrl.training.run import build_run_config, check_specs
 
     try:
         args, extra = build_parser().parse_known_args(argv)
@@ -250,7 +250,49 @@ def test_the_code_layout_table_places_every_module_in_its_layer():
     package = REPO / "mtrl"
     for row, layer in zip(rows, layers, strict=True):
         for module in sorted(layer):
-            if (package / f"{module}.py").is_file():
-                assert f"`{module}.py`" in row, f"{module}.py is not in its layer's row"
-            elif (package / module).is_dir():
-                assert f"`{module}/" in row, f"{module}/ is not in its layer's row"
+            path = module.replace(".", "/")  # training.run is training/run.py
+            if (package / f"{path}.py").is_file():
+                assert f"`{path}.py`" in row, f"{path}.py is not in its layer's row"
+            elif (package / path).is_dir():
+                assert f"`{path}/" in row, f"{path}/ is not in its layer's row"
+
+
+# A date, or a measured time, rate or ratio: what a lab note holds and a docstring should not.
+LAB_NOTE = re.compile(
+    r"\b20\d\d-\d\d-\d\d\b|\b\d[\d,.]*\s?(?:ms|GFLOP/s|(?:env |task )?steps/s)\b|\b\d+\.\d+x\b"
+)
+
+
+def library_prose(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of a module's comments, docstrings and argparse help texts."""
+    import io
+    import tokenize
+
+    source = path.read_text()
+    prose = [
+        (token.start[0], token.string)
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    ]
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                prose.append((body[0].lineno, body[0].value.value))
+        if isinstance(node, ast.keyword) and node.arg == "help":
+            prose += [
+                (c.lineno, c.value) for c in ast.walk(node.value) if isinstance(c, ast.Constant)
+            ]
+    return prose
+
+
+def test_library_docstrings_and_help_texts_carry_no_lab_notes():
+    """Dates and measured numbers age in the code; docs/benchmarks.md holds them beside their
+    commands, and the docstring says why the code does what it does."""
+    notes = [
+        f"{path.relative_to(REPO)}:{line}: {match.group()}"
+        for path in sorted((REPO / "mtrl").rglob("*.py"))
+        for line, text in library_prose(path)
+        for match in LAB_NOTE.finditer(str(text))
+    ]
+    assert not notes, notes

@@ -21,7 +21,7 @@ from metaworld.policies import ENV_POLICY_MAP
 from mtrl.envs import make_env
 from mtrl.envs import metaworld as mw
 from mtrl.envs.synthetic import SyntheticVecEnv
-from mtrl.evaluation import evaluate, goal_schedule
+from mtrl.evaluation.protocol import evaluate, goal_schedule
 
 SHORT_EPISODES = 60  # short enough that the experts fail on some goals
 

@@ -10,7 +10,7 @@ import pytest
 from mtrl.config import build_config
 from mtrl.errors import ConfigError
 from mtrl.extras import EXTRAS
-from mtrl.run import check_specs
+from mtrl.training.run import check_specs
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from mtrl import gradients
-from mtrl.checkpoint import load_checkpoint, save_checkpoint
 from mtrl.gradients.base import StepContext
 from mtrl.gradients.famo import FAMO
 from mtrl.gradients.graddrop import sign_dropout
+from mtrl.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_graddrop_keeps_each_coordinates_sign_by_its_purity_on_a_hand_computed_case():

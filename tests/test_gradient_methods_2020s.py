@@ -22,7 +22,7 @@ from mtrl.gradients.gram import gram
 from mtrl.gradients.nash_mtl import fair_allocation
 from mtrl.gradients.pcgrad import pcgrad_coefficients, random_orders
 from mtrl.gradients.upgrad import dual_cone_weights
-from mtrl.replay import Batch
+from mtrl.training.replay import Batch
 
 NEW = [
     "nash_mtl",
@@ -317,7 +317,7 @@ def test_bad_options_are_one_line_errors_that_name_the_method(spec):
 
 @pytest.mark.parametrize("spec", ["gradvac:beta=0.5", "nash_mtl:update_every=3"])
 def test_stateful_methods_round_trip_through_a_checkpoint(spec, tmp_path):
-    from mtrl.checkpoint import load_checkpoint, save_checkpoint
+    from mtrl.training.checkpoint import load_checkpoint, save_checkpoint
 
     method = gradients.make(spec, 4, seed=2)
     for k in range(4):

@@ -301,7 +301,7 @@ def test_dtp_weighs_unsolved_tasks_more():
 
 @pytest.mark.parametrize("name", ["gradnorm", "uncertainty", "dwa", "lbtw", "dtp", "initial_loss"])
 def test_stateful_methods_round_trip_through_state_dict(name, tmp_path):
-    from mtrl.checkpoint import load_checkpoint, save_checkpoint
+    from mtrl.training.checkpoint import load_checkpoint, save_checkpoint
 
     generator = torch.Generator().manual_seed(8)
     task_grads = torch.randn(3, 12, generator=generator)

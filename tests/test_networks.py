@@ -20,7 +20,7 @@ from mtrl.agents.networks.experts import CGCBody, MMoEBody, PLEBody
 from mtrl.agents.networks.soft_modular import SoftModularBody
 from mtrl.agents.networks.task_routed import TaskRoutedBody
 from mtrl.config import ConfigError, build_config
-from mtrl.run import build_run_config
+from mtrl.training.run import build_run_config
 
 T, B, STATE, OUT = 4, 6, 5, 3
 OBS = STATE + T

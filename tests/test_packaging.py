@@ -77,8 +77,8 @@ def test_presets_are_found_by_name_outside_the_checkout(tmp_path):
 
 def test_a_users_file_beats_a_shipped_name_and_bases_on_a_shipped_preset(tmp_path):
     from mtrl.config import build_config
+    from mtrl.experiments.sweep import load_sweep
     from mtrl.presets import PRESETS_DIR
-    from mtrl.sweep import load_sweep
 
     (tmp_path / "synthetic.yaml").write_text(f"base: {PRESETS_DIR / 'synthetic.yaml'}\nseed: 11\n")
     assert build_config(tmp_path / "synthetic.yaml").seed == 11

@@ -10,8 +10,8 @@ from test_train import _final_success, _run
 
 from mtrl.agents.networks import NETWORKS
 from mtrl.gradients import GRADIENT_METHODS
-from mtrl.logging import read_metrics
-from mtrl.run import read_run_info
+from mtrl.training.logging import read_metrics
+from mtrl.training.run import read_run_info
 
 SPECS = {"bronet": "bronet:width=16", "simba": "simba:width=16,blocks=1"}
 

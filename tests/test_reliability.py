@@ -15,14 +15,25 @@ import pytest
 import torch
 
 from mtrl.agents.sac import MultiTaskSAC, finite_agent_state
-from mtrl.checkpoint import checkpoint_step, latest_checkpoint, load_checkpoint, step_checkpoints
 from mtrl.config import build_config
 from mtrl.errors import RunError, RunWriteError
-from mtrl.lock import LOCK_FILE, RunLockedError, acquire, holder
-from mtrl.logging import read_metrics
-from mtrl.replay import TaskReplay
-from mtrl.sweep import RUNNING_ELSEWHERE, execute_run, format_results, load_sweep, run_sweep
-from mtrl.trainer import Trainer
+from mtrl.experiments.sweep import (
+    RUNNING_ELSEWHERE,
+    execute_run,
+    format_results,
+    load_sweep,
+    run_sweep,
+)
+from mtrl.training.checkpoint import (
+    checkpoint_step,
+    latest_checkpoint,
+    load_checkpoint,
+    step_checkpoints,
+)
+from mtrl.training.lock import LOCK_FILE, RunLockedError, acquire, holder
+from mtrl.training.logging import read_metrics
+from mtrl.training.replay import TaskReplay
+from mtrl.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL_SYNTHETIC = [
@@ -292,7 +303,7 @@ def test_a_resume_that_the_checkpoint_does_not_allow_is_one_line_and_changes_not
 def test_a_resume_takes_config_yaml_edits_of_what_a_resume_may_change(tmp_path, finished_run):
     import shutil
 
-    from mtrl.trainer import resume_config
+    from mtrl.training.trainer import resume_config
 
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
@@ -305,7 +316,7 @@ def test_a_trainer_refuses_a_config_the_checkpoint_does_not_fit(tmp_path, finish
     import dataclasses
     import shutil
 
-    from mtrl.trainer import resume_config
+    from mtrl.training.trainer import resume_config
 
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
@@ -316,7 +327,7 @@ def test_a_trainer_refuses_a_config_the_checkpoint_does_not_fit(tmp_path, finish
 
 
 def test_the_keys_a_resume_may_change_are_documented_where_resume_is():
-    from mtrl.trainer import RESUMABLE_KEYS
+    from mtrl.training.trainer import RESUMABLE_KEYS
 
     section = (REPO / "docs" / "training.md").read_text().split("## Resume")[1].split("\n## ")[0]
     assert [key for key in RESUMABLE_KEYS if f"`{key}`" not in section] == []
@@ -603,7 +614,7 @@ def test_a_sweep_rerun_skips_a_run_that_is_being_written(tmp_path):
 # ------------------------------------------------------------------------ a disk that fills up
 FULL_DISK_AT_STEP_200 = """
 import errno, io, os, sys
-import mtrl.checkpoint as checkpoint
+import mtrl.training.checkpoint as checkpoint
 from mtrl.cli import main
 
 class FullDisk(io.FileIO):  # half the bytes go down, then the disk is full
@@ -657,7 +668,7 @@ def _full_metrics_file(monkeypatch, after_step: int) -> None:
     import builtins
     import errno
 
-    import mtrl.logging
+    import mtrl.training.logging
 
     class FullAfter:
         def __init__(self, handle) -> None:
@@ -672,7 +683,7 @@ def _full_metrics_file(monkeypatch, after_step: int) -> None:
             self.handle.close()
 
     opener = lambda *args, **kwargs: FullAfter(builtins.open(*args, **kwargs))  # noqa: E731
-    monkeypatch.setattr(mtrl.logging, "open", opener, raising=False)
+    monkeypatch.setattr(mtrl.training.logging, "open", opener, raising=False)
 
 
 def test_a_failed_metrics_write_stops_the_run_and_names_the_last_checkpoint(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mtrl.replay import TaskReplay
+from mtrl.training.replay import TaskReplay
 
 
 def _fill(replay: TaskReplay, steps: int, num_tasks: int, obs_dim: int) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtrl import stats
+from mtrl.analysis import stats
+from mtrl.analysis.report import UNKNOWN_GOAL_SCHEME, make_report
 from mtrl.cli import main
 from mtrl.config import ConfigError, build_config, save_config
-from mtrl.report import UNKNOWN_GOAL_SCHEME, make_report
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = [f"point-{i}" for i in range(6)]
@@ -25,7 +25,7 @@ REPS = 500
 def _protocol(seed: int, **changes) -> dict:
     return {
         "env": "synthetic:6",
-        "reward_version": None,  # mtrl.run records none off Meta-World
+        "reward_version": None,  # mtrl.training.run records none off Meta-World
         "max_episode_steps": 50,
         "eval_episodes": 5,
         "final_eval_episodes": 20,
@@ -242,7 +242,7 @@ def test_runs_without_protocol_records_take_it_from_their_config(tmp_path):
     (protocol,) = report["protocols"]["synthetic:6"]["protocols"]
     assert protocol == {
         "env": "synthetic:6",
-        "reward_version": None,  # as mtrl.run records it off Meta-World
+        "reward_version": None,  # as mtrl.training.run records it off Meta-World
         "max_episode_steps": 50,  # config's 0 resolved to the synthetic suite's default
         "final_eval_episodes": 20,
         "goal_scheme": UNKNOWN_GOAL_SCHEME,
@@ -516,7 +516,7 @@ def _assert_small_distinct_panels(panels: list[list], methods: int, per_panel: i
 
 
 def test_many_methods_are_split_into_panels_of_distinct_colours(tmp_path, figures):
-    from mtrl.report_figures import plot_curves, plot_gradient_statistics
+    from mtrl.analysis.figures import plot_curves, plot_gradient_statistics
 
     rng = np.random.default_rng(0)
     labels = [f"method {k}" for k in range(33)]
@@ -547,7 +547,7 @@ def test_many_methods_are_split_into_panels_of_distinct_colours(tmp_path, figure
 def test_the_heatmap_numbers_and_colour_bar_label_are_legible_and_inside(
     tmp_path, figures, methods
 ):
-    from mtrl.report_figures import plot_heatmap
+    from mtrl.analysis.figures import plot_heatmap
 
     summaries = [
         {"method": f"method {k}", "per_task": {t: 0.5 for t in TASKS}} for k in range(methods)

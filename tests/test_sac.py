@@ -9,7 +9,7 @@ import torch
 from mtrl.agents.networks import NETWORKS
 from mtrl.agents.sac import MultiTaskSAC
 from mtrl.config import AgentConfig
-from mtrl.replay import Batch
+from mtrl.training.replay import Batch
 
 T, B, STATE, A = 3, 8, 5, 2
 OBS = STATE + T
@@ -291,7 +291,7 @@ def test_he_uniform_init_and_adam_eps_follow_mclean_et_al(body):
 
 def test_he_uniform_init_is_refused_for_bodies_without_a_known_output_layer():
     from mtrl.config import ConfigError
-    from mtrl.run import build_run_config
+    from mtrl.training.run import build_run_config
 
     with pytest.raises(ConfigError, match="agent.init=he_uniform is defined for shared, multihead"):
         build_run_config(None, ["env.name=synthetic", "agent.init=he_uniform", "agent.critic=mmoe"])

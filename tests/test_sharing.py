@@ -13,10 +13,9 @@ import pytest
 import torch
 
 import mtrl
-from mtrl import sharing
 from mtrl.config import build_config
-from mtrl.run import share_cores
-from mtrl.sharing import (
+from mtrl.training import cores
+from mtrl.training.cores import (
     CoreShare,
     CpuReading,
     cpu_ticks,
@@ -26,6 +25,7 @@ from mtrl.sharing import (
     read_cpu,
     threads_beside,
 )
+from mtrl.training.run import share_cores
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_oversubscription_warns_only_when_the_threads_exceed_the_cores():
     [([], True), (["torch_threads=1"], False), (["deterministic=true"], False)],
 )
 def test_a_training_run_is_registered_while_it_trains(tmp_path, monkeypatch, overrides, adapts):
-    monkeypatch.setattr(sharing, "registry", lambda: tmp_path / "registry")
+    monkeypatch.setattr(cores, "registry", lambda: tmp_path / "registry")
     seen = []
     threads = torch.get_num_threads()
 

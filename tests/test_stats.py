@@ -1,7 +1,7 @@
-"""`mtrl.stats`: hand-computed cases, and every estimator against rliable 1.2.0 on one score table.
+"""`mtrl.analysis.stats`: hand-computed cases, and every estimator against rliable 1.2.0 on one score table.
 
 rliable (a test dependency, the ``dev`` extra) resamples with ``np.random``'s global state through
-arch; ``mtrl.stats`` with its own ``Generator``. Same estimator and same resampling scheme, so the
+arch; ``mtrl.analysis.stats`` with its own ``Generator``. Same estimator and same resampling scheme, so the
 point estimates agree exactly and the interval endpoints within Monte Carlo error: with the
 repetitions below the largest difference seen was about 0.005 (over 30 bootstrap seeds), and the
 test allows 0.01.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtrl import stats
+from mtrl.analysis import stats
 
 TOLERANCE = 0.01  # interval endpoints, ours vs rliable's
 EXACT = 1e-9  # point estimates

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtrl.analysis.report import make_report
+from mtrl.analysis.stats import aggregate_estimates, interquartile_mean
 from mtrl.config import ConfigError
-from mtrl.logging import read_metrics
-from mtrl.report import make_report
-from mtrl.stats import aggregate_estimates, interquartile_mean
-from mtrl.sweep import load_sweep, run_state, run_sweep
+from mtrl.experiments.sweep import load_sweep, run_state, run_sweep
+from mtrl.training.logging import read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 SYNTHETIC = REPO / "mtrl" / "presets" / "synthetic.yaml"
@@ -331,7 +331,7 @@ def _status_rows(stdout: str) -> dict[tuple[str, str], tuple[str, str]]:
 
 
 def test_dry_run_lists_every_run_with_the_status_it_would_get_and_starts_nothing(tmp_path):
-    from mtrl.lock import acquire
+    from mtrl.training.lock import acquire
 
     out = tmp_path / "runs"
     sweep = load_sweep(_write_sweep(tmp_path, out))

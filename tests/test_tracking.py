@@ -12,8 +12,8 @@ import imageio.v2 as imageio
 from mtrl_process import TINY, run_mtrl
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mtrl import tracking
-from mtrl.sweep import load_sweep
+from mtrl.experiments.sweep import load_sweep
+from mtrl.training import tracking
 
 
 def mtrl(*args: str) -> subprocess.CompletedProcess:

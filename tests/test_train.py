@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from mtrl.agents.networks import NETWORKS
-from mtrl.checkpoint import load_checkpoint
 from mtrl.config import build_config
 from mtrl.errors import RunError
 from mtrl.gradients import GRADIENT_METHODS
-from mtrl.logging import read_metrics
-from mtrl.trainer import Trainer, resume_config
+from mtrl.training.checkpoint import load_checkpoint
+from mtrl.training.logging import read_metrics
+from mtrl.training.trainer import Trainer, resume_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "mtrl" / "presets"
 TIMING_KEYS = ("charts/env_steps_per_s", "charts/updates_per_s", "charts/time_")

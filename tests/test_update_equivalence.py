@@ -57,8 +57,8 @@ CASES = {
 
 def run_case(run_dir: Path, overrides: list[str]) -> list[dict]:
     from mtrl.config import build_config
-    from mtrl.logging import read_metrics
-    from mtrl.trainer import Trainer
+    from mtrl.training.logging import read_metrics
+    from mtrl.training.trainer import Trainer
 
     config = build_config(
         ROOT / "mtrl" / "presets" / "synthetic.yaml",

@@ -39,7 +39,7 @@ from mtrl.agents.reward_norm import RewardNormaliser
 from mtrl.config import AgentConfig
 from mtrl.gradients.compiled import Passes
 from mtrl.gradients.step import GradientStep
-from mtrl.replay import Batch
+from mtrl.training.replay import Batch
 
 
 def _call(module: nn.Module, params: dict[str, torch.Tensor] | None, x: torch.Tensor):
@@ -49,7 +49,7 @@ def _call(module: nn.Module, params: dict[str, torch.Tensor] | None, x: torch.Te
 
 def bf16_is_fast(device: torch.device) -> bool:
     """Whether bf16 matmuls run natively here (agent.precision=auto): CUDA devices that support
-    bf16, CPUs with avx512_bf16 or AMX (measured here, avx512_bf16: a 2048^3 matmul 2.27x fp32)."""
+    bf16, CPUs with avx512_bf16 or AMX (their bf16 matmuls outrun fp32's: ``mtrl bench`` (a))."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
@@ -179,8 +179,8 @@ class MultiTaskSAC:
             self.target_entropy,
         )
 
-        # Fused Adam: one kernel per step instead of ~10 small ops per parameter (measured at MT1,
-        # 3 x 400, 128 samples: 12.8 -> 11.2 ms per update, where those small ops are the overhead).
+        # Fused Adam: one kernel per step instead of ~10 small ops per parameter, which are the
+        # overhead at MT1's small shapes (docs/benchmarks.md).
         adam = functools.partial(torch.optim.Adam, fused=True, eps=config.adam_eps)
         networks_adam = adam
         if config.weight_decay:  # decoupled (AdamW), on the networks only, not the temperatures

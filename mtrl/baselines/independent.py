@@ -23,9 +23,9 @@ from mtrl.config import Config, save_config, to_dict
 from mtrl.envs import is_metaworld, make_env
 from mtrl.envs.base import MultiTaskVecEnv
 from mtrl.errors import RunError, counted
-from mtrl.evaluation import TaskResult, evaluate, log_evaluation
-from mtrl.logging import RunLogger
-from mtrl.run import (
+from mtrl.evaluation.protocol import TaskResult, evaluate, log_evaluation
+from mtrl.training.logging import RunLogger
+from mtrl.training.run import (
     INDEPENDENT_STATE,
     RunInfo,
     RunOwner,
@@ -75,7 +75,7 @@ class SingleTaskEnv(gym.Env):
 
 
 class IndependentTrainer(RunOwner):
-    """Same surface as ``mtrl.trainer.Trainer`` for the CLI: ``train()``, ``close()``, ``step``."""
+    """Same surface as ``mtrl.training.trainer.Trainer`` for the CLI: ``train()``, ``close()``, ``step``."""
 
     def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
         from stable_baselines3 import SAC

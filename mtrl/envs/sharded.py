@@ -3,8 +3,7 @@ sync sub-vector; the first shard steps in the calling process while the others s
 
 gymnasium's async vector env runs one process per task and pays a pipe round trip per task per
 step, which on 2 cores is slower than stepping all tasks in one process. A shard of several tasks
-per process keeps the round trips to one per core (measured on MT10, 2 cores: 2 shards of 5 tasks
-~3,980 task steps/s, one sync env ~2,750, gymnasium async ~2,170).
+per process keeps the round trips to one per core (``mtrl bench`` (c); docs/benchmarks.md).
 """
 
 from __future__ import annotations

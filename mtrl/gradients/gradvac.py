@@ -11,7 +11,7 @@ phi_hat_ij <- (1 - beta) phi_hat_ij + beta phi_ij (phi_ij before the correction,
 As in ``pcgrad.py``, each g_i' = sum_k C_ik g_k and every product is (C G)_ij, so the surgery runs
 on T x T coefficients, every task taking its next j at once (row i's corrections only read row
 i and phi_hat_i., so this is the sequential algorithm exactly); C G is kept up to date row by row,
-O(T^2) a step, in numpy (49 steps of small torch ops took 15 ms at T = 50).
+O(T^2) a step, in numpy (as small torch ops its T - 1 tiny steps cost more; docs/benchmarks.md).
 
 Scale: the result is (1/T) sum_i g_i' (the paper and torchjd's GradVac sum: ratio T), the mean
 where no cosine is below its target. torchjd's default beta is 0.5; the paper's (and ours) 0.01.

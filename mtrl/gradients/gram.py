@@ -21,9 +21,8 @@ GRAM_CHUNK = 4096  # columns per block of the blocked Gram product
 def gram(task_grads: torch.Tensor) -> torch.Tensor:
     """J [T, P] -> G [T, T] in float64 (T x T is tiny; float64 keeps projections exact).
 
-    A single [T, P] @ [P, T] product with P in the 10^5 is a shape BLAS handles badly (measured:
-    2.7 ms for T = 10, P = 320,000 on 2 cores); the same sum as a batch of [T, 4096] blocks takes
-    0.5 ms.
+    A single [T, P] @ [P, T] product with P in the 10^5 is a shape BLAS handles badly; the same
+    sum as a batch of [T, 4096] blocks is several times faster (docs/benchmarks.md).
     """
     num_tasks, size = task_grads.shape
     blocks = size // GRAM_CHUNK

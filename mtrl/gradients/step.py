@@ -62,8 +62,8 @@ class GradientStep:
     ) -> None:
         self.role, self.method, self.optimizer, self.passes = role, method, optimizer, passes
         self.task_specific, self.grad_clip_norm = task_specific, grad_clip_norm
-        # Listed once: walking the modules on every update cost 0.5 ms of an MT1 update. Loading
-        # a state dict copies into these same tensors.
+        # Listed once: walking the modules on every update was a visible share of an MT1 update.
+        # Loading a state dict copies into these same tensors.
         self.params = dict(module.named_parameters())
 
     def task_params(self) -> tuple[dict[str, torch.Tensor], dict[str, int | None]]:
@@ -205,8 +205,8 @@ class GradientStep:
         it stepped. The check costs one host sync per step, which the safety is worth."""
         params = [p for p in self.params.values() if p.grad is not None]
         # One fused check of every tensor (the one mixed-precision scalers use; its "unscale" by
-        # 1 leaves values as they are) instead of an isfinite + all per parameter: 1.5 ms of a
-        # 12 ms update at MT1 went to those small ops.
+        # 1 leaves values as they are) instead of an isfinite + all per parameter, small ops that
+        # were a visible share of an MT1 update (docs/benchmarks.md).
         nonfinite = torch.zeros(1, device=losses.device)
         torch._amp_foreach_non_finite_check_and_unscale_(
             [losses.detach().clone()] + [p.grad for p in params],

@@ -4,7 +4,7 @@ Two rules make a network fast there (measured in benchmarks/gradient_step.py):
 
 - A shared layer is a plain 2-D weight applied with one matmul. Under vmap over tasks the task
   dimension then folds into the rows (one [T*B, in] @ [in, out] product); a batched 3-D weight
-  (an ensemble as one ``bmm``) is instead expanded T times and copied, which cost a third of the
+  (an ensemble as one ``bmm``) is instead expanded T times and copied, a large share of the
   per-task pass. The twin critics are therefore two members, not one stacked tensor.
 - A task-specific parameter keeps the task on its first dimension ([T, ...]). The per-task pass
   hands each task only its own slice (``in_dims=0``), so its gradient is [T, ...], the size of

@@ -39,16 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtrl import tracking
-from mtrl.checkpoint import step_checkpoints
+from mtrl.analysis.report import method_label
 from mtrl.config import ConfigError, load_yaml
 from mtrl.errors import counted
 from mtrl.extras import install_hint
-from mtrl.lock import describe, holder
 from mtrl.presets import resolve
-from mtrl.report import method_label
-from mtrl.run import build_run_config
-from mtrl.sharing import usable_cores
+from mtrl.training import tracking
+from mtrl.training.checkpoint import step_checkpoints
+from mtrl.training.cores import usable_cores
+from mtrl.training.lock import describe, holder
+from mtrl.training.run import build_run_config
 
 RUNNING_ELSEWHERE = "running elsewhere"  # the status of a run another process is writing
 PLANNED = {"new": "new", "resumable": "resume", "finished": "skipped (finished)"}

@@ -2,7 +2,7 @@
 
 The writers see only plain data, the summaries of ``MethodRow.summary`` (env, method, mean and its
 interval, IQM, seeds, tasks, the aggregates with their intervals, per-task means), the
-probability-of-improvement rows and one protocol line per env, so that ``mtrl.report`` (loading,
+probability-of-improvement rows and one protocol line per env, so that ``mtrl.analysis.report`` (loading,
 grouping, protocol checks) imports this module and never the reverse. Files: ``table.{md,csv,tex}``
 (mean success with its interval, IQM, seeds), ``per_task.{md,csv}``, ``aggregates.{md,csv,tex}``
 (IQM, mean, median and optimality gap with their intervals) and
@@ -16,14 +16,14 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
-from mtrl import stats
+from mtrl.analysis import stats
 
 
 def write_tables(
     out: Path, summaries: list[dict], improvement: list[dict], protocol_lines: dict[str, str]
 ) -> list[Path]:
     """Writes every table under ``out``; returns their paths. ``protocol_lines`` is the line
-    printed under each env's Markdown tables (``mtrl.report.protocol_line``), by env."""
+    printed under each env's Markdown tables (``mtrl.analysis.report.protocol_line``), by env."""
     files = {
         "table.md": _markdown(summaries, protocol_lines),
         "per_task.md": _per_task_markdown(summaries),

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from mtrl.errors import CheckpointError
-from mtrl.sharing import process_alive
+from mtrl.training.cores import process_alive
 
 MAGIC = b"MTRLCKPT"
 FORMAT_VERSION = 2  # 2: critics as ensemble members, task-specific parameters [T, ...]

@@ -3,10 +3,10 @@ aggregate intervals, performance profile and probability of improvement.
 
 The figures take plain data, the per-method summaries (``MethodRow.summary``), the
 probability-of-improvement rows and, per method label, its seeds' curves or score matrix, so that
-``mtrl.report`` (loading, grouping, protocol checks) imports this module and never the reverse.
-matplotlib is imported inside each function: importing ``mtrl.report`` stays cheap, and the caller
+``mtrl.analysis.report`` (loading, grouping, protocol checks) imports this module and never the reverse.
+matplotlib is imported inside each function: importing ``mtrl.analysis.report`` stays cheap, and the caller
 picks the backend first (``make_report`` uses Agg). Each band and interval is a 95% stratified
-bootstrap one (``mtrl.stats``) with the caller's repetitions and seed.
+bootstrap one (``mtrl.analysis.stats``) with the caller's repetitions and seed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtrl import stats
+from mtrl.analysis import stats
 
 PROFILE_TAUS = stats.default_taus(101)
 """The success-rate thresholds of the performance profiles."""

@@ -20,17 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtrl import tracking
 from mtrl.agents.sac import MultiTaskSAC, finite_agent_state
 from mtrl.callbacks import Callback, Callbacks
-from mtrl.checkpoint import (
-    CheckpointKeeper,
-    TrainingCheckpoint,
-    latest_checkpoint,
-    load_checkpoint,
-    load_state,
-    step_checkpoints,
-)
 from mtrl.config import Config, _get, from_dict, save_config, to_dict
 from mtrl.envs import CUSTOM, is_custom, make_env
 from mtrl.envs.base import MultiTaskVecEnv
@@ -42,16 +33,26 @@ from mtrl.errors import (
     UsageError,
     counted,
 )
-from mtrl.evaluation import (
+from mtrl.evaluation.protocol import (
     EVAL_SEED_OFFSET,
     TaskResult,
     evaluate,
     log_evaluation,
     mean_success,
 )
-from mtrl.logging import RunLogger
-from mtrl.replay import TaskReplay
-from mtrl.run import (
+from mtrl.evaluation.video import FPS, SampledFrames, gif_bytes
+from mtrl.training import tracking
+from mtrl.training.checkpoint import (
+    CheckpointKeeper,
+    TrainingCheckpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    load_state,
+    step_checkpoints,
+)
+from mtrl.training.logging import RunLogger
+from mtrl.training.replay import TaskReplay
+from mtrl.training.run import (
     INDEPENDENT_STATE,
     RunInfo,
     RunOwner,
@@ -66,7 +67,6 @@ from mtrl.run import (
     start_tracking,
     write_failure,
 )
-from mtrl.video import FPS, SampledFrames, gif_bytes
 
 TIME_PARTS = ("env", "inference", "replay", "update")  # the loop's timed parts
 

@@ -10,7 +10,7 @@ evaluated. A run with a file that is not what mtrl writes (truncated or garbage 
 the wrong types, a success rate outside [0, 1]) is left out with a one-line warning naming the file
 and why, never read as a number; where no run is left, the report stops with one line.
 
-Statistics (``mtrl.stats``, after Agarwal et al. 2021, "Deep RL at the Edge of the Statistical
+Statistics (``mtrl.analysis.stats``, after Agarwal et al. 2021, "Deep RL at the Edge of the Statistical
 Precipice", whose library is rliable): a method's scores are a [seeds, tasks] matrix of final
 success rates; its interquartile mean (IQM), mean, median and optimality gap get 95% stratified
 bootstrap intervals (the seeds resampled within each task, percentile intervals, ``--bootstrap-reps``
@@ -36,7 +36,7 @@ task (``PROTOCOL_KEYS``); otherwise the report stops with one line naming the tw
 ``run.json`` recorded a protocol get one from their ``config.yaml``, with an unknown goal scheme.
 
 This module loads the runs, groups them by method, checks their protocols and runs the report;
-``mtrl.report_tables`` writes the tables and ``mtrl.report_figures`` draws the figures, both from
+``mtrl.analysis.tables`` writes the tables and ``mtrl.analysis.figures`` draws the figures, both from
 plain data (summaries, curves, score matrices), so the imports point one way: from here to them.
 """
 
@@ -50,12 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from mtrl import stats
-from mtrl.config import Config, ConfigError, from_dict, load_yaml, validate
-from mtrl.envs import episode_steps
-from mtrl.errors import warn, writing
-from mtrl.logging import METRICS_FILE
-from mtrl.report_figures import (
+from mtrl.analysis import stats
+from mtrl.analysis.figures import (
     PROFILE_TAUS,
     plot_aggregates,
     plot_curves,
@@ -64,8 +60,12 @@ from mtrl.report_figures import (
     plot_improvement,
     plot_profile,
 )
-from mtrl.report_tables import write_tables
-from mtrl.run import COMPARED_PROTOCOL_FIELDS
+from mtrl.analysis.tables import write_tables
+from mtrl.config import Config, ConfigError, from_dict, load_yaml, validate
+from mtrl.envs import episode_steps
+from mtrl.errors import warn, writing
+from mtrl.training.logging import METRICS_FILE
+from mtrl.training.run import COMPARED_PROTOCOL_FIELDS
 
 CONFLICT_KEYS = ("gradients/critic/cosine_mean", "gradients/critic/conflict_fraction")
 # The PCGrad paper's "tragic triad" (its Fig. 5): conflict, magnitude similarity, curvature.
@@ -76,7 +76,7 @@ TIMING_KEYS = ("charts/updates_per_s", "charts/time_update_fraction")  # the upd
 PROTOCOL_KEYS = COMPARED_PROTOCOL_FIELDS
 """The protocol fields that must agree within one table (env, reward version, episode length,
 final-evaluation episodes, goal scheme, steps per task; not the seed, evaluation episodes during
-training or parameter counts, which may differ between methods), as ``mtrl.run`` defines them."""
+training or parameter counts, which may differ between methods), as ``mtrl.training.run`` defines them."""
 UNKNOWN_GOAL_SCHEME = "unknown (run made before protocol records)"
 
 
@@ -136,7 +136,7 @@ class RunFileError(ConfigError):
     the run is left out of the report; the message names the file and why."""
 
 
-NON_FINITE = ("nan", "inf", "-inf")  # how mtrl.logging writes a non-finite scalar
+NON_FINITE = ("nan", "inf", "-inf")  # how mtrl.training.logging writes a non-finite scalar
 
 
 def _is_number(value: Any) -> bool:
@@ -292,7 +292,7 @@ def run_protocol(config: Config, info: dict) -> dict[str, Any]:
     recorded = info.get("protocol")
     if isinstance(recorded, dict):
         protocol = dict(recorded)
-    else:  # as mtrl.run writes it: no reward version outside Meta-World
+    else:  # as mtrl.training.run writes it: no reward version outside Meta-World
         metaworld = is_metaworld(config.env.name)
         protocol = {
             "env": config.env.name,

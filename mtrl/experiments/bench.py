@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from mtrl.extras import available, install_hint
-from mtrl.sharing import usable_cores
+from mtrl.training.cores import usable_cores
 
 HAVE_SB3 = available("stable_baselines3")  # the MT1 comparison's other library
 ACTION_DIM = 4
@@ -63,8 +63,7 @@ def sgemm_peak(
     dtype: torch.dtype = torch.float32,
 ) -> float:
     """FLOP/s of a [size, size] @ [size, size] fp32 matmul, the device's practical peak: the best
-    of several rounds, since a shared host's slow moments would otherwise pass for a low peak (one
-    round measured 113 GFLOP/s on a day the update alone ran at 114)."""
+    of several rounds, since a shared host's slow moments would otherwise pass for a low peak."""
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     return (
         2 * size**3 * max(per_second(lambda k: a @ b, calls, device=device) for _ in range(rounds))
@@ -101,14 +100,14 @@ def update_seconds(
 ) -> float:
     """Median seconds of one full MT-SAC update (mean gradient) on a random [T, B] batch. With
     ``threads`` (a run's torch_threads, 0 for mtrl's default) the process takes its threads as a
-    training run does (``mtrl.run.share_cores``: registered, and at 0 adapting to the cores
+    training run does (``mtrl.training.run.share_cores``: registered, and at 0 adapting to the cores
     other processes leave it, looking before updates as the trainer's loop does); the updates go
     on for at least ``min_seconds``, so that a look falls among the timed ones."""
     device = device or torch.device("cpu")
     from mtrl.agents.sac import MultiTaskSAC
     from mtrl.config import AgentConfig, Config
-    from mtrl.replay import Batch
-    from mtrl.run import share_cores
+    from mtrl.training.replay import Batch
+    from mtrl.training.run import share_cores
 
     cores = None
     if threads is not None:
@@ -233,9 +232,9 @@ def training_window(
     """A short MT-SAC run (``threads``: its torch_threads, 0 for mtrl's default); the scalars of
     its last log window, ``steps`` long, which starts after the warm-up and the first updates (and
     the compiling of the gradient passes): env steps/s and the loop's time split."""
-    from mtrl.logging import read_metrics
-    from mtrl.run import build_run_config
-    from mtrl.trainer import Trainer
+    from mtrl.training.logging import read_metrics
+    from mtrl.training.run import build_run_config
+    from mtrl.training.trainer import Trainer
 
     windows = 1 + lead_in(steps, warmup) // steps
     with tempfile.TemporaryDirectory() as directory:
@@ -332,9 +331,8 @@ def at_once(copies: int, function: Callable, *args: object, **variables: str) ->
 
 def in_fresh_process(function: Callable, *args: object) -> object:
     """``function(*args)`` in a spawned process, so that no measurement inherits another's state:
-    torch's float settings (our trainer flushes denormals), compiled-code caches, the heap.
-    Measured: MT1 training run in the process that had just timed the MT1/MT10/MT50 updates,
-    66 env steps/s; in a fresh one, 94."""
+    torch's float settings (our trainer flushes denormals), compiled-code caches, the heap
+    (a training run timed after the updates in one process ran markedly slower)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -344,9 +342,13 @@ def in_fresh_process(function: Callable, *args: object) -> object:
 
 
 # ---------------------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
-    from mtrl.run import resolve_device
+# Per task set: the observation width (state plus one-hot) and the task count of its updates.
+OBS_DIMS = {"MT1:reach-v3": 40, "MT10": 49, "MT50": 89}
+TASKS = {"MT1:reach-v3": 1, "MT10": 10, "MT50": 50}
+MT1 = "MT1:reach-v3"
 
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mtrl bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps: a smoke run")
     parser.add_argument("--no-mt50", action="store_true", help="skip the MT50 rows (~2 GB)")
@@ -370,20 +372,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mtrl.training.run import resolve_device
+
+    args = parse_args(argv)
     hidden, batch = tuple(args.hidden), args.batch
     device = resolve_device(args.device)
     # MT1's window is long: denormal floats build up over the first thousand updates, and
     # stable-baselines3 (which does not flush them) slows down with them.
-    steps = {"MT1:reach-v3": 1500, "MT10": 150, "MT50": 40}
-    env_steps = {"MT1:reach-v3": 2000, "MT10": 300, "MT50": 60}
+    steps = {MT1: 1500, "MT10": 150, "MT50": 40}
+    env_steps = {MT1: 2000, "MT10": 300, "MT50": 60}
     warmup = 200
     if args.quick:
         steps = {k: max(5, v // 50) for k, v in steps.items()}
         env_steps = {k: max(5, v // 20) for k, v in env_steps.items()}
         warmup = batch
-    specs = ["MT1:reach-v3", "MT10"] + ([] if args.no_mt50 else ["MT50"])
-    obs_dims = {"MT1:reach-v3": 40, "MT10": 49, "MT50": 89}
-    tasks = {"MT1:reach-v3": 1, "MT10": 10, "MT50": 50}
+    specs = [MT1, "MT10"] + ([] if args.no_mt50 else ["MT50"])
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
@@ -392,12 +399,35 @@ def main(argv: list[str] | None = None) -> int:
         f"{batch} samples per task"
     )
     size = 1024 if args.quick else 2048
+    peaks = matmul_peaks(size, device)
+    update_table(specs, hidden, batch, size, device, peaks)
+    env_table(specs, env_steps)
+    rate = training_table(specs, steps, hidden, batch, warmup, device.type, args.rounds)
+    if not args.no_sharing:
+        sharing(rate["MT10", "sync", "fp32"], steps["MT10"], hidden, batch, warmup, device.type)
+    if not args.no_busy and device.type == "cpu":
+        beside_busy_process(hidden, batch, 1 if args.quick else 3, 6.0 if args.quick else 8.0)
+    return 0
+
+
+def matmul_peaks(size: int, device: torch.device) -> dict[str, float]:
+    """(a): the fp32 and bf16 matmul peaks, FLOP/s by precision."""
     peak = sgemm_peak(size, device=device)
     print(f"\n(a) fp32 matmul peak ({size}^3 sgemm): {peak / 1e9:,.1f} GFLOP/s")
-
     bf16_peak = sgemm_peak(size, device=device, dtype=torch.bfloat16)
     print(f"    bf16 matmul peak (same size): {bf16_peak / 1e9:,.1f} GFLOP/s")
+    return {"fp32": peak, "bf16": bf16_peak}
 
+
+def update_table(
+    specs: list[str],
+    hidden: tuple[int, ...],
+    batch: int,
+    size: int,
+    device: torch.device,
+    peaks: dict[str, float],
+) -> None:
+    """(b): the MT-SAC update's time and FLOP/s per task set and precision, against the peak."""
     print("\n(b) MT-SAC update (mean gradient, shared networks), fp32 and agent.precision=bf16")
     print(
         "| tasks | rows | precision | ms/update | x fp32 | GFLOP/update | GFLOP/s "
@@ -405,13 +435,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for spec in specs:
-        flops = update_flops(obs_dims[spec], tasks[spec], hidden, batch)
+        flops = update_flops(OBS_DIMS[spec], TASKS[spec], hidden, batch)
         fp32_seconds = None
-        for precision, first_peak in (("fp32", peak), ("bf16", bf16_peak)):
+        for precision in ("fp32", "bf16"):
             seconds, peak_beside = in_fresh_process(
                 update_seconds_and_peak,
-                tasks[spec],
-                obs_dims[spec],
+                TASKS[spec],
+                OBS_DIMS[spec],
                 hidden,
                 batch,
                 size,
@@ -420,48 +450,45 @@ def main(argv: list[str] | None = None) -> int:
             )
             fp32_seconds = fp32_seconds or seconds
             # The share is of the higher of the two peaks: never flattered by a slow moment.
-            share = flops / seconds / max(first_peak, peak_beside)
+            share = flops / seconds / max(peaks[precision], peak_beside)
             print(
-                f"| {spec} | {tasks[spec] * batch} | {precision} | {seconds * 1e3:.1f} | "
+                f"| {spec} | {TASKS[spec] * batch} | {precision} | {seconds * 1e3:.1f} | "
                 f"{fp32_seconds / seconds:.2f} | {flops / 1e9:.2f} | {flops / seconds / 1e9:.1f} "
                 f"| {peak_beside / 1e9:.1f} | {share:.2f} |"
             )
 
+
+def env_table(specs: list[str], env_steps: dict[str, int]) -> None:
+    """(c): raw Meta-World steps/s against our vector env's, sync and sharded."""
     print("\n(c) env steps/s (task steps, random actions)")
     print("| task set | raw Meta-World loop | our sync vector env | ratio | sharded, 1 per core |")
     print("|---|---|---|---|---|")
     for spec in specs:
         raw = raw_rate(spec, env_steps[spec])
         ours = ours_rate(spec, env_steps[spec])
-        sharded = ours_rate(spec, env_steps[spec], "sharded") if tasks[spec] > 1 else None
+        sharded = ours_rate(spec, env_steps[spec], "sharded") if TASKS[spec] > 1 else None
         print(
             f"| {spec} | {raw:,.0f} | {ours:,.0f} | {ours / raw:.2f} | "
             + (f"{sharded:,.0f} |" if sharded else "(one task) |")
         )
 
+
+def training_table(
+    specs: list[str],
+    steps: dict[str, int],
+    hidden: tuple[int, ...],
+    batch: int,
+    warmup: int,
+    device: str,
+    rounds_of_mt1: int,
+) -> dict[tuple[str, str, str], float]:
+    """(d, e): end-to-end env steps/s and the loop's time split per run, stable-baselines3's MT1
+    rows beside ours; returns env steps/s by (task set, env.vector, precision)."""
     print("\n(d, e) training: env steps/s end to end and where the time goes")
     print("| run | env steps/s | env | inference | replay | update | other |")
     print("|---|---|---|---|---|---|---|")
-    # The MT1 comparison runs in interleaved rounds (ours, theirs as shipped, theirs flushing
-    # denormals), so that a shared host's load drifting over the minutes of a run falls on both
-    # libraries alike; the ratio is the median of the per-round ratios. Measured on a busy day:
-    # one round per library a few minutes apart gave 1.57x, then 1.30x, on the same code.
-    mt1 = "MT1:reach-v3"
-    rounds = []
-    for _ in range(args.rounds):
-        window = in_fresh_process(
-            training_window, mt1, steps[mt1], hidden, batch, warmup, device.type, "sync"
-        )
-        shipped, flushed = (
-            in_fresh_process(sb3_rate, steps[mt1], hidden, batch, warmup, device.type, flush)
-            if HAVE_SB3
-            else float("nan")
-            for flush in (False, True)
-        )
-        rates_of_round = (window["charts/env_steps_per_s"], shipped, flushed)
-        rounds.append((window, rates_of_round))
-    rounds.sort(key=lambda r: r[1][0])
-    windows = {(mt1, "sync"): rounds[len(rounds) // 2][0]}
+    rounds = mt1_rounds(steps[MT1], hidden, batch, warmup, device, rounds_of_mt1)
+    windows = {(MT1, "sync"): rounds[len(rounds) // 2][0]}
     runs = [(spec, "sync", "fp32") for spec in specs]
     runs += [("MT10", "sharded", "fp32"), ("MT10", "sync", "bf16")]
     for spec, vector, precision in runs:
@@ -473,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                 hidden,
                 batch,
                 warmup,
-                device.type,
+                device,
                 vector,
                 precision,
             )
@@ -492,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             + " |"
         )
     if HAVE_SB3:
-        print_sb3_comparison(rounds, mt1)
+        print_sb3_comparison(rounds, MT1)
     else:
         print(
             f"\n(no stable-baselines3 rows: it is not installed; {install_hint('stable_baselines3')})"
@@ -502,11 +529,30 @@ def main(argv: list[str] | None = None) -> int:
         f"MT10 end to end: agent.precision=bf16 {rate['MT10', 'sync', 'bf16'] / rate['MT10', 'sync', 'fp32']:.2f}x"
         " fp32's env steps/s"
     )
-    if not args.no_sharing:
-        sharing(rate["MT10", "sync", "fp32"], steps["MT10"], hidden, batch, warmup, device.type)
-    if not args.no_busy and device.type == "cpu":
-        beside_busy_process(hidden, batch, 1 if args.quick else 3, 6.0 if args.quick else 8.0)
-    return 0
+    return rate
+
+
+def mt1_rounds(
+    steps: int, hidden: tuple[int, ...], batch: int, warmup: int, device: str, rounds: int
+) -> list[tuple[dict[str, float], tuple[float, float, float]]]:
+    """The MT1 comparison in interleaved rounds (ours, theirs as shipped, theirs flushing
+    denormals), so that a shared host's load drifting over the minutes of a run falls on both
+    libraries alike (one round each gives ratios minutes apart that disagree): per round, our log
+    window and the three env steps/s, sorted by ours."""
+    results = []
+    for _ in range(rounds):
+        window = in_fresh_process(
+            training_window, MT1, steps, hidden, batch, warmup, device, "sync"
+        )
+        shipped, flushed = (
+            in_fresh_process(sb3_rate, steps, hidden, batch, warmup, device, flush)
+            if HAVE_SB3
+            else float("nan")
+            for flush in (False, True)
+        )
+        results.append((window, (window["charts/env_steps_per_s"], shipped, flushed)))
+    results.sort(key=lambda r: r[1][0])
+    return results
 
 
 def print_sb3_comparison(rounds: list, mt1: str) -> None:
@@ -533,7 +579,7 @@ def sharing(
     alone: float, steps: int, hidden: tuple[int, ...], batch: int, warmup: int, device: str
 ) -> None:
     """(f): two MT10 training runs at once, started as a user starts them: with mtrl's default
-    (each takes its share of the cores, ``mtrl/sharing.py``), and with two threads each fixed,
+    (each takes its share of the cores, ``mtrl/training/cores.py``), and with two threads each fixed,
     OpenMP spinning (its default) or sleeping (PASSIVE). One run alone on one thread is the most
     each of two runs can get from the cores."""
     print("\n(f) two MT10 training runs at once against one alone (row d)")

@@ -13,15 +13,15 @@ from pathlib import Path
 from torch import nn
 
 from mtrl.agents.networks.task_routed import TaskRoutedBody
-from mtrl.checkpoint import save_checkpoint
 from mtrl.errors import ExportError, writing
-from mtrl.policy import (
+from mtrl.evaluation.policy import (
     TASK_POLICY,
     TaskPolicy,
     load_actor,
     load_training_checkpoint,
     read_run,
 )
+from mtrl.training.checkpoint import save_checkpoint
 
 
 def export_task_policy(checkpoint: str | Path, task: str, out: str | Path) -> Path:

@@ -14,20 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
-from mtrl.checkpoint import checkpoint_dir, step_checkpoints
 from mtrl.envs import is_custom, is_metaworld
 from mtrl.envs.base import MultiTaskVecEnv
 from mtrl.errors import CheckpointError, UsageError, writing
-from mtrl.evaluation import (
+from mtrl.evaluation.policy import Policy, load_policy
+from mtrl.evaluation.protocol import (
     GOAL_SCHEME,
     TaskResult,
     evaluate,
     format_table,
 )
 from mtrl.limits import MAX_EPISODES, MAX_SEED, at_most
-from mtrl.lock import holder
-from mtrl.policy import Policy, load_policy
-from mtrl.run import make_eval_env
+from mtrl.training.checkpoint import checkpoint_dir, step_checkpoints
+from mtrl.training.lock import holder
+from mtrl.training.run import make_eval_env
 
 
 def _select_tasks(trained: list[str], requested: list[str] | None) -> list[str]:
@@ -134,7 +134,7 @@ def evaluate_checkpoint(
     checked before the evaluation's minutes."""
     check_options(episodes, seed, out, flags=True)
     if video:
-        from mtrl.video import check_video_path
+        from mtrl.evaluation.video import check_video_path
 
         check_video_path(video)
     source = Path(checkpoint)
@@ -173,7 +173,7 @@ def evaluate_checkpoint(
         out_path.write_text(json.dumps(record, indent=2))
     print(f"results: {out_path}")
     if video:
-        from mtrl.video import write_videos
+        from mtrl.evaluation.video import write_videos
 
         for written in write_videos(video, frames):
             print(f"video: {written}")

@@ -34,18 +34,19 @@ from typing import Any
 
 import torch
 
-from mtrl import envs, gradients, plugins, tracking
+from mtrl import envs, gradients, plugins
 from mtrl.agents import networks
-from mtrl.checkpoint import remove_partial_writes
 from mtrl.config import Config, build_config
 from mtrl.envs import episode_steps, is_metaworld, make_env, resolve_task_names
 from mtrl.envs.base import MultiTaskVecEnv
 from mtrl.errors import ConfigError, RunError, RunWriteError
-from mtrl.evaluation import EVAL_SEED_OFFSET, GOAL_SCHEME
+from mtrl.evaluation.protocol import EVAL_SEED_OFFSET, GOAL_SCHEME
 from mtrl.extras import require
-from mtrl.lock import RunLock, acquire
-from mtrl.logging import METRICS_FILE, SUPERSEDED_METRICS_FILE
-from mtrl.sharing import CoreShare
+from mtrl.training import tracking
+from mtrl.training.checkpoint import remove_partial_writes
+from mtrl.training.cores import CoreShare
+from mtrl.training.lock import RunLock, acquire
+from mtrl.training.logging import METRICS_FILE, SUPERSEDED_METRICS_FILE
 
 DISTRIBUTION = "mtrl-suite"
 LIBRARIES = ("torch", "metaworld", "mujoco", "gymnasium", "numpy")
@@ -154,7 +155,7 @@ def _version(name: str) -> str | None:
 
 def _git(*args: str) -> str | None:
     """``git args`` in the checkout this package was imported from; None outside a checkout."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout, above mtrl/training
     try:
         done = subprocess.run(
             ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
@@ -291,7 +292,7 @@ class StopSignals:
     mid-update or mid-write. A SIGHUP that the process was started ignoring (``nohup``) stays
     ignored: that run was meant to outlive its terminal."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # POSIX only, as mtrl.lock
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # POSIX only, as mtrl.training.lock
 
     def __init__(self) -> None:
         self.received: str | None = None
@@ -319,8 +320,7 @@ def configure_torch(config: Config) -> torch.device:
     """Threads, determinism and float handling for a training process; returns its device.
 
     Denormal floats are flushed to zero: tiny gradients and Adam moments turn denormal as a run
-    goes on, and CPU arithmetic on them is slow (measured, MT1 after 1,200 steps: 62 env steps/s
-    without, 90 with; stable-baselines3 60 and 65).
+    goes on, and CPU arithmetic on them is slow enough to slow a run down (docs/benchmarks.md).
     """
     device = resolve_device(config.device)
     if config.torch_threads > 0:
@@ -350,7 +350,7 @@ def default_run_dir(config: Config) -> Path:
 
 
 def prepare_run_dir(run_dir: Path, resume: bool) -> RunLock:
-    """Locks the run directory for this process (one writer: ``mtrl.lock``) before anything is
+    """Locks the run directory for this process (one writer: ``mtrl.training.lock``) before anything is
     written in it, and fails fast (before hours of training) on one that cannot hold the run."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

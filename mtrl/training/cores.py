@@ -1,12 +1,10 @@
 """How a training process shares the machine's cores with other ones.
 
-Measured on 2 cores with AMX (2026-12-02, MT10, 3 x 400, 128 per task; ``mtrl bench`` (f)):
-- one run alone gains 1.92x from its second thread (166 env steps/s against 86 with one);
-- two runs at once with two threads each collapse while OpenMP's threads spin, waiting for work,
-  on each other's cores: 10 env steps/s each; with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep)
-  82-83 each, but PASSIVE also costs a run alone ~20% (a thread woken from sleep for every
-  parallel region: the MT10 update 61 -> 77 ms in fp32, 28 -> 47 ms in bf16);
-- two runs that take one thread each: 84-85 each, the most two runs get out of two cores.
+Two runs at once with a thread per core each collapse while OpenMP's threads spin, waiting for
+work, on each other's cores; ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep) avoids that but slows a
+run alone (a thread is woken from sleep for every parallel region); two runs that take one thread
+each get the most out of the cores (``mtrl bench`` (f); docs/benchmarks.md and docs/training.md
+have the numbers).
 
 The same collapse follows any busy process beside a run, not only another run: TensorBoard, an
 evaluation, a notebook, another job. So a run keeps OpenMP's spinning default and, where it chose

@@ -15,15 +15,15 @@ import torch
 from torch import nn
 
 from mtrl.agents.sac import Actor, MultiTaskSAC, act, precision_autocast
-from mtrl.checkpoint import (
+from mtrl.config import Config, ConfigError, from_dict, validate
+from mtrl.errors import UsageError
+from mtrl.training.checkpoint import (
     CheckpointError,
     TrainingCheckpoint,
     latest_checkpoint,
     load_checkpoint,
     load_state,
 )
-from mtrl.config import Config, ConfigError, from_dict, validate
-from mtrl.errors import UsageError
 
 TASK_POLICY = "task_policy"
 
@@ -82,7 +82,7 @@ def load_agent(
 ) -> MultiTaskSAC:
     """The trained agent of a training checkpoint, with all it trains with (its gradient methods
     among them); a state that does not fit is one line. Acting needs ``load_actor`` only."""
-    from mtrl.run import check_specs
+    from mtrl.training.run import check_specs
 
     config, trained, obs_dim, action_dim = read_run(path, payload)
     checkpoint = TrainingCheckpoint.from_payload(path, payload)
@@ -250,7 +250,7 @@ class Policy:
 def load_policy(path: str | Path, device: str = "auto") -> Policy:
     """The policy of a checkpoint file, a run directory (its latest checkpoint) or an exported
     task policy (``mtrl export``); an untrusted or broken file is refused in one line."""
-    from mtrl.run import resolve_device
+    from mtrl.training.run import resolve_device
 
     path, payload = load_training_checkpoint(Path(path))
     config, trained, obs_dim, action_dim = read_run(path, payload)

@@ -53,7 +53,7 @@ class RunLogger:
         progress: bool = True,
         tracker: Any = None,
     ) -> None:
-        """``tracker``: where the scalars also go (``mtrl.tracking.WandbRun``), or None."""
+        """``tracker``: where the scalars also go (``mtrl.training.tracking.WandbRun``), or None."""
         from torch.utils.tensorboard import SummaryWriter  # slow import: only when a run starts
 
         self.run_dir = run_dir

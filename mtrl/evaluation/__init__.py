@@ -1,0 +1,1 @@
+"""Evaluation: the protocol that scores a policy, loading a trained policy, and exporting or filming it."""

@@ -1,0 +1,1 @@
+"""Experiments: many runs at once (sweeps over a grid) and the library's own benchmark."""
