@@ -22,7 +22,7 @@ LAYERS = [
     {"agents"},
     {"run", "evaluation", "policy", "policy_eval", "lock", "callbacks"},
     {"trainer", "baselines"},
-    {"sweep", "report", "report_tables", "report_figures", "bench", "export", "api"},
+    {"sweep", "report", "report_tables", "report_figures", "bench", "export", "api", "experiments"},
     {"cli", "__init__", "__main__"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
