@@ -4,6 +4,7 @@ continues the study, --methods, and bad search spaces (one line, exit 2)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import optuna
@@ -13,7 +14,7 @@ from mtrl_process import TINY
 
 import mtrl
 from mtrl.cli import main
-from mtrl.config import load_config, to_dict
+from mtrl.config import ConfigError, load_config, to_dict
 from mtrl.experiments.tune import load_space, open_storage, open_study
 from mtrl.run import build_run_config, read_run_info
 
@@ -180,3 +181,43 @@ def test_a_bad_space_is_one_line_and_exit_2_before_anything_starts(
     err = capsys.readouterr().err
     assert err.startswith("mtrl: error: ") and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_command_line_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    assert main(["tune", str(write_space(tmp_path)), "--jobs", "0"]) == 2
+    assert capsys.readouterr().err == "mtrl: error: --jobs must be > 0, got 0\n"
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
+    assert main(["tune", str(write_space(tmp_path))]) == 2
+    assert capsys.readouterr().err == (
+        "mtrl: error: mtrl tune needs optuna, which is not installed: "
+        "pip install 'mtrl-suite[optuna]'\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_study_is_not_continued_from_another_space(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    storage = open_storage(f"sqlite:///{out / 'study.db'}")
+    open_study(load_space(write_space(tmp_path)), storage)
+    wider = {"type": "float", "low": "1e-5", "high": "1e-2", "log": True}
+    params = {
+        "agent.actor_lr": wider,
+        "agent.critic": {"type": "categorical", "choices": ["shared"]},
+    }
+    with pytest.raises(
+        ConfigError, match=r"study tiny was made from another search space \(params"
+    ):
+        open_study(load_space(write_space(tmp_path, params=params)), storage)
+    changed_base = load_space(write_space(tmp_path, overrides=[*TRIAL, "agent.gamma=0.9"]))
+    with pytest.raises(ConfigError, match=r"another search space \(config differ"):
+        open_study(changed_base, storage)
+    # What may change: the budget, the sampler, the pruner.
+    open_study(
+        load_space(write_space(tmp_path, n_trials=5, sampler="tpe", pruner="median")), storage
+    )
+
+
+def test_the_example_space_is_valid():
+    space = load_space(Path(__file__).resolve().parent.parent / "examples" / "tune_synthetic.yaml")
+    assert space.n_trials == 8 and [p.key for p in space.params][0] == "agent.actor_lr"

@@ -461,7 +461,7 @@ def open_storage(url: str) -> Any:
         ) from None
 
 
-def open_study(space: Space, storage: Any, seed_offset: int | None = None) -> Any:
+def open_study(space: Space, storage: Any) -> Any:
     """The space's study, made or loaded (``load_if_exists``), maximising the objective. A study
     made from another space (base config, distributions, objective) is refused. The sampler's
     seed is the space's plus the trials already asked, so that a resumed study does not draw
@@ -476,8 +476,7 @@ def open_study(space: Space, storage: Any, seed_offset: int | None = None) -> An
         load_if_exists=True,
         pruner=make_pruner(space.pruner),
     )
-    asked = len(study.get_trials(deepcopy=False)) if seed_offset is None else seed_offset
-    study.sampler = make_sampler(space.sampler, space.seed + asked)
+    study.sampler = make_sampler(space.sampler, space.seed + len(study.get_trials(deepcopy=False)))
     fingerprint = space.fingerprint()
     made_from = study.user_attrs.get("mtrl_space")
     if made_from is None:
@@ -499,26 +498,23 @@ def trial_main() -> int:
     the run ended (finished, pruned or stopped by a signal: its run directory says which),
     ``ELSEWHERE_EXIT`` where another process writes the run directory, else the error's code."""
     request = json.loads(sys.stdin.read())
+    sys.argv[1:] = [f"--study={request['study']}", f"--trial={request['trial']}"]  # provenance
     try:
+        import optuna
         from optuna.trial import Trial
 
         from mtrl.api import train
 
-        space_pruner = (request["pruner"][0], request["pruner"][1])
-        storage = open_storage(request["storage"])
-        import optuna
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.load_study(
-            study_name=request["study"], storage=storage, pruner=make_pruner(space_pruner)
-        )
+        storage = open_storage(request["storage"])
+        pruner = make_pruner(tuple(request["pruner"]))
+        study = optuna.load_study(study_name=request["study"], storage=storage, pruner=pruner)
         study_id = storage.get_study_id_from_name(request["study"])
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, request["trial"])
         reported = set(storage.get_trial(trial_id).intermediate_values)
         run_dir = Path(request["run_dir"])
-        prune = PruneTrial(
-            Trial(study, trial_id), OBJECTIVES[request["objective"]][1], run_dir, reported
-        )
+        aggregate = OBJECTIVES[request["objective"]][1]
+        prune = PruneTrial(Trial(study, trial_id), aggregate, run_dir, reported)
         if has_checkpoint(run_dir):
             train(resume=run_dir, callbacks=prune)
         else:
@@ -546,7 +542,6 @@ class _Launch:
     params: dict[str, Any]
     run_dir: Path
     resumed: bool
-    process: subprocess.Popen | None = None
 
 
 class StudyRunner:
@@ -717,6 +712,8 @@ class StudyRunner:
             note = f": {self.space.objective} = {trial.value:.4g}"
         elif status == "failed":
             note = f" ({error}; log: {launch.run_dir}.log)"
+        elif status == "running elsewhere":
+            note = f" ({error})"
         elif status == "interrupted":
             note = " (stopped by a signal; rerun to resume it)"
         self.say(f"  {status:<9} trial {launch.number} ({params}){note}")
