@@ -221,3 +221,15 @@ def test_a_study_is_not_continued_from_another_space(tmp_path):
 def test_the_example_space_is_valid():
     space = load_space(Path(__file__).resolve().parent.parent / "examples" / "tune_synthetic.yaml")
     assert space.n_trials == 8 and [p.key for p in space.params][0] == "agent.actor_lr"
+
+
+def test_a_run_directory_that_is_no_trial_of_the_study_is_refused(tmp_path, capsys):
+    # A study.db deleted, or another --storage, beside trial directories of an earlier study: a
+    # new trial 0 must not take (or resume) the old trial 0's run.
+    stray = tmp_path / "out" / "trial_0000"
+    stray.mkdir(parents=True)
+    (stray / "run.json").write_text('{"status": "finished", "step": 200}')
+    assert main(["tune", str(write_space(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trial_0000 holds a run that is no trial of the study" in err
+    assert not (tmp_path / "out" / "trial_0000.log").exists()

@@ -47,6 +47,7 @@ from typing import Any
 from mtrl.callbacks import Callback
 from mtrl.config import Config, ConfigError, _coerce, field_docs, load_yaml, to_dict
 from mtrl.errors import (
+    RunError,
     RunFinishedError,
     RunLockedError,
     UsageError,
@@ -566,6 +567,15 @@ class StudyRunner:
 
         self.space.out.mkdir(parents=True, exist_ok=True)
         trials = self.study.get_trials(deepcopy=False)
+        ours = {str(self.run_dir(t.number)) for t in trials} | {
+            t.user_attrs.get("run_dir") for t in trials
+        }
+        strays = sorted(str(p) for p in self.space.out.glob("trial_*") if p.is_dir())
+        if stray := next((path for path in strays if path not in ours), None):
+            raise RunError(
+                f"{stray} holds a run that is no trial of the study {self.space.name} in this "
+                "storage (its study.db deleted? another --storage?); give another --out"
+            )
         pending: deque[_Launch] = deque()
         busy = 0
         for trial in trials:
