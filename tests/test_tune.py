@@ -15,7 +15,7 @@ from mtrl_process import TINY
 import mtrl
 from mtrl.cli import main
 from mtrl.config import ConfigError, load_config, to_dict
-from mtrl.experiments.tune import load_space, open_storage, open_study
+from mtrl.experiments.tune import OBJECTIVES, load_space, objective_value, open_storage, open_study
 from mtrl.run import build_run_config, read_run_info
 
 # Trials of 200 steps: evaluations at steps 100 (periodic) and 200 (final).
@@ -233,3 +233,29 @@ def test_a_run_directory_that_is_no_trial_of_the_study_is_refused(tmp_path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "trial_0000 holds a run that is no trial of the study" in err
     assert not (tmp_path / "out" / "trial_0000.log").exists()
+
+
+def test_the_objectives_score_the_last_record_of_their_kind(tmp_path):
+    def record(step, kind, rates, returns):
+        tasks = {f"tasks/t{k}/success_rate": rate for k, rate in enumerate(rates)}
+        tasks |= {f"tasks/t{k}/return": value for k, value in enumerate(returns)}
+        return json.dumps({"step": step, "kind": kind, "eval/mean_success_rate": 0.5, **tasks})
+
+    lines = [
+        record(100, "eval", [0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]),
+        record(200, "eval", [0.0, 0.2, 0.4, 1.0], [-4.0, -2.0, 0.0, 2.0]),
+        record(300, "final_eval", [0.0, 0.5, 0.5, 1.0], [10.0, 20.0, 30.0, 40.0]),
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    expected = {
+        "final_mean": 0.5,
+        "final_iqm": 0.5,  # the middle two of four
+        "last_eval_mean": 0.4,
+        "last_eval_iqm": 0.3,
+        "final_return": 25.0,
+        "last_eval_return": -1.0,
+    }
+    assert set(expected) == set(OBJECTIVES)
+    for objective, value in expected.items():
+        assert objective_value(tmp_path, objective) == pytest.approx(value), objective
+    assert objective_value(tmp_path / "nothing", "final_mean") is None

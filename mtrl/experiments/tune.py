@@ -9,7 +9,7 @@ A search space is a YAML file::
       agent.actor_lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
       agent.batch_size_per_task: {type: int, low: 16, high: 128, step: 16}
       agent.critic: {type: categorical, choices: [shared, multihead]}
-    objective: final_mean         # final_mean, final_iqm, last_eval_mean, last_eval_iqm
+    objective: final_mean         # final_ or last_eval_ + mean, iqm (success rates) or return
     n_trials: 20                  # the study's trials in all (complete or pruned)
     sampler: tpe                  # tpe, random; or {name: tpe, n_startup_trials: 5}
     pruner: median                # median, successive_halving, threshold, none; or a mapping
@@ -81,12 +81,16 @@ DISTRIBUTIONS = {
     "int": {"low", "high", "log", "step"},
     "categorical": {"choices"},
 }
-OBJECTIVES = {  # name -> (the metrics.jsonl record it scores, how the tasks' success rates pool)
-    "final_mean": ("final_eval", "mean"),
-    "final_iqm": ("final_eval", "iqm"),
-    "last_eval_mean": ("eval", "mean"),
-    "last_eval_iqm": ("eval", "iqm"),
+OBJECTIVES = {  # name -> (the metrics.jsonl record it scores, the tasks' metric, how they pool)
+    "final_mean": ("final_eval", "success_rate", "mean"),
+    "final_iqm": ("final_eval", "success_rate", "iqm"),
+    "last_eval_mean": ("eval", "success_rate", "mean"),
+    "last_eval_iqm": ("eval", "success_rate", "iqm"),
+    "final_return": ("final_eval", "return", "mean"),
+    "last_eval_return": ("eval", "return", "mean"),
 }
+RESULT_FIELDS = {"success_rate": "success_rate", "return": "mean_return"}
+"""The ``TaskResult`` field of each metric of an evaluation record."""
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "successive_halving", "threshold", "none")
 TUNE_SETS = {"run_dir": "each trial's run directory"}
@@ -379,26 +383,23 @@ def load_space(
 
 
 # ------------------------------------------------------------------------------- the objective
-def score(success_rates: list[float], aggregate: str) -> float:
-    """The tasks' success rates pooled into one number: their mean, or their IQM."""
+def score(values: list[float], aggregate: str) -> float:
+    """The tasks' values pooled into one number: their mean, or their IQM."""
     if aggregate == "iqm":
-        return interquartile_mean([success_rates])
-    return float(sum(success_rates) / len(success_rates))
+        return interquartile_mean([values])
+    return float(sum(values) / len(values))
 
 
 def objective_value(run_dir: Path, objective: str) -> float | None:
     """A finished run's score, from its last evaluation record of the objective's kind (the final
     one, or the last periodic one) in ``metrics.jsonl``; None where it has none."""
-    kind, aggregate = OBJECTIVES[objective]
+    kind, metric, aggregate = OBJECTIVES[objective]
     records = [record for record in read_metrics(run_dir) if record.get("kind") == kind]
     if not records:
         return None
-    rates = [
-        value
-        for key, value in records[-1].items()
-        if key.startswith("tasks/") and key.endswith("/success_rate")
-    ]
-    return score(rates, aggregate) if rates else None
+    suffix = f"/{metric}"
+    values = [v for k, v in records[-1].items() if k.startswith("tasks/") and k.endswith(suffix)]
+    return score(values, aggregate) if values else None
 
 
 class PruneTrial(Callback):
@@ -406,19 +407,17 @@ class PruneTrial(Callback):
     the run ends cleanly (checkpoint, ``run.json``) and ``trial.json`` says it was pruned. A
     resumed trial does not report again a step it reported before its interruption."""
 
-    def __init__(self, trial: Any, aggregate: str, run_dir: Path, reported: set[int]) -> None:
+    def __init__(self, trial: Any, objective: str, run_dir: Path, reported: set[int]) -> None:
         super().__init__()
-        self.trial, self.aggregate, self.run_dir, self.reported = (
-            trial,
-            aggregate,
-            run_dir,
-            reported,
-        )
+        self.trial, self.objective, self.run_dir = trial, objective, run_dir
+        self.reported = reported
 
     def on_eval(self, step: int, results: dict[str, Any], final: bool) -> bool | None:
         if final:
             return None
-        value = score([result.success_rate for result in results.values()], self.aggregate)
+        _, metric, aggregate = OBJECTIVES[self.objective]
+        field = RESULT_FIELDS[metric]
+        value = score([getattr(result, field) for result in results.values()], aggregate)
         if step not in self.reported:
             self.trial.report(value, step)
             self.reported.add(step)
@@ -514,8 +513,7 @@ def trial_main() -> int:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, request["trial"])
         reported = set(storage.get_trial(trial_id).intermediate_values)
         run_dir = Path(request["run_dir"])
-        aggregate = OBJECTIVES[request["objective"]][1]
-        prune = PruneTrial(Trial(study, trial_id), aggregate, run_dir, reported)
+        prune = PruneTrial(Trial(study, trial_id), request["objective"], run_dir, reported)
         if has_checkpoint(run_dir):
             train(resume=run_dir, callbacks=prune)
         else:
