@@ -1,5 +1,5 @@
-"""``mtrl train | eval | export | sweep | report | bench | presets | config show``: parse, validate,
-call. Bad input is one line on stderr and exit code 2.
+"""``mtrl train | eval | export | sweep | tune | report | bench | presets | config show``: parse,
+validate, call. Bad input is one line on stderr and exit code 2.
 
 So is a run directory that another process is writing (``mtrl.training.lock``); a run stopped by a write
 the disk refused is one line too, with exit code 1.
@@ -139,6 +139,12 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from mtrl.experiments.tune import command
+
+    return command(args)
+
+
 def _report(args: argparse.Namespace) -> int:
     from mtrl.analysis.report import make_report
 
@@ -273,6 +279,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--debug", action="store_true", help="show tracebacks")
     sweep.set_defaults(handler=_sweep)
+
+    tune = commands.add_parser(
+        "tune", help="hyper-parameter search with Optuna (pruned, resumable, parallel trials)"
+    )
+    tune.add_argument("space", help="a search space YAML file (docs/tuning.md)")
+    tune.add_argument("--out", default=None, help="where the study's runs go (over the file's)")
+    tune.add_argument(
+        "--storage", default=None, help="an Optuna database URL (default: <out>/study.db, SQLite)"
+    )
+    tune.add_argument("--jobs", type=int, default=1, help="trials run at once (processes)")
+    tune.add_argument("--n-trials", type=int, default=None, help="trials in all (over the file's)")
+    tune.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="one study per gradient method (actor and critic), same budget: a table of the best",
+    )
+    tune.add_argument("--debug", action="store_true", help="show tracebacks")
+    tune.set_defaults(handler=_tune)
 
     report = commands.add_parser("report", help="ablation tables and plots from run directories")
     report.add_argument("run_dirs", nargs="+", help="run directories, or directories holding them")

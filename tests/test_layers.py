@@ -45,6 +45,7 @@ LAYERS = [
         "experiments.bench",
     },
     {"api"},
+    {"experiments.tune"},  # trials are runs of the Python API
     {"cli", "__init__", "__main__"},
 ]
 # A room's __init__.py is a docstring only (test_rooms_hold_no_code), so it sits below everything.
