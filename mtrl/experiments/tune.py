@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtrl.analysis.stats import interquartile_mean
 from mtrl.callbacks import Callback
 from mtrl.config import Config, ConfigError, _coerce, field_docs, load_yaml, to_dict
 from mtrl.errors import (
@@ -56,13 +57,12 @@ from mtrl.errors import (
     warn,
     writing,
 )
-from mtrl.extras import require
-from mtrl.training.logging import read_metrics
-from mtrl.presets import resolve
-from mtrl.training.run import build_run_config, has_checkpoint, read_run_info
-from mtrl.specs import shown, suggest_suffix
-from mtrl.analysis.stats import interquartile_mean
 from mtrl.experiments.sweep import _as_overrides, _slug, _unknown, run_state
+from mtrl.extras import require
+from mtrl.presets import resolve
+from mtrl.specs import shown, suggest_suffix
+from mtrl.training.logging import read_metrics
+from mtrl.training.run import build_run_config, has_checkpoint, read_run_info
 
 SPACE_KEYS = {
     "name",
