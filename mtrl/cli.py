@@ -154,9 +154,10 @@ def _report(args: argparse.Namespace) -> int:
         bootstrap_reps=args.bootstrap_reps,
         bootstrap_seed=args.bootstrap_seed,
         mixed_protocols=args.mixed_protocols,
+        methods=args.methods,
     )
     for path in report["skipped"]:
-        print(f"skipped (no final evaluation yet): {path}")
+        print(f"skipped (no evaluation yet): {path}")
     print((Path(args.out) / "table.md").read_text())
     for path in report["files"]:
         print(f"wrote {path}")
@@ -316,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--mixed-protocols",
         action="store_true",
         help="report runs evaluated under different protocols in one table (marked as mixed)",
+    )
+    report.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="LABEL",
+        help="report only these methods (their labels, quoted where they hold spaces), in this "
+        "order; default: every method of the runs",
     )
     report.add_argument("--debug", action="store_true", help="show tracebacks")
     report.set_defaults(handler=_report)

@@ -96,6 +96,10 @@ class AgentConfig:
     # Every N updates, compute per-task gradients (one vmap pass) to log the gradient-conflict
     # diagnostics (cosines, conflicting pairs, magnitude similarity), also for ``mean``; 0: never.
     diagnostics_every: int = 1000
+    # At those updates the plasticity diagnostics (mtrl.agents.plasticity) count a hidden unit as
+    # dormant when its mean |activation| over the batch is at most this share of its layer's mean
+    # (Sokar et al. 2023's tau; 0.1 is McLean et al. 2025's code's). In [0, 1).
+    dormant_threshold: float = 0.1
     # Compile the gradient passes with torch.compile on their first use: the per-task pass (vmap
     # over tasks) and, for methods whose loss weights are constant (``mean``), the pass of the
     # mean loss. Seconds of compiling once, then faster updates (docs/benchmarks.md has the
@@ -418,6 +422,10 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"agent.tau: must be in (0, 1], got {agent.tau}")
     if agent.log_std_min >= agent.log_std_max:
         raise ConfigError("agent.log_std_min must be below agent.log_std_max")
+    if not agent.dormant_threshold < 1:
+        raise ConfigError(
+            f"agent.dormant_threshold: must be in [0, 1), got {agent.dormant_threshold}"
+        )
     if agent.bins < 2:
         raise ConfigError(f"agent.bins: a distributional critic needs >= 2, got {agent.bins}")
     if agent.reset_every and agent.reset_warmup >= agent.reset_every:

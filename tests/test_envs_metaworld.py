@@ -384,3 +384,38 @@ def test_mt50_builds_and_steps() -> None:
     step = env.step(np.zeros((50, 4)))
     assert step.obs.shape == (50, 89) and not step.truncated.any()
     env.close()
+
+
+# McLean et al. 2025's MT25 (their rainx0r/metaworld-algorithms builds "Meta-World/MT25", whose
+# tasks are metaworld.env_dict.MT25_V3): MT10, then these 15.
+MT25_NAMES = [
+    *MT10_NAMES,
+    "coffee-pull-v3",
+    "pick-out-of-hole-v3",
+    "disassemble-v3",
+    "pick-place-wall-v3",
+    "basketball-v3",
+    "stick-pull-v3",
+    "button-press-wall-v3",
+    "faucet-open-v3",
+    "door-lock-v3",
+    "lever-pull-v3",
+    "sweep-into-v3",
+    "faucet-close-v3",
+    "coffee-button-v3",
+    "button-press-topdown-wall-v3",
+    "dial-turn-v3",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.metaworld
+def test_mt25_builds_its_25_tasks_and_steps() -> None:
+    env = make_env("MT25", seed=0)
+    assert env.task_names == MT25_NAMES and env.obs_dim == 39 + 25
+    obs = env.reset()
+    np.testing.assert_array_equal(obs[:, 39:], np.eye(25, dtype=np.float32))
+    for _ in range(3):
+        step = env.step(np.random.default_rng(0).uniform(-1, 1, size=(25, 4)))
+        assert step.obs.shape == (25, 64) and np.isfinite(step.obs).all()
+    env.close()

@@ -562,3 +562,106 @@ def test_the_heatmap_numbers_and_colour_bar_label_are_legible_and_inside(
     inside = figure.bbox
     extent = label.get_window_extent()
     assert inside.y0 <= extent.y0 and extent.y1 <= inside.y1 and extent.x1 <= inside.x1, extent
+
+
+# ------------------------------------------------------------- --methods and unfinished runs
+def test_methods_picks_the_rows_in_its_order_and_an_unknown_one_is_one_line(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for k, label in enumerate(("MH-SAC", "SAC", "SAC+PCGrad")):
+        _fabricate(root, label, 0, np.full(len(TASKS), 0.2 * (k + 1)), _protocol(0))
+    out = tmp_path / "report"
+    args = ["report", str(root), "--out", str(out), "--bootstrap-reps", "50"]
+    assert main([*args, "--methods", "SAC+PCGrad", "SAC"]) == 0
+    rows = [line for line in (out / "table.md").read_text().splitlines() if "synthetic:6 |" in line]
+    assert [row.split(" | ")[1] for row in rows] == ["SAC+PCGrad", "SAC"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert {run["method"] for run in summary["runs"]} == {"SAC", "SAC+PCGrad"}
+
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "other"), "--methods", "SAC", "PPO"]) == 2
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert error == (
+        "mtrl: error: --methods: no runs of 'PPO'; the runs' methods are 'MH-SAC', 'SAC', "
+        "'SAC+PCGrad'"
+    )
+    assert not (tmp_path / "other").exists()
+
+
+def _unfinish(run_dir: Path, status: str = "running") -> None:
+    """The run as it is before its final evaluation: no final_eval record, run.json's status."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(line for line in lines if "final_eval" not in line)
+    )
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps(info | {"status": status}))
+
+
+def test_unfinished_runs_are_scored_by_their_last_evaluation_and_marked(tmp_path, figures):
+    root = tmp_path / "runs"
+    final = np.linspace(0.2, 0.8, len(TASKS))
+    for seed in (0, 1):
+        _unfinish(_fabricate(root, "SAC", seed, final, _protocol(seed)))
+    _fabricate(root, "SAC+PCGrad", 0, final, _protocol(0))
+    stopped = _fabricate(root, "MH-SAC", 0, final, _protocol(0))
+    _unfinish(stopped, "interrupted")
+    (stopped / "metrics.jsonl").write_text(  # stopped before its second evaluation
+        (stopped / "metrics.jsonl").read_text().splitlines(keepends=True)[0]
+    )
+    report = make_report([root], tmp_path / "report", bootstrap_reps=50)
+    scores = {s["method"]: s["mean"] for s in report["summaries"]}
+    assert scores == {
+        "SAC (running, at 1k steps)": pytest.approx(final.mean() * 2 / 3),  # the step-1000 eval
+        "MH-SAC (interrupted, at 500 steps)": pytest.approx(final.mean() / 3),
+        "SAC+PCGrad": pytest.approx(final.mean()),
+    }
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert "| SAC (running, at 1k steps) |" in table and "| SAC+PCGrad |" in table
+    # The running method's curve ends in an open marker at its last evaluation; the finished one's
+    # does not.
+    curves = next(f for f in figures if f.axes[0].get_ylabel().startswith("IQM success"))
+    ends = [line for line in curves.axes[0].get_lines() if line.get_marker() == "o"]
+    assert len(ends) == 2 and sorted(float(line.get_xdata()[0]) for line in ends) == [500, 1000]
+
+
+def test_a_report_of_only_running_runs_is_drawn_and_one_without_evaluations_is_refused(
+    tmp_path, capsys
+):
+    root = tmp_path / "runs"
+    run_dir = _fabricate(root, "SAC", 0, np.full(len(TASKS), 0.5), _protocol(0))
+    _unfinish(run_dir)
+    assert main(["report", str(root), "--out", str(tmp_path / "r"), "--bootstrap-reps", "50"]) == 0
+    assert "SAC (running, at 1k steps)" in (tmp_path / "r" / "table.md").read_text()
+    (run_dir / "metrics.jsonl").write_text("")
+    capsys.readouterr()
+    assert main(["report", str(root), "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.strip() == "mtrl: error: none of the runs has an evaluation yet"
+
+
+def test_the_plasticity_panel_draws_iqm_over_seeds_per_method(tmp_path, figures):
+    root = tmp_path / "runs"
+    fractions = {"SAC": (0.1, 0.2, 0.3, 0.9), "SAC+PCGrad": (0.05, 0.05, 0.05, 0.05)}
+    for label, values in fractions.items():
+        for seed, value in enumerate(values):
+            run_dir = _fabricate(root, label, seed, np.full(len(TASKS), 0.5), _protocol(seed))
+            records = [
+                {"step": step, "kind": "train"}
+                | {f"plasticity/{role}/dormant_fraction": value * k for role in ("critic", "actor")}
+                | {f"plasticity/{role}/effective_rank": 10.0 * k for role in ("critic", "actor")}
+                for k, step in enumerate(STEPS, 1)
+            ]
+            with (run_dir / "metrics.jsonl").open("a") as file:
+                file.writelines(json.dumps(r) + "\n" for r in records)
+    report = make_report([root], tmp_path / "report", bootstrap_reps=50)
+    assert tmp_path / "report" / "plasticity_synthetic_6.png" in report["files"]
+    figure = next(f for f in figures if f._suptitle and "plasticity" in f._suptitle.get_text())
+    panels = {ax.get_ylabel(): ax for ax in figure.axes if ax.get_lines()}
+    assert set(panels) == {
+        f"{role} {name}"
+        for role in ("critic", "actor")
+        for name in ("dormant fraction", "effective rank")
+    }
+    lines = {line.get_label(): line for line in panels["critic dormant fraction"].get_lines()}
+    # IQM of 4 seeds: the mean of the middle two (0.2, 0.3 at the first step), not 0.375.
+    assert lines["SAC"].get_ydata()[0] == pytest.approx(0.25)
+    assert list(lines["SAC+PCGrad"].get_ydata()) == pytest.approx([0.05, 0.1, 0.15])

@@ -35,6 +35,7 @@ from mtrl.agents.networks import (
     task_specific_names,
     update_running_norms,
 )
+from mtrl.agents.plasticity import plasticity_metrics
 from mtrl.agents.reward_norm import RewardNormaliser
 from mtrl.config import AgentConfig
 from mtrl.gradients.compiled import Passes
@@ -335,6 +336,12 @@ class MultiTaskSAC:
         )
         if self.reward_norm.active:
             metrics["per_task/reward_factor"] = reward_factor
+        if diagnose:  # on the networks just updated
+            metrics.update(
+                plasticity_metrics(
+                    self.actor, self.critic, batch.obs, self.config.dormant_threshold
+                )
+            )
         if self.config.reset_every and self.updates % self.config.reset_every == 0:
             self.reset()
         return metrics

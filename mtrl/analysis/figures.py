@@ -118,12 +118,18 @@ def _legend(ax, count: int) -> None:
 
 
 def plot_curves(
-    curves: dict[str, list[tuple[Curve, Series]]], path: Path, title: str, reps: int, seed: int
+    curves: dict[str, list[tuple[Curve, Series]]],
+    path: Path,
+    title: str,
+    reps: int,
+    seed: int,
+    unfinished: set[str] = frozenset(),
 ) -> None:
     """IQM success over seeds x tasks at each evaluation, with its band, a line per method (a
     panel per ``METHODS_PER_PANEL`` methods). ``curves``: method label -> per seed (success per
     task, mean success) at every evaluation; a method where some seed has no per-task values is
-    drawn from the means."""
+    drawn from the means. The curves of ``unfinished`` methods (runs without a final evaluation
+    yet) end in an open circle: where they stand, not where they will end."""
     import matplotlib.pyplot as plt
 
     groups = _method_groups(list(curves))
@@ -141,6 +147,8 @@ def plot_curves(
                 continue
             ax.plot(steps, iqm, label=f"{label} (n={len(seeds)})", linewidth=1.5, **style)
             ax.fill_between(steps, low, high, color=style["color"], alpha=0.15)
+            if label in unfinished:
+                ax.plot(steps[-1:], iqm[-1:], "o", mfc="white", color=style["color"], ms=7)
         ax.set(ylabel="IQM success rate\n(95% bootstrap CI)", ylim=(-0.02, 1.02))
         ax.set_title(_group_title(group, groups), fontsize=9, loc="left")
         ax.grid(alpha=0.3)
@@ -181,16 +189,23 @@ def plot_heatmap(summaries: list[dict], path: Path, title: str) -> None:
 
 
 def plot_gradient_statistics(
-    series: dict[str, dict[str, list[Series]]], path: Path, title: str, reps: int, seed: int
+    series: dict[str, dict[str, list[Series]]],
+    path: Path,
+    title: str,
+    reps: int,
+    seed: int,
+    aggregate: str = "mean",
+    columns: int = 3,
 ) -> bool:
-    """The mean over seeds of logged gradient statistics, with bands, a panel each (rows of at
-    most three), the whole set of panels once per ``METHODS_PER_PANEL`` methods. ``series``:
+    """The ``aggregate`` ("mean", "iqm") over seeds of logged training statistics (gradients,
+    plasticity), with bands, a panel each (rows of at most ``columns``), the whole set of panels
+    once per ``METHODS_PER_PANEL`` methods. ``series``:
     logged key -> method label -> per seed (step, value) (every label under every key; a method
     is left out of a panel when a seed logged nothing). Writes nothing and returns False when no
     method has data."""
     import matplotlib.pyplot as plt
 
-    columns = min(3, len(series))
+    columns = min(columns, len(series))
     key_rows = -(-len(series) // columns)
     groups = _method_groups(list(next(iter(series.values()))))
     rows = key_rows * len(groups)
@@ -203,7 +218,7 @@ def plot_gradient_statistics(
                 curves = methods[label]
                 if not all(curves):
                     continue
-                steps, mean, low, high = _curve_band(_mean_curves(curves), "mean", reps, seed)
+                steps, mean, low, high = _curve_band(_mean_curves(curves), aggregate, reps, seed)
                 if len(steps) == 0:
                     continue
                 ax.plot(steps, mean, label=label, linewidth=1.2, **style)

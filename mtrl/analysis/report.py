@@ -4,7 +4,9 @@ Reports read only run directories: ``config.yaml`` for the method label and env,
 for everything measured, ``run.json`` for the evaluation protocol and provenance. A run's score is
 its FINAL evaluation: the ``final_eval`` record of ``metrics.jsonl`` (the numbers of
 ``eval/final.json``, which is read when the record is missing), per task, with the run's
-``final_eval_episodes`` episodes per task. It is never the ``best.pt`` checkpoint's evaluation:
+``final_eval_episodes`` episodes per task. A run without one yet (running, interrupted, failed) is
+scored by its last periodic evaluation instead, and its method is marked so in every table and
+curve ("SAC (running, at 25k steps)"). It is never the ``best.pt`` checkpoint's evaluation:
 picking the best of many noisy evaluations is biased upwards, and more so the more often a run
 evaluated. A run with a file that is not what mtrl writes (truncated or garbage JSON, a config of
 the wrong types, a success rate outside [0, 1]) is left out with a one-line warning naming the file
@@ -27,7 +29,9 @@ Outputs under ``--out``: ``table.*`` (mean success with its interval, IQM, seeds
 it, plus every run's protocol and provenance) and per env ``curves_<env>.png``,
 ``per_task_<env>.png``, ``aggregates_<env>.png``, ``performance_profile_<env>.png`` and, where runs
 logged them, ``conflict_<env>.png`` and ``triad_<env>.png`` (the PCGrad paper's Fig. 5 panels:
-conflict fraction, magnitude similarity and curvature over training, critic and actor).
+conflict fraction, magnitude similarity and curvature over training, critic and actor) and
+``plasticity_<env>.png`` (McLean et al. 2025's Fig. 4: dormant units and effective rank, IQM over
+seeds). ``methods`` (``--methods``) picks the methods reported, in its order.
 
 Protocol: scores are comparable only when measured the same way, so within one env all runs must
 agree on env, reward version, episode length, final-evaluation episodes, goal scheme and steps per
@@ -71,7 +75,13 @@ CONFLICT_KEYS = ("gradients/critic/cosine_mean", "gradients/critic/conflict_frac
 # The PCGrad paper's "tragic triad" (its Fig. 5): conflict, magnitude similarity, curvature.
 TRIAD = ("conflict_fraction", "magnitude_similarity", "curvature")
 TRIAD_KEYS = tuple(f"gradients/{role}/{name}" for role in ("critic", "actor") for name in TRIAD)
-LOGGED_KEYS = tuple(dict.fromkeys(CONFLICT_KEYS + TRIAD_KEYS))
+# McLean et al. 2025's Fig. 4 (mtrl.agents.plasticity): dormant units and effective rank.
+PLASTICITY_KEYS = tuple(
+    f"plasticity/{role}/{name}"
+    for role in ("critic", "actor")
+    for name in ("dormant_fraction", "effective_rank")
+)
+LOGGED_KEYS = tuple(dict.fromkeys(CONFLICT_KEYS + TRIAD_KEYS + PLASTICITY_KEYS))
 TIMING_KEYS = ("charts/updates_per_s", "charts/time_update_fraction")  # the update-time column
 PROTOCOL_KEYS = COMPARED_PROTOCOL_FIELDS
 """The protocol fields that must agree within one table (env, reward version, episode length,
@@ -104,6 +114,9 @@ class Run:
     resumed_at: list[str] = field(default_factory=list)
     update_seconds: float | None = None  # median seconds per update over the logged windows
     plain: bool = False  # plain MT-SAC (mean gradients, shared bodies): the cost column's unit
+    # Without a final evaluation yet: the run's status ("running", "interrupted", "failed") and
+    # the step of the periodic evaluation that scores it instead; None for a finished run.
+    unfinished: tuple[str, int] | None = None
 
     @property
     def score(self) -> float:
@@ -318,11 +331,11 @@ def _parameters(protocol: dict, info: dict) -> dict[str, int | None]:
 
 
 def load_run(path: Path) -> Run | None:
-    """A finished run; None when it has no final evaluation yet. A file that is not what mtrl
-    writes (corrupt, truncated, a success rate outside [0, 1]) is a RunFileError naming it."""
+    """A run scored by its final evaluation, or where it has none yet by its last periodic one
+    (``Run.unfinished`` says so); None when it has no evaluation at all. A file that is not what
+    mtrl writes (corrupt, truncated, a success rate outside [0, 1]) is a RunFileError naming it."""
     config = _read_config(path)
     records = _read_records(path)
-    info = _read_info(path)
     evaluations = [r for r in records if r["kind"] in ("eval", "final_eval")]
     finals = [r for r in evaluations if r["kind"] == "final_eval"]
     curve = [
@@ -332,16 +345,22 @@ def load_run(path: Path) -> Run | None:
     ]
     metrics = path / METRICS_FILE
     task_curve = [(int(r["step"]), _task_values(r, metrics)) for r in evaluations]
+    info = _read_info(path)
+    unfinished = None
     if finals:
         task_success = _task_values(finals[-1], metrics)
-    else:  # the record may be lost (a torn last line): eval/final.json holds the same numbers
-        final = _read_final(path)
-        if final is None:
-            return None
-        step, task_success = final
+    elif (final := _read_final(path)) is not None:  # the record may be lost (a torn last line):
+        step, task_success = final  # eval/final.json holds the same numbers
         if step is not None:
             curve.append((step, float(np.mean(list(task_success.values())))))
             task_curve.append((step, dict(task_success)))
+    else:  # no final evaluation yet: the last periodic one with per-task values stands in
+        periodic = [(step, values) for step, values in task_curve if values]
+        if not periodic:
+            return None
+        step, task_success = periodic[-1]
+        status = info.get("status")
+        unfinished = (status if status in ("interrupted", "failed") else "running", step)
     if not task_success:
         return None
     conflict = {
@@ -367,6 +386,7 @@ def load_run(path: Path) -> Run | None:
         config.agent.algorithm == "mt_sac"
         and (config.agent.critic_grad, config.agent.actor_grad) == ("mean", "mean")
         and (config.agent.critic, config.agent.actor) == ("shared", "shared"),
+        unfinished,
     )
 
 
@@ -449,14 +469,49 @@ class MethodRow:
         }
 
 
+def steps_text(steps: int) -> str:
+    """A step count for a label: 25000 -> "25k", 1500000 -> "1.5M", 300 -> "300"."""
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if steps >= size:
+            return f"{steps / size:.4g}{unit}"
+    return str(steps)
+
+
+def unfinished_mark(runs: list[Run]) -> str:
+    """The mark ' (running, at 25k steps)' of a method with runs scored by a periodic evaluation
+    (the least advanced one's status and step), else ''."""
+    unfinished = [run.unfinished for run in runs if run.unfinished is not None]
+    if not unfinished:
+        return ""
+    status, step = min(unfinished, key=lambda item: item[1])
+    return f" ({status}, at {steps_text(step)} steps)"
+
+
 def group_runs(runs: list[Run]) -> list[MethodRow]:
+    """A row per (env, method label); a method with unfinished runs is labelled so
+    (``unfinished_mark``), in its tables, curves and summary alike."""
     groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in runs:
         groups[(run.env, run.label)].append(run)
     return [
-        MethodRow(env, label, sorted(rs, key=lambda r: r.seed))
+        MethodRow(env, label + unfinished_mark(rs), sorted(rs, key=lambda r: r.seed))
         for (env, label), rs in groups.items()
     ]
+
+
+def select_methods(runs: list[Run], methods: list[str] | None) -> list[Run]:
+    """The runs of the methods named (``--methods``; all where None), or a one-line ConfigError
+    naming the unknown ones and listing those the runs have."""
+    if methods is None:
+        return runs
+    known = sorted({run.label for run in runs})
+    unknown = [name for name in dict.fromkeys(methods) if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"--methods: no runs of {', '.join(map(repr, unknown))}; the runs' methods are "
+            f"{', '.join(map(repr, known))}"
+        )
+    return [run for run in runs if run.label in methods]
 
 
 # ---------------------------------------------------------------------------------- protocol
@@ -573,11 +628,15 @@ def make_report(
     bootstrap_reps: int = stats.DEFAULT_REPS,
     bootstrap_seed: int = 0,
     mixed_protocols: bool = False,
+    methods: list[str] | None = None,
 ) -> dict:
-    """Writes the tables, statistics and figures under ``out``.
+    """Writes the tables, statistics and figures under ``out``, of the runs of ``methods`` (their
+    labels, in that order; all, by label, where None).
 
+    A run without a final evaluation yet is scored by its last periodic evaluation, and its
+    method's label says so ("SAC (running, at 25k steps)"); its curve ends in an open marker.
     Returns {"summaries" (per method: the table's numbers and the aggregates), "improvement",
-    "protocols", "files", "skipped" (runs without a final evaluation yet), "left_out" (why each
+    "protocols", "files", "skipped" (runs without any evaluation yet), "left_out" (why each
     run with a corrupt file was left out; each is a warning on stderr too)}. Every interval uses
     ``bootstrap_reps`` stratified resamples seeded with ``bootstrap_seed`` (each estimate from
     the seed itself, so one method's numbers do not depend on which other methods are in the
@@ -599,13 +658,15 @@ def make_report(
         (runs if run is not None else skipped).append(run if run is not None else path)
     if not runs and left_out:
         more = f"; {len(left_out) - 1} more runs left out" if len(left_out) > 1 else ""
-        waiting = f"; {len(skipped)} without a final evaluation yet" if skipped else ""
+        waiting = f"; {len(skipped)} without an evaluation yet" if skipped else ""
         raise ConfigError(f"no run to report: {left_out[0]}{more}{waiting}")
     if not runs:
-        raise ConfigError("none of the runs has a final evaluation yet")
+        raise ConfigError("none of the runs has an evaluation yet")
     for reason in left_out:
         warn(f"run left out of the report: {reason}")
-    rows = sorted(group_runs(runs), key=lambda r: (r.env, r.label))
+    runs = select_methods(runs, methods)
+    order = {label: k for k, label in enumerate(methods or [])}
+    rows = sorted(group_runs(runs), key=lambda r: (r.env, order.get(r.runs[0].label, 0), r.label))
     envs = list(dict.fromkeys(row.env for row in rows))
     protocols = {
         env: env_protocol(env, [r for r in rows if r.env == env], mixed_protocols) for env in envs
@@ -652,8 +713,14 @@ def _write_report(
         env_summaries = [s for s in summaries if s["env"] == env]
         tag = _slug(env)
         curves = {row.label: [(run.task_curve, run.curve) for run in row.runs] for row in env_rows}
+        unfinished = {row.label for row in env_rows if unfinished_mark(row.runs)}
         plot_curves(
-            curves, out / f"curves_{tag}.png", f"{env}: success rate during training", reps, seed
+            curves,
+            out / f"curves_{tag}.png",
+            f"{env}: success rate during training",
+            reps,
+            seed,
+            unfinished,
         )
         plot_heatmap(env_summaries, out / f"per_task_{tag}.png", f"{env}: final success per task")
         plot_aggregates(
@@ -672,9 +739,16 @@ def _write_report(
             out / f"aggregates_{tag}.png",
             out / f"performance_profile_{tag}.png",
         ]
-        for name, keys, title in (
-            ("conflict", CONFLICT_KEYS, f"{env}: critic gradient conflict"),
-            ("triad", TRIAD_KEYS, f"{env}: the tragic triad (critic above, actor below)"),
+        for name, keys, title, aggregate, columns in (
+            ("conflict", CONFLICT_KEYS, f"{env}: critic gradient conflict", "mean", 3),
+            (
+                "triad",
+                TRIAD_KEYS,
+                f"{env}: the tragic triad (critic above, actor below)",
+                "mean",
+                3,
+            ),
+            ("plasticity", PLASTICITY_KEYS, f"{env}: plasticity (IQM over seeds)", "iqm", 2),
         ):
             series = {
                 key: {
@@ -682,8 +756,9 @@ def _write_report(
                 }
                 for key in keys
             }
-            if plot_gradient_statistics(series, out / f"{name}_{tag}.png", title, reps, seed):
-                written.append(out / f"{name}_{tag}.png")
+            path = out / f"{name}_{tag}.png"
+            if plot_gradient_statistics(series, path, title, reps, seed, aggregate, columns):
+                written.append(path)
     plot_improvement(summaries, improvement, out / "probability_of_improvement.png")
     written.append(out / "probability_of_improvement.png")
     summary = {

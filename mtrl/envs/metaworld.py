@@ -35,6 +35,10 @@ REWARD_VERSIONS = ("v1", "v2")
 VECTOR_MODES = ("sync", "async", "sharded")
 VALID_SPECS = "MT10, MT25, MT50, MT1:<task>, or comma-separated v3 task names (reach-v3,push-v3)"
 
+# MT25 is McLean et al. 2025's 25-task set: their code (rainx0r/metaworld-algorithms,
+# metaworld_algorithms/envs/metaworld.py, MetaworldConfig.spawn) builds "Meta-World/MT25", whose
+# tasks are metaworld's env_dict.MT25_V3 (MT10, then 15 more); rainx0r/mtrl's
+# experiments/width_scaling/mt25_mtmhsac_v2_4096.py runs it.
 _BENCHMARK_CLASSES = {"MT10": env_dict.MT10_V3, "MT25": env_dict.MT25_V3, "MT50": env_dict.MT50_V3}
 
 
