@@ -96,10 +96,11 @@ class AgentConfig:
     # Every N updates, compute per-task gradients (one vmap pass) to log the gradient-conflict
     # diagnostics (cosines, conflicting pairs, magnitude similarity), also for ``mean``; 0: never.
     diagnostics_every: int = 1000
-    # Compile the gradient passes with torch.compile on their first use: the per-task pass (vmap
-    # over tasks) and, for methods whose loss weights are constant (``mean``), the pass of the
-    # mean loss. Seconds of compiling once, then faster updates (docs/benchmarks.md has the
-    # measured gain). Falls back to eager with a warning where compiling fails.
+    # Compile the update's passes with torch.compile on their first use: the TD targets, the
+    # per-task pass (vmap over tasks) and, for methods whose loss weights are constant (``mean``),
+    # the gradient of the mean loss. Seconds of compiling once, then faster updates
+    # (docs/benchmarks.md has the measured gain). Falls back to eager with a warning where
+    # compiling fails; TORCH_COMPILE_DISABLE=1 turns it off for the whole process.
     compile: bool = True
     # Arithmetic of the networks' forward and backward passes: "fp32", or "bf16" (autocast: the
     # matmuls in bfloat16, faster on CPUs with avx512_bf16/AMX and on recent GPUs; weights,
