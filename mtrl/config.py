@@ -100,10 +100,11 @@ class AgentConfig:
     # dormant when its mean |activation| over the batch is at most this share of its layer's mean
     # (Sokar et al. 2023's tau; 0.1 is McLean et al. 2025's code's). In [0, 1).
     dormant_threshold: float = 0.1
-    # Compile the gradient passes with torch.compile on their first use: the per-task pass (vmap
-    # over tasks) and, for methods whose loss weights are constant (``mean``), the pass of the
-    # mean loss. Seconds of compiling once, then faster updates (docs/benchmarks.md has the
-    # measured gain). Falls back to eager with a warning where compiling fails.
+    # Compile the update's passes with torch.compile on their first use: the TD targets, the
+    # per-task pass (vmap over tasks) and, for methods whose loss weights are constant (``mean``),
+    # the gradient of the mean loss. Seconds of compiling once, then faster updates
+    # (docs/benchmarks.md has the measured gain). Falls back to eager with a warning where
+    # compiling fails; TORCH_COMPILE_DISABLE=1 turns it off for the whole process.
     compile: bool = True
     # Arithmetic of the networks' forward and backward passes: "fp32", or "bf16" (autocast: the
     # matmuls in bfloat16, faster on CPUs with avx512_bf16/AMX and on recent GPUs; weights,

@@ -260,6 +260,7 @@ def test_the_code_layout_table_places_every_module_in_its_layer():
 # A date, or a measured time, rate or ratio: what a lab note holds and a docstring should not.
 LAB_NOTE = re.compile(
     r"\b20\d\d-\d\d-\d\d\b|\b\d[\d,.]*\s?(?:ms|GFLOP/s|(?:env |task )?steps/s)\b|\b\d+\.\d+x\b"
+    r"|\b\d+% (?:off|faster|slower)\b"
 )
 
 

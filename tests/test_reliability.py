@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtrl.agents.sac import MultiTaskSAC, finite_agent_state
+from mtrl.agents.sac import MultiTaskSAC
 from mtrl.config import build_config
 from mtrl.errors import RunError, RunWriteError
 from mtrl.experiments.sweep import (
@@ -26,6 +26,7 @@ from mtrl.experiments.sweep import (
 )
 from mtrl.training.checkpoint import (
     checkpoint_step,
+    finite_agent_state,
     latest_checkpoint,
     load_checkpoint,
     step_checkpoints,

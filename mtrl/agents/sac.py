@@ -17,7 +17,6 @@ import copy
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,15 +26,10 @@ from torch.func import functional_call
 
 from mtrl import gradients
 from mtrl.agents import value_losses
-from mtrl.agents.networks import (
-    initialise,
-    make_network,
-    parameter_count,
-    running_norms,
-    task_specific_names,
-    update_running_norms,
-)
-from mtrl.agents.plasticity import plasticity_metrics
+from mtrl.agents.bookkeeping import AgentBookkeeping
+from mtrl.agents.networks import initialise, make_network, task_specific_names
+from mtrl.agents.networks.embedding import embedding_dim
+from mtrl.agents.precision import precision_autocast
 from mtrl.agents.reward_norm import RewardNormaliser
 from mtrl.config import AgentConfig
 from mtrl.gradients.compiled import Passes
@@ -46,36 +40,6 @@ from mtrl.training.replay import Batch
 def _call(module: nn.Module, params: dict[str, torch.Tensor] | None, x: torch.Tensor):
     """The module on x, with its own parameters (None) or with ``params`` (torch.func)."""
     return module(x) if params is None else functional_call(module, params, (x,))
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """Whether bf16 matmuls run natively here (agent.precision=auto): CUDA devices that support
-    bf16, CPUs with avx512_bf16 or AMX (their bf16 matmuls outrun fp32's: ``mtrl bench`` (a))."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
-def finite_agent_state(state: dict[str, Any]) -> bool:
-    """Whether an agent's ``state_dict`` has finite networks (parameters and running statistics)
-    and temperatures: a policy with finite actions, and a checkpoint worth resuming from."""
-    tensors = [state.get("log_alpha")]
-    for name in ("actor", "critic", "critic_target"):
-        tensors += list(state.get(name, {}).values())
-    return all(
-        bool(t.isfinite().all())
-        for t in tensors
-        if isinstance(t, torch.Tensor) and t.is_floating_point()
-    )
-
-
-def precision_autocast(precision: str, device: torch.device) -> tuple[str, Callable]:
-    """The precision that ``agent.precision`` means on ``device`` ("fp32" or "bf16") and the
-    context the networks' forward (and so backward) passes run in; their outputs are cast back to
-    fp32 at once."""
-    bf16 = precision == "bf16" or (precision == "auto" and bf16_is_fast(device))
-    autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16)
-    return ("bf16" if bf16 else "fp32"), autocast
 
 
 @torch.no_grad()
@@ -114,7 +78,7 @@ class Actor(nn.Module):
             2 * action_dim,
             num_tasks,
             config.hidden_sizes,
-            embedding_dim=_embedding_dim(config),
+            embedding_dim=embedding_dim(config),
         )
         self.log_std_min, self.log_std_max = config.log_std_min, config.log_std_max
         self.clip_log_std = config.log_std_bound == "clip"
@@ -137,12 +101,9 @@ class Actor(nn.Module):
         return squashed_sample(mean, log_std, torch.randn_like(mean))
 
 
-def _embedding_dim(config: AgentConfig) -> int:
-    return config.task_embedding_dim if config.task_encoding == "embedding" else 0
-
-
-class MultiTaskSAC:
-    """Actor, twin critics with Polyak targets, and one learned temperature per task."""
+class MultiTaskSAC(AgentBookkeeping):
+    """Actor, twin critics with Polyak targets, and one learned temperature per task (its
+    counters, running statistics, resets and saved state: ``AgentBookkeeping``)."""
 
     def __init__(
         self,
@@ -164,7 +125,6 @@ class MultiTaskSAC:
         )
         self.actor, self.critic = self._build_networks()
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.has_running_norms = bool(running_norms(self.actor) or running_norms(self.critic))
         self.log_alpha = torch.full(
             (num_tasks,),
             math.log(config.init_temperature),
@@ -215,12 +175,7 @@ class MultiTaskSAC:
         )
         self.critic_parameters = list(self.critic.parameters())
         self.target_parameters = list(self.critic_target.parameters())
-        self.updates = 0
-        self.skipped_updates = 0  # updates with a non-finite loss or gradient, never applied
-        self.nonfinite_inputs = 0  # task steps the running statistics left out (observe_step)
-        self.consecutive_skipped = 0
-        self.resets = 0
-        self.reset_at = 0  # the update of the last reset
+        self.start_bookkeeping()
 
     def _build_networks(self) -> tuple[Actor, nn.Module]:
         """A fresh actor and twin critic, initialised by ``agent.init`` (also for resets)."""
@@ -234,7 +189,7 @@ class MultiTaskSAC:
             num_tasks,
             config.hidden_sizes,
             ensemble=2,
-            embedding_dim=_embedding_dim(config),
+            embedding_dim=embedding_dim(config),
         ).to(self.device)
         # McLean et al. 2025's output scales (agent.init=he_uniform): actor 1e-3, critic 3e-3.
         initialise(actor.body, config.init, output_bound=1e-3)
@@ -245,37 +200,6 @@ class MultiTaskSAC:
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """obs [T, obs_dim] -> actions [T, A] in [-1, 1]."""
         return act(self.actor, obs, deterministic, self.device, self.autocast)
-
-    @property
-    def has_running_statistics(self) -> bool:
-        """Whether anything learns from every env step (input norms, reward normaliser)."""
-        return self.has_running_norms or self.reward_norm.active
-
-    def observe_step(
-        self,
-        obs: np.ndarray,  # [T, obs]
-        action: np.ndarray,  # [T, A]
-        reward: np.ndarray,  # [T]
-        terminated: np.ndarray,  # [T]
-        truncated: np.ndarray,  # [T]
-    ) -> None:
-        """Every env step (the random warm-up included): the running input normalisers of the
-        bodies that have them (SimBa) and the reward normaliser learn from what the env gave.
-        Each leaves out what is not finite; the task steps left out are counted."""
-        left_out = np.zeros(self.num_tasks, dtype=bool)
-        if self.reward_norm.active:
-            left_out |= ~np.isfinite(reward)
-        if self.has_running_norms:
-            left_out |= ~(np.isfinite(obs).all(-1) & np.isfinite(action).all(-1))
-        self.nonfinite_inputs += int(left_out.sum())
-        self.reward_norm.observe(reward, terminated, truncated)
-        if self.has_running_norms:
-            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)[:, None]
-            action_t = torch.as_tensor(action, dtype=torch.float32, device=self.device)[:, None]
-            critic_input = torch.cat([action_t, obs_t], -1)  # [T, 1, A + obs]
-            update_running_norms(self.actor.body, obs_t)
-            update_running_norms(self.critic, critic_input)
-            update_running_norms(self.critic_target, critic_input)
 
     # ----------------------------------------------------------------------------------- update
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -296,7 +220,7 @@ class MultiTaskSAC:
         )
         metrics = critic.metrics
         if not critic.stepped:  # nothing was stepped: the networks and optimisers are as they were
-            self._count_skip()
+            self.count_skip()
             metrics["charts/nonfinite_updates"] = torch.tensor(float(self.skipped_updates))
             metrics["per_task/critic_loss"] = critic.losses
             return metrics
@@ -317,7 +241,7 @@ class MultiTaskSAC:
             self.alpha_optimizer.step()
             self.consecutive_skipped = 0
         else:
-            self._count_skip()
+            self.count_skip()
 
         with torch.no_grad():
             torch._foreach_lerp_(self.target_parameters, self.critic_parameters, self.config.tau)
@@ -336,36 +260,8 @@ class MultiTaskSAC:
         )
         if self.reward_norm.active:
             metrics["per_task/reward_factor"] = reward_factor
-        if diagnose:  # on the networks just updated
-            metrics.update(
-                plasticity_metrics(
-                    self.actor, self.critic, batch.obs, self.config.dormant_threshold
-                )
-            )
-        if self.config.reset_every and self.updates % self.config.reset_every == 0:
-            self.reset()
+        self.after_update(metrics, batch.obs, diagnose)  # plasticity diagnostics, periodic resets
         return metrics
-
-    def reset(self) -> None:
-        """Re-initialise actor, critic, targets and their optimisers in place (the engine and
-        the compiled passes hold these same tensors); replay, temperatures, the gradient methods'
-        state and the input normalisers' statistics are kept. ARS refreshes its factors here."""
-        actor, critic = self._build_networks()
-        with torch.no_grad():
-            for own, fresh in ((self.actor, actor), (self.critic, critic)):
-                for param, new in zip(own.parameters(), fresh.parameters(), strict=True):
-                    param.copy_(new)
-            for target, param in zip(self.target_parameters, self.critic_parameters, strict=True):
-                target.copy_(param)
-        for optimizer in (self.actor_optimizer, self.critic_optimizer):
-            optimizer.state.clear()
-        self.reward_norm.refresh()
-        self.resets += 1
-        self.reset_at = self.updates
-
-    def _count_skip(self) -> None:
-        self.skipped_updates += 1
-        self.consecutive_skipped += 1
 
     def td_target(self, batch: Batch, reward_factor: torch.Tensor | None = None) -> torch.Tensor:
         """Soft TD targets [T, B] (categorical: target distributions [T, B, bins]) on rewards
@@ -431,55 +327,3 @@ class MultiTaskSAC:
             out = _call(self.critic, critic_params, torch.cat([action, obs], -1))
         q = self.readout.actor_q(out.float())
         return (alpha[:, None] * log_prob - q).mean(-1), log_prob.detach().mean(-1)
-
-    def observe_success(self, task_index: np.ndarray, success: np.ndarray) -> None:
-        """Finished training episodes' success per task, for methods driven by a KPI (DTP)."""
-        for method in (self.critic_method, self.actor_method):
-            method.observe(torch.as_tensor(task_index), torch.as_tensor(success))
-
-    # ------------------------------------------------------------------------------ bookkeeping
-    def parameter_counts(self) -> dict[str, int]:
-        critic = parameter_count(self.critic)
-        return {
-            "actor": parameter_count(self.actor),
-            "critic": critic,  # both twin critics
-            "critic_member": critic // len(self.critic.members),
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "log_alpha": self.log_alpha.detach().clone(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "alpha_optimizer": self.alpha_optimizer.state_dict(),
-            "actor_method": self.actor_method.state_dict(),
-            "critic_method": self.critic_method.state_dict(),
-            "updates": self.updates,
-            "skipped_updates": self.skipped_updates,
-            "nonfinite_inputs": self.nonfinite_inputs,
-            "reward_norm": self.reward_norm.state_dict(),
-            "resets": self.resets,
-            "reset_at": self.reset_at,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
-        self.actor_method.load_state_dict(state["actor_method"])
-        self.critic_method.load_state_dict(state["critic_method"])
-        self.updates = int(state.get("updates", 0))
-        self.skipped_updates = int(state.get("skipped_updates", 0))
-        self.nonfinite_inputs = int(state.get("nonfinite_inputs", 0))
-        if "reward_norm" in state:  # checkpoints before the critic recipe have none
-            self.reward_norm.load_state_dict(state["reward_norm"])
-        self.resets = int(state.get("resets", 0))
-        self.reset_at = int(state.get("reset_at", 0))

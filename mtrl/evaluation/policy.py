@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtrl.agents.sac import Actor, MultiTaskSAC, act, precision_autocast
+from mtrl.agents.precision import precision_autocast
+from mtrl.agents.sac import Actor, MultiTaskSAC, act
 from mtrl.config import Config, ConfigError, from_dict, validate
 from mtrl.errors import UsageError
 from mtrl.training.checkpoint import (

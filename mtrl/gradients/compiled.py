@@ -13,9 +13,9 @@ import torch
 class Passes:
     """``run(key, build, *args)`` is ``build()(*args)``, the function built on the key's first call.
 
-    Compiling (torch.compile, seconds, once) took ~15% off MT10 per-task passes, ~10% off MT1 mean
-    updates and ~8% off MT10 TD targets here. Where it fails (no C++ toolchain, an unsupported op)
-    the function runs eagerly, with a warning.
+    Compiling (torch.compile, seconds, once) makes the per-task passes, the mean updates and the TD
+    targets faster (docs/benchmarks.md). Where it fails (no C++ toolchain, an unsupported op) the
+    function runs eagerly, with a warning.
     """
 
     def __init__(self, compile: bool) -> None:

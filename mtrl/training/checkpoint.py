@@ -31,6 +31,19 @@ _STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 _PARTIAL_FILE = re.compile(r"^\..+\.tmp-(\d+)$")  # atomic_write_bytes' temporary file
 
 
+def finite_agent_state(state: dict[str, Any]) -> bool:
+    """Whether an agent's ``state_dict`` has finite networks (parameters and running statistics)
+    and temperatures: a policy with finite actions, and a checkpoint worth resuming from."""
+    tensors = [state.get("log_alpha")]
+    for name in ("actor", "critic", "critic_target"):
+        tensors += list(state.get(name, {}).values())
+    return all(
+        bool(t.isfinite().all())
+        for t in tensors
+        if isinstance(t, torch.Tensor) and t.is_floating_point()
+    )
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Writes ``path`` whole or not at all; an ``OSError`` (a full disk, say) names ``path`` and
     leaves what was there before."""

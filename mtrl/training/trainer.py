@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtrl.agents.sac import MultiTaskSAC, finite_agent_state
+from mtrl.agents.sac import MultiTaskSAC
 from mtrl.callbacks import Callback, Callbacks
 from mtrl.config import Config, _get, from_dict, save_config, to_dict
 from mtrl.envs import CUSTOM, is_custom, make_env
@@ -45,6 +45,7 @@ from mtrl.training import tracking
 from mtrl.training.checkpoint import (
     CheckpointKeeper,
     TrainingCheckpoint,
+    finite_agent_state,
     latest_checkpoint,
     load_checkpoint,
     load_state,

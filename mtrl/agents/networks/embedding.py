@@ -20,6 +20,12 @@ import torch
 from torch import nn
 
 from mtrl.agents.networks.layers import task_index
+from mtrl.config import AgentConfig
+
+
+def embedding_dim(config: AgentConfig) -> int:
+    """The width of the task embedding ``agent.task_encoding`` asks for; 0: the one-hot alone."""
+    return config.task_embedding_dim if config.task_encoding == "embedding" else 0
 
 
 class TaskEmbedded(nn.Module):
