@@ -77,10 +77,11 @@ def run_case(run_dir: Path, overrides: list[str]) -> list[dict]:
 
 
 # Metrics added since the recording (the curvature diagnostics of diagnostic updates, each task's
-# gradient norm and conflict share, each pair's cosine): new keys, computed from what the update
-# computed anyway or after the step, so they change nothing that was recorded.
+# gradient norm and conflict share, each pair's cosine, the plasticity diagnostics): new keys,
+# computed from what the update computed anyway or after the step without drawing random numbers,
+# so they change nothing that was recorded.
 ADDED = ("curvature", "curvature_bound_mean", "curvature_bound_max", "thm2_fraction_a")
-ADDED += ("thm2_fraction_ab",)
+ADDED += ("thm2_fraction_ab", "dormant_fraction", "effective_rank", "weight_norm", "feature_norm")
 ADDED += tuple(
     f"{role}_{name}"
     for role in ("critic", "actor")
