@@ -8,7 +8,13 @@ import importlib.util
 from mtrl.errors import ConfigError
 
 # module -> the extra that installs it
-EXTRAS = {"wandb": "wandb", "imageio": "video", "stable_baselines3": "baselines", "ray": "ray"}
+EXTRAS = {
+    "wandb": "wandb",
+    "imageio": "video",
+    "stable_baselines3": "baselines",
+    "ray": "ray",
+    "submitit": "slurm",
+}
 
 
 def available(module: str) -> bool:

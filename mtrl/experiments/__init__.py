@@ -1,0 +1,1 @@
+"""Where experiments run: the cluster backends of ``mtrl sweep``."""
