@@ -138,7 +138,7 @@ def _sweep(args: argparse.Namespace) -> int:
         return 0
     if args.dry_run:  # the checks that need no cluster, then what a sweep would do
         backend = check_backend(sweep, backend, args.address, args.num_cpus, slurm=slurm,
-                                cluster=cluster)  # fmt: skip
+                                cluster=cluster, submitting=False)  # fmt: skip
         planned = plan(sweep)
         print(plan_summary(f"{sweep.name} (dry run, nothing started)", planned))
         if backend == "slurm":

@@ -482,10 +482,12 @@ def check_backend(
     slurm: SlurmOptions | None = None,
     cluster: str = "slurm",
     say=print,
+    submitting: bool = True,
 ) -> str:
     """The backend a sweep runs on (``backend``, or Ray where installed, else "local"), after the
     checks that need nothing started: the resources each run asks for against this machine (not
-    for a cluster: Ray's is checked once connected), and the Slurm jobs' shape."""
+    for a cluster: Ray's is checked once connected), and the Slurm jobs' shape (and, when
+    ``submitting``, that Slurm's ``sbatch`` is here)."""
     if backend not in (None, *BACKENDS):
         raise ConfigError(f"unknown backend '{backend}' (one of: {', '.join(BACKENDS)})")
     if backend is None:
@@ -503,7 +505,7 @@ def check_backend(
         if cluster not in CLUSTERS:
             raise ConfigError(f"unknown Slurm cluster '{cluster}' (one of: {', '.join(CLUSTERS)})")
         job_shape(sweep.cpus, sweep.gpus, slurm or sweep.slurm, sweep.name)
-        if cluster == "slurm" and shutil.which("sbatch") is None:
+        if submitting and cluster == "slurm" and shutil.which("sbatch") is None:
             raise ConfigError(
                 "--backend slurm submits with sbatch, which is not on PATH: run the sweep on a "
                 "Slurm login node"

@@ -306,11 +306,12 @@ def _failed(run, error: str) -> dict[str, Any]:
 
 
 def describe_jobs(count: int, shape: JobShape, options: SlurmOptions, cluster: str) -> str:
-    """One line: the jobs a Slurm sweep would submit and what each asks for."""
-    jobs = -(-count // shape.runs_per_job)
+    """One line: the jobs a Slurm sweep would submit for ``count`` runs and what each asks for."""
+    from mtrl.errors import counted
+
     where = f"partition {options.partition}" if options.partition else "the default partition"
     return (
-        f"{cluster}: {jobs} job{'s' if jobs != 1 else ''} of {shape.runs_per_job} run"
-        f"{'s' if shape.runs_per_job != 1 else ''} on {where}, each {shape.cpus} CPUs, "
-        f"{shape.gpus} GPUs, {options.time_min:g} min (requeued at the limit and resumed)"
+        f"{cluster}: {counted(-(-count // shape.runs_per_job), 'job')} of "
+        f"{counted(shape.runs_per_job, 'run')} on {where}, each {counted(shape.cpus, 'CPU')}, "
+        f"{counted(shape.gpus, 'GPU')}, {options.time_min:g} min (requeued at the limit and resumed)"
     )
