@@ -92,7 +92,10 @@ def _train_steps(run_dir: Path) -> list[int]:
 
 
 def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes(tmp_path):
-    path = _write(tmp_path, overrides=[*TINY, "total_steps=3000", "log_every=100"])
+    # A 10-minute limit: submitit counts any signal as the time limit's (past max(80%, limit - 10
+    # min)), which a job that cannot checkpoint does not survive; the signal comes from the test.
+    overrides = [*TINY, "total_steps=3000", "log_every=100"]
+    path = _write(tmp_path, overrides=overrides, slurm={"time_min": 10})
     sweep = load_sweep(path)
     (run,) = sweep.runs
     thread, results = _sweep_in_background(sweep)
