@@ -93,11 +93,26 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+SLURM_FLAGS = {  # --slurm-<key> -> its type; each overrides the sweep file's slurm.<key>
+    "partition": str,
+    "account": str,
+    "qos": str,
+    "constraint": str,
+    "time_min": float,
+    "mem_gb": float,
+    "cpus": int,
+    "gpus": int,
+    "runs_per_job": int,
+}
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from mtrl.errors import UsageError, counted
     from mtrl.experiments.sweep import (
         RUNNING_ELSEWHERE,
-        check_local_resources,
+        check_backend,
+        estimate_sweep,
+        format_estimate,
         format_results,
         load_sweep,
         plan,
@@ -108,12 +123,30 @@ def _sweep(args: argparse.Namespace) -> int:
     for flag, value in (("--max-parallel", args.max_parallel), ("--num-cpus", args.num_cpus)):
         if value is not None and value <= 0:
             raise UsageError(f"{flag} must be > 0, got {value}")
+    backend = "local" if args.no_ray and args.backend is None else args.backend
+    flags = {key: getattr(args, f"slurm_{key}") for key in SLURM_FLAGS}
+    given = [
+        f"--slurm-{key.replace('_', '-')}" for key, value in flags.items() if value is not None
+    ]
+    if (given or args.slurm_cluster) and backend != "slurm":
+        raise UsageError(f"{(given or ['--slurm-cluster'])[0]} needs --backend slurm")
     sweep = load_sweep(args.sweep, seeds=args.seeds, out=args.out)
+    slurm = sweep.slurm.merged(flags)
+    cluster = args.slurm_cluster or "slurm"
+    if args.estimate:
+        print(format_estimate(estimate_sweep(sweep, say=print)))
+        return 0
     if args.dry_run:  # the checks that need no cluster, then what a sweep would do
-        if not args.address:
-            check_local_resources(sweep, args.num_cpus)
+        backend = check_backend(sweep, backend, args.address, args.num_cpus, slurm=slurm,
+                                cluster=cluster, submitting=False)  # fmt: skip
         planned = plan(sweep)
         print(plan_summary(f"{sweep.name} (dry run, nothing started)", planned))
+        if backend == "slurm":
+            from mtrl.experiments.slurm import describe_jobs, job_shape
+
+            to_run = sum(row["status"] in ("new", "resume") for row in planned)
+            shape = job_shape(sweep.cpus, sweep.gpus, slurm, sweep.name)
+            print(describe_jobs(to_run, shape, slurm, cluster))
         print(format_results(planned))
         return 0
     results = run_sweep(
@@ -121,7 +154,9 @@ def _sweep(args: argparse.Namespace) -> int:
         address=args.address,
         max_parallel=args.max_parallel,
         num_cpus=args.num_cpus,
-        use_ray=not args.no_ray,
+        backend=backend,
+        slurm=slurm,
+        cluster=cluster,
     )
     print(format_results(results))
     elsewhere = [r for r in results if r["status"] == RUNNING_ELSEWHERE]
@@ -275,6 +310,34 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-parallel", type=int, default=None, help="at most K runs at once")
     sweep.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray")
     sweep.add_argument("--no-ray", action="store_true", help="run one by one, without Ray")
+    sweep.add_argument(
+        "--backend",
+        choices=("ray", "local", "slurm"),
+        default=None,
+        help="where the runs go: Ray (the default where installed), local (one by one), slurm "
+        "(a Slurm job each, with submitit; the sweep file's slurm: section)",
+    )
+    for key, kind in SLURM_FLAGS.items():
+        sweep.add_argument(
+            f"--slurm-{key.replace('_', '-')}",
+            dest=f"slurm_{key}",
+            type=kind,
+            default=None,
+            help=f"each Slurm job's {key.replace('_', ' ')} (overrides the file's slurm.{key})",
+        )
+    sweep.add_argument(
+        "--slurm-cluster",
+        choices=("slurm", "local"),
+        default=None,
+        help="local: the Slurm backend's jobs as processes of this machine (submitit's local "
+        "executor), to try a sweep before submitting it",
+    )
+    sweep.add_argument(
+        "--estimate",
+        action="store_true",
+        help="machine-hours per run and in all, from a short timed window of each distinct run "
+        "on this machine; starts no run of the sweep",
+    )
     sweep.add_argument(
         "--dry-run", action="store_true", help="list every run and its status; start nothing"
     )

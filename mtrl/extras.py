@@ -14,6 +14,7 @@ EXTRAS = {
     "stable_baselines3": "baselines",
     "ray": "ray",
     "optuna": "optuna",
+    "submitit": "slurm",
 }
 
 

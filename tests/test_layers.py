@@ -42,6 +42,7 @@ LAYERS = [
         "analysis.tables",
         "analysis.figures",
         "experiments.sweep",
+        "experiments.slurm",
         "experiments.bench",
     },
     {"api"},

@@ -445,3 +445,37 @@ def test_dry_run_of_a_grid_lists_its_runs(tmp_path):
         ("lr0.002", "7"): ("new", str(tmp_path / "runs" / "lr0.002" / "seed7")),
     }
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_cost_estimate_is_measured_per_method_and_scales_with_steps_and_runs(tmp_path):
+    from mtrl.envs import episode_steps
+    from mtrl.experiments.sweep import estimate_sweep, format_estimate
+
+    out = tmp_path / "runs"
+    estimate = estimate_sweep(load_sweep(_write_sweep(tmp_path, out, seeds=1)), window=30,
+                              say=lambda line: None)  # fmt: skip
+    assert set(estimate["rates"]) == {"SAC", "SAC+PCGrad"} and not out.exists()
+    assert all(len(r) == 2 and min(r) > 0 for r in estimate["rates"].values())
+    slow, fast = estimate["machine_hours"]
+    assert slow >= fast > 0 and estimate["machine_hours_to_run"] == (slow, fast)
+
+    # Ten times the steps and twice the seeds, at the same rates: the hours each run's steps take.
+    path = _write_sweep(tmp_path, out, seeds=2)
+    longer = ["total_steps=3000" if o.startswith("total_steps=") else o for o in TINY]
+    path.write_text(path.read_text().replace(json.dumps(TINY), json.dumps(longer)))
+    sweep = load_sweep(path)
+    again = estimate_sweep(sweep, rates=estimate["rates"], say=lambda line: None)
+    episodes = 3000 // 150 * 2 + 3  # every periodic evaluation's episodes and the final one's
+    steps = 4 * (3000 + episodes * episode_steps("synthetic"))
+    for row in again["rows"]:
+        rates = estimate["rates"][row["label"]]
+        assert row["hours_per_run"] == pytest.approx(
+            (steps / min(rates) / 3600, steps / max(rates) / 3600)
+        )
+        assert row["runs"] == 2
+    assert again["machine_hours"][0] == pytest.approx(
+        2 * sum(row["hours_per_run"][0] for row in again["rows"])
+    )
+    assert again["machine_hours"][0] > 10 * slow  # 10x the training steps, 2x the runs
+    text = format_estimate(again)
+    assert "| SAC+PCGrad |" in text and "machine-hours for 4 runs" in text

@@ -119,3 +119,27 @@ def test_a_sweep_groups_its_wandb_runs_under_its_name(tmp_path):
     }
     assert list(groups.values()) == [["wandb.group=grid"], ["wandb.group=mine"]]
     assert tracking.hparams({"a": {"b": [1, 2]}, "c": True}) == {"a.b": "[1, 2]", "c": True}
+
+
+def test_a_sweeps_wandb_runs_are_named_and_tagged_by_method_and_seed(tmp_path):
+    """Every method's seed-0 run of a sweep had the name ``seed0``: now ``<label>-seed<k>``, in
+    the sweep's group, with the method as job type and [method, env, seed] as tags."""
+    from mtrl.experiments.sweep import run_sweep
+
+    sweep = tmp_path / "grid.yaml"
+    overrides = [*TINY, "wandb.project=p", "wandb.mode=offline"]
+    sweep.write_text(
+        f"name: grid\nseeds: [3]\nout: {tmp_path / 'runs'}\noverrides: {json.dumps(overrides)}\n"
+        "runs:\n  - {preset: synthetic, label: SAC}\n"
+        "  - {preset: synthetic, label: MH-SAC, overrides: [agent.critic=multihead]}\n"
+    )
+    results = run_sweep(load_sweep(sweep), use_ray=False, say=lambda line: None)
+    assert [r["status"] for r in results] == ["finished", "finished"], results
+    for label in ("SAC", "MH-SAC"):
+        run_dir = tmp_path / "runs" / label / "seed3"
+        run_id = json.loads((run_dir / "run.json").read_text())["wandb"]["run_id"]
+        (run_file,) = run_dir.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb")
+        (run,) = [r.run for r in wandb_records(run_file) if r.WhichOneof("record_type") == "run"]
+        assert run.display_name == f"{label}-seed3"
+        assert (run.run_group, run.job_type) == ("grid", label)
+        assert list(run.tags) == [label, "synthetic", "seed3"]

@@ -1,2 +1,2 @@
-"""Experiments: many runs at once (sweeps over a grid, hyper-parameter search) and the
-library's own benchmark."""
+"""Experiments: many runs at once (sweeps over a grid, on Ray or Slurm; hyper-parameter search)
+and the library's own benchmark."""

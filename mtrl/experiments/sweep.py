@@ -22,26 +22,37 @@ time::
       label: "SAC lr={agent.actor_lr}"             # default: the keys and values, "k=v k=v"
       values: {agent.actor_lr: [0.001, 0.0003], agent.hidden_sizes: [[400, 400], [160, 160]]}
 
-The whole file is checked (keys, presets, every run's config) before anything starts.
+The whole file is checked (keys, presets, every run's config) before anything starts. A
+``slurm:`` section sets the jobs of ``--backend slurm`` (``mtrl.experiments.slurm``).
+
+The backends (``BACKENDS``) share one interface, for whatever drives sweeps (``run_sweep``, a
+tuner): ``backend(sweep, pending, say, **its options) -> results``, where ``pending`` are the
+``SweepRun``s to run, ``say`` is called with each run's result as it ends, and every result is
+``execute_run``'s dict (``label``, ``seed``, ``run_dir``, ``status``, ``error``). Each backend runs
+each run as ``execute_run`` does: one ``mtrl train`` process, in the run's directory.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mtrl.analysis.report import method_label
 from mtrl.config import ConfigError, load_yaml
-from mtrl.errors import counted
+from mtrl.errors import RunError, counted
+from mtrl.experiments.slurm import SlurmOptions, slurm_options
 from mtrl.extras import install_hint
 from mtrl.presets import resolve
 from mtrl.training import tracking
@@ -54,7 +65,8 @@ RUNNING_ELSEWHERE = "running elsewhere"  # the status of a run another process i
 PLANNED = {"new": "new", "resumable": "resume", "finished": "skipped (finished)"}
 """The status a sweep gives a run nobody writes, by its ``run_state``."""
 TO_RUN = (PLANNED["new"], PLANNED["resumable"])
-SWEEP_KEYS = {"name", "seeds", "out", "overrides", "resources", "runs", "grid"}
+SWEEP_KEYS = {"name", "seeds", "out", "overrides", "resources", "runs", "grid", "slurm"}
+BACKENDS = ("ray", "local", "slurm")
 RUN_KEYS = {"preset", "overrides", "label"}
 GRID_KEYS = {"preset", "overrides", "label", "values"}
 LABEL_FIELD = re.compile(r"\{([^{}]*)\}")  # {key} in a grid's label template
@@ -95,6 +107,7 @@ class Sweep:
     runs: list[SweepRun]
     cpus: float
     gpus: float
+    slurm: SlurmOptions = SlurmOptions()
 
 
 def _slug(text: str) -> str:
@@ -177,6 +190,7 @@ def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | Non
     for key, value in (("cpus", cpus), ("gpus", gpus)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"{path}: resources.{key} must be a number >= 0, got {value!r}")
+    slurm = slurm_options(data.get("slurm"), str(path))
     common = _as_overrides(data.get("overrides"), str(path))
     # Absolute, so that Ray workers find it whatever their working directory (on a cluster it must
     # be a filesystem every node shares).
@@ -229,7 +243,7 @@ def load_sweep(path: str | Path, seeds: int | None = None, out: str | Path | Non
         for seed in seed_list:
             run_dir = root / slug / f"seed{seed}"
             runs.append(SweepRun(label, preset, overrides, seed, run_dir))
-    return Sweep(name, runs, float(cpus), float(gpus))
+    return Sweep(name, runs, float(cpus), float(gpus), slurm)
 
 
 def plan(sweep: Sweep) -> list[dict[str, Any]]:
@@ -287,9 +301,12 @@ def _elsewhere(run: SweepRun, writer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def execute_run(run: SweepRun, threads: int) -> dict[str, Any]:
+def execute_run(
+    run: SweepRun, threads: int, started: Callable[[subprocess.Popen], None] | None = None
+) -> dict[str, Any]:
     """One ``mtrl train`` process; its output goes to ``<run_dir>.log``. Never raises. A run whose
-    directory another process writes is not launched (nor is its log touched)."""
+    directory another process writes is not launched (nor is its log touched). ``started`` is
+    given the process once it runs (a backend that must stop it: a Slurm job at its limit)."""
     writer = holder(run.run_dir)
     if writer is not None:
         return _elsewhere(run, writer)
@@ -301,14 +318,16 @@ def execute_run(run: SweepRun, threads: int) -> dict[str, Any]:
         log.write(f"\n$ mtrl {' '.join(run.train_args(threads))}\n")
         log.flush()
         try:
-            process = subprocess.run(
+            process = subprocess.Popen(
                 [sys.executable, "-m", "mtrl.cli", *run.train_args(threads)],
                 stdout=log,
                 stderr=subprocess.PIPE,
                 text=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-            error_text, returncode = process.stderr, process.returncode
+            if started is not None:
+                started(process)
+            error_text, returncode = process.communicate()[1], process.returncode
         except OSError as error:
             error_text, returncode = str(error), -1
         log.write(error_text)
@@ -415,12 +434,18 @@ def run_sweep(
     num_cpus: int | None = None,
     use_ray: bool = True,
     say=print,
+    backend: str | None = None,
+    slurm: SlurmOptions | None = None,
+    cluster: str = "slurm",
 ) -> list[dict[str, Any]]:
     """Runs every unfinished run of the sweep; returns one result per run (skipped ones too: those
-    finished, and those another process is writing, "running elsewhere"). A sweep whose runs ask
-    for more than the machine (or the cluster at ``address``) has is refused before any starts."""
-    if not address:
-        check_local_resources(sweep, num_cpus)
+    finished, and those another process is writing, "running elsewhere"). ``backend``: one of
+    ``BACKENDS`` (default: Ray where installed, else one by one; ``use_ray=False``: one by one);
+    ``slurm``: the Slurm options (default: the sweep file's), ``cluster``: "local" runs the Slurm
+    backend's jobs on this machine (submitit's local executor). A sweep whose runs ask for more
+    than the machine (or the cluster at ``address``, or a Slurm job) has is refused before any
+    starts."""
+    backend = check_backend(sweep, backend, address, num_cpus, use_ray, slurm, cluster, say)
     planned = plan(sweep)
     pending = [run for run, row in zip(sweep.runs, planned, strict=True) if row["status"] in TO_RUN]
     results = [row for row in planned if row["status"] not in TO_RUN]
@@ -438,24 +463,196 @@ def run_sweep(
 
     if not pending:
         return results
-    ray_available = False
-    if use_ray:
-        try:
-            import ray  # noqa: F401
+    if backend == "slurm":
+        from mtrl.experiments.slurm import slurm_results
 
-            ray_available = True
-        except ImportError:
-            if address:
-                raise ConfigError(f"--address needs Ray: {install_hint('ray')}") from None
-            say(f"Ray is not installed ({install_hint('ray')}): running the runs one by one")
-    if ray_available:
+        options = slurm or sweep.slurm
+        return results + slurm_results(sweep, pending, report, options, cluster, max_parallel)
+    if backend == "ray":
         return results + _ray_results(sweep, pending, address, max_parallel, num_cpus, report)
+    return results + local_results(sweep, pending, report)
+
+
+def check_backend(
+    sweep: Sweep,
+    backend: str | None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    use_ray: bool = True,
+    slurm: SlurmOptions | None = None,
+    cluster: str = "slurm",
+    say=print,
+    submitting: bool = True,
+) -> str:
+    """The backend a sweep runs on (``backend``, or Ray where installed, else "local"), after the
+    checks that need nothing started: the resources each run asks for against this machine (not
+    for a cluster: Ray's is checked once connected), and the Slurm jobs' shape (and, when
+    ``submitting``, that Slurm's ``sbatch`` is here)."""
+    if backend not in (None, *BACKENDS):
+        raise ConfigError(f"unknown backend '{backend}' (one of: {', '.join(BACKENDS)})")
+    if backend is None:
+        backend = "ray" if use_ray else "local"
+    if backend == "ray" and "ray" not in sys.modules and importlib.util.find_spec("ray") is None:
+        if address:
+            raise ConfigError(f"--address needs Ray: {install_hint('ray')}")
+        say(f"Ray is not installed ({install_hint('ray')}): running the runs one by one")
+        backend = "local"
+    if backend == "slurm":
+        from mtrl.experiments.slurm import CLUSTERS, job_shape
+
+        if importlib.util.find_spec("submitit") is None:
+            raise ConfigError(f"--backend slurm needs submitit: {install_hint('submitit')}")
+        if cluster not in CLUSTERS:
+            raise ConfigError(f"unknown Slurm cluster '{cluster}' (one of: {', '.join(CLUSTERS)})")
+        job_shape(sweep.cpus, sweep.gpus, slurm or sweep.slurm, sweep.name)
+        if submitting and cluster == "slurm" and shutil.which("sbatch") is None:
+            raise ConfigError(
+                "--backend slurm submits with sbatch, which is not on PATH: run the sweep on a "
+                "Slurm login node"
+            )
+    if (backend == "slurm" and cluster == "local") or (backend != "slurm" and not address):
+        check_local_resources(sweep, None if backend == "slurm" else num_cpus)
+    return backend
+
+
+def local_results(
+    sweep: Sweep, pending: list[SweepRun], say: Callable[[dict[str, Any]], None]
+) -> list[dict[str, Any]]:
+    """The local backend: the runs one after another, in this machine's processes."""
     threads = max(1, int(sweep.cpus))
+    results = []
     for run in pending:
         result = execute_run(run, threads)
-        report(result)
+        say(result)
         results.append(result)
     return results
+
+
+CALIBRATION_WINDOW = 200
+"""Steps per task of each of the two timed windows an estimate measures per distinct run."""
+
+
+def measure_rates(run: SweepRun, threads: int, window: int = CALIBRATION_WINDOW) -> list[float]:
+    """Env steps/s of ``run``'s config over two timed windows of ``window`` steps per task, after a
+    lead-in (the warm-up, shortened to one window, and the first updates: ``mtrl.experiments.bench``'s), in a
+    fresh ``mtrl train`` process as the sweep would start it (``execute_run``), in a temporary
+    directory, without evaluations, checkpoints or W&B."""
+    import tempfile
+
+    from mtrl.experiments.bench import lead_in
+    from mtrl.training.logging import read_metrics
+
+    total = lead_in(window, window) + 2 * window
+    timing = (
+        f"total_steps={total}",
+        f"warmup_steps={window}",
+        f"log_every={window}",
+        f"replay_capacity_per_task={total}",
+        "eval_every=0",
+        "checkpoint_every=0",
+        "final_eval_episodes=1",
+        "wandb.mode=disabled",
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        timed = SweepRun(
+            run.label, run.preset, (*run.overrides, *timing), run.seed, Path(directory) / "run"
+        )
+        result = execute_run(timed, threads)
+        if result["status"] != "finished":
+            raise RunError(f"estimate: the timed window of '{run.label}' failed: {result['error']}")
+        records = [r for r in read_metrics(timed.run_dir) if r["kind"] == "train"]
+    rates = [r["charts/env_steps_per_s"] for r in records if "charts/env_steps_per_s" in r][-2:]
+    if not rates:
+        raise RunError(f"estimate: the timed window of '{run.label}' logged no env steps/s")
+    return rates
+
+
+def run_hours(run: SweepRun, rates: list[float]) -> tuple[float, float]:
+    """The hours ``run`` takes at the slowest and the fastest of ``rates`` (env steps/s): its
+    training steps (``total_steps`` x tasks), and its evaluation steps (every periodic one and the
+    final one, whole episodes) counted at the training rate, an upper bound for them (evaluation
+    makes no updates)."""
+    from mtrl.envs import episode_steps, resolve_task_names
+
+    config = build_run_config(run.preset, list(run.overrides))
+    tasks = len(resolve_task_names(config.env.name))
+    evaluations = config.total_steps // config.eval_every if config.eval_every > 0 else 0
+    episodes = evaluations * config.eval_episodes + config.final_eval_episodes
+    length = episode_steps(config.env.name, config.env.max_episode_steps)
+    steps = tasks * (config.total_steps + episodes * length)
+    return steps / min(rates) / 3600, steps / max(rates) / 3600
+
+
+def estimate_sweep(
+    sweep: Sweep,
+    window: int = CALIBRATION_WINDOW,
+    rates: dict[str, list[float]] | None = None,
+    say=print,
+) -> dict[str, Any]:
+    """The sweep's cost in machine-hours (hours of one run on its ``resources.cpus`` threads of
+    this machine), per run and in all, from each distinct run's (label's) measured rates
+    (``measure_rates``; ``rates``: label -> rates measured before). Each is a range: the slower
+    and the faster timed window. Finished runs count in the total, not in "to run"."""
+    measured = dict(rates or {})
+    threads = max(1, int(sweep.cpus))
+    statuses = [row["status"] for row in plan(sweep)]
+    rows: dict[str, dict[str, Any]] = {}
+    for run, status in zip(sweep.runs, statuses, strict=True):
+        if run.label not in measured:
+            say(f"timing {run.label}: {2 * window} steps per task ...")
+            measured[run.label] = measure_rates(run, threads, window)
+        slow, fast = run_hours(run, measured[run.label])
+        row = rows.setdefault(
+            run.label,
+            {"label": run.label, "rates": measured[run.label], "runs": 0, "to_run": 0},
+        )
+        row.update(hours_per_run=(slow, fast))  # every seed: the same steps
+        row["runs"] += 1
+        row["to_run"] += status != PLANNED["finished"]
+    total = [sum(r["hours_per_run"][k] * r["runs"] for r in rows.values()) for k in (0, 1)]
+    left = [sum(r["hours_per_run"][k] * r["to_run"] for r in rows.values()) for k in (0, 1)]
+    return {
+        "name": sweep.name,
+        "rows": list(rows.values()),
+        "rates": measured,
+        "runs": len(sweep.runs),
+        "to_run": sum(r["to_run"] for r in rows.values()),
+        "machine_hours": tuple(total),
+        "machine_hours_to_run": tuple(left),
+        "threads": threads,
+        "window": window,
+    }
+
+
+def format_estimate(estimate: dict[str, Any]) -> str:
+    def hours(pair: tuple[float, float]) -> str:
+        slow, fast = pair
+        return f"{fast:.3g}-{slow:.3g}" if f"{fast:.3g}" != f"{slow:.3g}" else f"{slow:.3g}"
+
+    lines = [
+        f"sweep {estimate['name']}: cost estimate (machine-hours: one run on "
+        f"{estimate['threads']} thread{'s' if estimate['threads'] != 1 else ''} of this machine)",
+        "| method | env steps/s | hours per run | runs | hours |",
+        "|---|---|---|---|---|",
+    ]
+    for row in estimate["rows"]:
+        rates = "-".join(f"{rate:.0f}" for rate in sorted(row["rates"]))
+        total = tuple(h * row["runs"] for h in row["hours_per_run"])
+        lines.append(
+            f"| {row['label']} | {rates} | {hours(row['hours_per_run'])} | {row['runs']} "
+            f"| {hours(total)} |"
+        )
+    lines.append(
+        f"total: {hours(estimate['machine_hours'])} machine-hours for "
+        f"{counted(estimate['runs'], 'run')}; {hours(estimate['machine_hours_to_run'])} for the "
+        f"{estimate['to_run']} not finished"
+    )
+    lines.append(
+        f"measured: two windows of {estimate['window']} steps per task of each method, early in a "
+        "run (the range is the slower and the faster); evaluation counted at the training rate "
+        "(an upper bound); another machine (a cluster node, a GPU) has other rates: estimate there"
+    )
+    return "\n".join(lines)
 
 
 def format_results(results: list[dict[str, Any]]) -> str:
@@ -466,10 +663,15 @@ def format_results(results: list[dict[str, Any]]) -> str:
 
 
 __all__ = [
+    "BACKENDS",
     "RUNNING_ELSEWHERE",
     "Sweep",
     "SweepRun",
+    "check_backend",
+    "estimate_sweep",
     "execute_run",
+    "format_estimate",
+    "local_results",
     "load_sweep",
     "plan",
     "plan_summary",

@@ -39,6 +39,26 @@ def new_run_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
+TAG_LENGTH = 64  # the longest tag W&B takes
+
+
+def run_names(config: Config) -> dict[str, Any]:
+    """The W&B name, job type and tags of a run: its method label and seed, so that every method's
+    seed-0 run of a sweep has a name of its own (``SAC-seed0``), and W&B's filters can pick a
+    method (job type), an env or a seed."""
+    from mtrl.analysis.report import (
+        method_label,  # (mtrl.analysis.report imports this module's importers)
+    )
+
+    label = method_label(config)
+    tags = [label, config.env.name, f"seed{config.seed}"]
+    return {
+        "name": f"{label}-seed{config.seed}",
+        "job_type": label,
+        "tags": [tag[:TAG_LENGTH] for tag in tags],
+    }
+
+
 class WandbRun:
     """One W&B run, created or (with the id a previous process kept) resumed."""
 
@@ -55,7 +75,7 @@ class WandbRun:
                 mode=options.mode or None,
                 id=run_id,
                 resume="allow",
-                name=run_dir.name,
+                **run_names(config),
                 dir=str(run_dir),
                 config=to_dict(config),
                 reinit="create_new",  # mtrl.train called again in one notebook: a new W&B run
