@@ -559,3 +559,12 @@ def field_docs() -> dict[str, tuple[Any, str]]:
 
     walk(Config, Config(), "")
     return docs
+
+
+def method_label(config: Config) -> str:
+    """The run's method name in tables, W&B and sweeps: ``label`` when the preset sets one, else
+    its parts."""
+    if config.label:
+        return config.label
+    agent = config.agent
+    return f"{agent.algorithm} {agent.actor}/{agent.critic} {agent.critic_grad}/{agent.actor_grad}"

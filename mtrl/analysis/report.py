@@ -65,7 +65,7 @@ from mtrl.analysis.figures import (
     plot_profile,
 )
 from mtrl.analysis.tables import write_tables
-from mtrl.config import Config, ConfigError, from_dict, load_yaml, validate
+from mtrl.config import Config, ConfigError, from_dict, load_yaml, method_label, validate
 from mtrl.envs import episode_steps
 from mtrl.errors import warn, writing
 from mtrl.training.logging import METRICS_FILE
@@ -88,14 +88,6 @@ PROTOCOL_KEYS = COMPARED_PROTOCOL_FIELDS
 final-evaluation episodes, goal scheme, steps per task; not the seed, evaluation episodes during
 training or parameter counts, which may differ between methods), as ``mtrl.training.run`` defines them."""
 UNKNOWN_GOAL_SCHEME = "unknown (run made before protocol records)"
-
-
-def method_label(config: Config) -> str:
-    """The run's method name in tables: ``label`` when the preset sets one, else its parts."""
-    if config.label:
-        return config.label
-    agent = config.agent
-    return f"{agent.algorithm} {agent.actor}/{agent.critic} {agent.critic_grad}/{agent.actor_grad}"
 
 
 @dataclass

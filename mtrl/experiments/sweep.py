@@ -49,8 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtrl.analysis.report import method_label
-from mtrl.config import ConfigError, load_yaml
+from mtrl.config import ConfigError, load_yaml, method_label
 from mtrl.errors import RunError, counted
 from mtrl.experiments.slurm import SlurmOptions, slurm_options
 from mtrl.extras import install_hint

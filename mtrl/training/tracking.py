@@ -16,7 +16,7 @@ import string
 from pathlib import Path
 from typing import Any
 
-from mtrl.config import Config, to_dict
+from mtrl.config import Config, method_label, to_dict
 from mtrl.errors import RunError
 from mtrl.extras import require
 
@@ -46,10 +46,6 @@ def run_names(config: Config) -> dict[str, Any]:
     """The W&B name, job type and tags of a run: its method label and seed, so that every method's
     seed-0 run of a sweep has a name of its own (``SAC-seed0``), and W&B's filters can pick a
     method (job type), an env or a seed."""
-    from mtrl.analysis.report import (
-        method_label,  # (mtrl.analysis.report imports this module's importers)
-    )
-
     label = method_label(config)
     tags = [label, config.env.name, f"seed{config.seed}"]
     return {
