@@ -14,13 +14,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mtrl"
 # Bottom up; a module may import its own layer and the ones below it. Keys are the first name
 # under mtrl ("agents" for mtrl.agents.sac); report_* are report's parts, lock and policy_eval sit
 # with run and policy, video is a leaf writer that policy evaluation uses; presets only finds files,
-# plugins feeds the registries, callbacks are what the trainer calls, api sits beside the CLI's peers.
+# plugins feeds the registries, callbacks are what the trainer calls, api sits beside the CLI's peers;
+# training is the session every trainer runs inside (mtrl.training.session).
 LAYERS = [
     {"errors", "limits", "user_yaml", "specs", "presets", "sharing", "extras"},
     {"config", "registry", "plugins"},
     {"envs", "replay", "gradients", "checkpoint", "logging", "tracking", "stats", "video"},
     {"agents"},
-    {"run", "evaluation", "policy", "policy_eval", "lock", "callbacks"},
+    {"run", "training", "evaluation", "policy", "policy_eval", "lock", "callbacks"},
     {"trainer", "baselines"},
     {"sweep", "report", "report_tables", "report_figures", "bench", "export", "api"},
     {"cli", "__init__", "__main__"},

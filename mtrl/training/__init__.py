@@ -1,0 +1,1 @@
+"""Running a training run: the session that every trainer runs inside (``session``)."""
