@@ -16,7 +16,7 @@ import torch
 import mtrl
 from mtrl.errors import RunWriteError
 from mtrl.lock import holder
-from mtrl.logging import RunLogger
+from mtrl.logging import RunLogger, read_metrics
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mtrl"
 LIFECYCLE = ("write_failure", "StopSignals", "RunLogger", "start_tracking")
@@ -81,6 +81,10 @@ def test_the_independent_baseline_fires_callbacks_and_stops_on_one(tmp_path):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "interrupted" and info["reason"].endswith("Callback.on_eval")
 
+    # A chunk killed before its checkpoint leaves records past it: the resume sets them aside,
+    # as it does the multi-task trainer's, and logs that step again.
+    with open(run_dir / "metrics.jsonl", "a") as metrics:
+        metrics.write(json.dumps({"step": 100, "kind": "train"}) + "\n")
     seen.clear()
     watcher = mtrl.Callback(
         on_eval=lambda step, results, final: seen.append(("eval", step, final, len(results))),
@@ -94,6 +98,9 @@ def test_the_independent_baseline_fires_callbacks_and_stops_on_one(tmp_path):
         ("checkpoint", 100, "step_0000000100"),
         ("eval", 100, True, 4),
     ]
+    superseded = (run_dir / "metrics.superseded.jsonl").read_text().splitlines()
+    assert superseded == ['{"step": 100, "kind": "train"}']
+    assert [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"] == [50, 100]
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
