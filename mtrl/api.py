@@ -24,12 +24,14 @@ __all__ = ["RunResult", "evaluate", "load_policy", "train"]
 @dataclass(frozen=True)
 class RunResult:
     """What a finished (or stopped) run left: its directory, its final per-task evaluation (None
-    where a callback or a signal stopped it first), the step it reached and its last checkpoint."""
+    where a callback or a signal stopped it first), the step it reached, its last checkpoint and
+    the config it ran with."""
 
     run_dir: Path
     results: dict[str, TaskResult] | None
     step: int
     checkpoint: Path | None
+    config: Config | None = None
 
     @property
     def finished(self) -> bool:
@@ -62,6 +64,7 @@ def train(
     env: Any = None,
     eval_env: Any = None,
     callbacks: Callback | list[Callback] | None = None,
+    track: bool = False,
     **fields: Any,
 ) -> RunResult:
     """Trains a run and returns its ``RunResult``.
@@ -73,11 +76,17 @@ def train(
     checkpoint; ``fields`` and ``overrides`` may change what a resume may change; a run already
     finished at its ``total_steps`` raises ``RunFinishedError``). ``env``/``eval_env``: a user's
     ``MultiTaskVecEnv`` or a factory ``seed -> env`` instead of ``env.name`` (``mtrl.training.trainer``).
+    ``track``: log to Weights & Biases, under project "mtrl" where the config names none
+    (``mtrl train --track``).
+
+    The one place that resolves a fresh run or a resume, its directory and its trainer:
+    ``mtrl train`` calls it.
     """
     from mtrl.training.checkpoint import step_checkpoints
-    from mtrl.training.run import check_specs, default_run_dir
-    from mtrl.training.trainer import Trainer, resume_config
+    from mtrl.training.run import check_specs, check_updates, default_run_dir
+    from mtrl.training.trainer import Trainer, resume_config_and_point
 
+    point = None
     if resume is not None:
         directory = Path(resume)
         if config is not None or run_dir is not None:
@@ -89,20 +98,25 @@ def train(
             num_tasks = probe.num_tasks
             if callable(env):
                 probe.close()
-        built = resume_config(directory, flat, num_tasks=num_tasks)
+        built, point = resume_config_and_point(directory, flat, num_tasks=num_tasks)
     else:
         built = _config(config, overrides, fields)
         if run_dir is not None:
             built = _apply(Config, built, {"run_dir": str(run_dir)})
-        if env is None:
-            check_specs(built)
+        if env is None:  # a user's env is checked with its number of tasks, by the trainer
+            check_specs(check_updates(built))
         directory = Path(built.run_dir) if built.run_dir else default_run_dir(built)
+    if track and not built.wandb.project:  # CleanRL's --track: W&B, project "mtrl"
+        # (the trainer checks, as for any config, that wandb is installed)
+        built = _apply(Config, built, {"wandb": {"project": "mtrl"}})
     if built.agent.algorithm == "independent":
-        if env is not None or callbacks is not None:
-            raise TypeError("the independent baseline takes neither env= nor callbacks=")
+        if env is not None or eval_env is not None:
+            raise TypeError("the independent baseline takes no env= or eval_env=")
         from mtrl.baselines.independent import IndependentTrainer
 
-        trainer = IndependentTrainer(built, directory, resume=resume is not None)
+        trainer = IndependentTrainer(
+            built, directory, resume=resume is not None, callbacks=callbacks
+        )
     else:
         trainer = Trainer(
             built,
@@ -111,13 +125,15 @@ def train(
             env=env,
             eval_env=eval_env,
             callbacks=callbacks,
+            checkpoint=point,
         )
     try:
         results = trainer.train()
     finally:
         trainer.close()
     checkpoints = step_checkpoints(directory)
-    return RunResult(directory, results, trainer.step, checkpoints[-1] if checkpoints else None)
+    last = checkpoints[-1] if checkpoints else None
+    return RunResult(directory, results, trainer.step, last, trainer.config)
 
 
 def _dotted(fields: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -16,52 +16,30 @@ EXIT_BAD_INPUT = 2
 
 
 def _train(args: argparse.Namespace) -> int:
+    from mtrl.api import train
     from mtrl.evaluation.protocol import format_table
-    from mtrl.training.checkpoint import latest_checkpoint
-    from mtrl.training.run import build_run_config, default_run_dir
-    from mtrl.training.trainer import Trainer, resume_config
+    from mtrl.training.checkpoint import checkpoint_dir
 
-    if args.resume:
-        run_dir = Path(args.resume)
-        if args.config:
-            print(
-                "mtrl: --config is ignored with --resume (the run's config.yaml is used)",
-                file=sys.stderr,
-            )
-        config = resume_config(run_dir, args.overrides)
-    else:
-        config = build_run_config(args.config, args.overrides)
-        run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
-    if args.track and not config.wandb.project:  # CleanRL's --track: W&B, project "mtrl"
-        import dataclasses
-
-        # (the trainer checks, as for any config, that wandb is installed)
-        config = dataclasses.replace(
-            config, wandb=dataclasses.replace(config.wandb, project="mtrl")
+    if args.resume and args.config:
+        print(
+            "mtrl: --config is ignored with --resume (the run's config.yaml is used)",
+            file=sys.stderr,
         )
-    independent = config.agent.algorithm == "independent"
-    if independent:  # one stable-baselines3 SAC per task
-        from mtrl.baselines.independent import IndependentTrainer
-
-        trainer = IndependentTrainer(config, run_dir, resume=bool(args.resume))
-    else:
-        trainer = Trainer(config, run_dir, resume=bool(args.resume))
-    try:
-        results = trainer.train()
-    finally:
-        trainer.close()
-    if results is None:  # stopped by SIGINT/SIGTERM/SIGHUP after writing a checkpoint
-        print(f"stopped at step {trainer.step}; resume with: mtrl train --resume {run_dir}")
+    config = None if args.resume else args.config
+    result = train(config, overrides=args.overrides, resume=args.resume, track=args.track)
+    run_dir = result.run_dir
+    if result.results is None:  # stopped by SIGINT/SIGTERM/SIGHUP after writing a checkpoint
+        print(f"stopped at step {result.step}; resume with: mtrl train --resume {run_dir}")
         return 0
-    print(format_table(results))
+    print(format_table(result.results))
     print(f"\nrun directory: {run_dir}")
-    if independent:
+    if result.config is not None and result.config.agent.algorithm == "independent":
         print(f"models:        {run_dir / 'checkpoints' / 'independent'} (stable-baselines3)")
         print(f"final eval:    {run_dir / 'eval' / 'final.json'}")
         return 0
     print(f"tensorboard:   tensorboard --logdir {run_dir / 'tensorboard'}")
-    print(f"checkpoint:    {latest_checkpoint(run_dir)}")
-    best = trainer.keeper.directory / "best.pt"
+    print(f"checkpoint:    {result.checkpoint}")
+    best = checkpoint_dir(run_dir) / "best.pt"
     print(f"best:          {best} (best periodic evaluation: to look at, not to report)")
     print(f"final eval:    {run_dir / 'eval' / 'final.json'}")
     return 0

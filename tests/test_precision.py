@@ -11,7 +11,7 @@ from test_train import _final_success, _run
 from mtrl.agents.networks import NETWORKS
 from mtrl.gradients import GRADIENT_METHODS
 from mtrl.training.logging import read_metrics
-from mtrl.training.run import read_run_info
+from mtrl.training.session import read_run_info
 
 SPECS = {"bronet": "bronet:width=16", "simba": "simba:width=16,blocks=1"}
 

@@ -16,7 +16,8 @@ import mtrl
 from mtrl.cli import main
 from mtrl.config import ConfigError, load_config, to_dict
 from mtrl.experiments.tune import OBJECTIVES, load_space, objective_value, open_storage, open_study
-from mtrl.training.run import build_run_config, read_run_info
+from mtrl.training.run import build_run_config
+from mtrl.training.session import read_run_info
 
 # Trials of 200 steps: evaluations at steps 100 (periodic) and 200 (final).
 TRIAL = [*TINY, "total_steps=200", "final_eval_episodes=1"]

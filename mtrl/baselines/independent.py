@@ -19,24 +19,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from mtrl.config import Config, save_config, to_dict
+from mtrl.callbacks import Callback
+from mtrl.config import Config, to_dict
 from mtrl.envs import is_metaworld, make_env
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import RunError, counted
+from mtrl.errors import RunError
 from mtrl.evaluation.protocol import TaskResult, evaluate, log_evaluation
 from mtrl.training.logging import RunLogger
-from mtrl.training.run import (
-    INDEPENDENT_STATE,
-    RunInfo,
-    RunOwner,
-    StopSignals,
-    configure_torch,
-    env_options,
-    make_eval_env,
-    share_cores,
-    start_tracking,
-    write_failure,
-)
+from mtrl.training.run import env_options, make_eval_env
+from mtrl.training.session import INDEPENDENT_STATE, RunSession
 
 
 class SingleTaskEnv(gym.Env):
@@ -74,16 +65,26 @@ class SingleTaskEnv(gym.Env):
         )
 
 
-class IndependentTrainer(RunOwner):
-    """Same surface as ``mtrl.training.trainer.Trainer`` for the CLI: ``train()``, ``close()``, ``step``."""
+class IndependentTrainer:
+    """Same surface as ``mtrl.training.trainer.Trainer``: ``train()``, ``close()``, ``step``, callbacks;
+    its ``RunSession`` runs it as it runs the multi-task trainer."""
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        resume: bool = False,
+        callbacks: Callback | list[Callback] | None = None,
+    ) -> None:
+        self.session = RunSession(config, run_dir, resume, callbacks)
+        self.session.open(lambda: self._setup(config, run_dir, resume))
 
     def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
         from stable_baselines3 import SAC
         from stable_baselines3.common.vec_env import DummyVecEnv
 
         self.config, self.run_dir = config, run_dir
-        self.device = configure_torch(config)
-        self.cores = share_cores(config)
+        self.device = self.session.device
         self._env_options = env_options(config, vectorised=False)
         probe = make_env(config.env.name, config.seed, **self._env_options)
         self.task_names = list(probe.task_names)
@@ -126,20 +127,9 @@ class IndependentTrainer(RunOwner):
                 )
             self.models.append(model)
         self.last_eval: dict[str, TaskResult] | None = None
-        save_config(config, run_dir / "config.yaml")
-        self._failed = False
-        self.tracker, tracked = start_tracking(config, run_dir, resume)
-        self.run_info = RunInfo(
-            run_dir,
-            config,
-            self.task_names,
-            self.parameter_counts(),
-            str(self.device),
-            resume=resume,
-            algorithm="independent",
-            **tracked,
+        self.session.start(
+            self.step, self.task_names, self.parameter_counts(), algorithm="independent"
         )
-        self._write_run_info("running")
 
     def _task_env(self, index: int, name: str) -> MultiTaskVecEnv:
         if is_metaworld(self.config.env.name):  # just this task, on the run's goals
@@ -173,8 +163,10 @@ class IndependentTrainer(RunOwner):
             env.close()
         self.last_eval = results
         log_evaluation(logger, self.step, results, self.run_dir, final)
-        if final and self.tracker is not None:
-            self.tracker.final_table(self.step, results)
+        tracker = self.session.tracker
+        if final and tracker is not None:
+            tracker.final_table(self.step, results)
+        self.session.callbacks.fire("on_eval", self.step, results, final)
         return results
 
     def _checkpoint(self) -> Path:
@@ -196,15 +188,16 @@ class IndependentTrainer(RunOwner):
             "task_names": self.task_names,
             "config": to_dict(self.config),  # what a resume compares config.yaml with
         }
-        temporary.write_text(json.dumps(record | self.run_info.record()))
+        temporary.write_text(json.dumps(record | self.session.record()))
         temporary.replace(state)
         for old in self.models_dir.glob("step_*"):
             if old != directory:
                 shutil.rmtree(old, ignore_errors=True)
-        self._write_run_info("running")  # run.json's step follows the checkpoints
+        self.session.write_status("running", self.step)  # run.json's step follows checkpoints
+        self.session.callbacks.fire("on_checkpoint", self.step, directory)
         return directory
 
-    def _last_checkpoint(self) -> Path | None:
+    def last_checkpoint(self) -> Path | None:
         try:
             state = json.loads((self.run_dir / INDEPENDENT_STATE).read_text())
             return self.models_dir / state["models"]
@@ -212,60 +205,37 @@ class IndependentTrainer(RunOwner):
             return None
 
     def train(self) -> dict[str, TaskResult] | None:
-        """As ``Trainer.train``: a write the disk refuses raises ``RunWriteError``."""
-        try:
-            return self._train()
-        except OSError as error:
-            self._failed = True
-            failure = write_failure(
-                error,
-                self.run_dir,
-                self.step,
-                self._last_checkpoint(),
-                lambda reason: self._write_run_info("failed", reason),
-            )
-            if failure is None:
-                raise
-            raise failure from error
+        """As ``Trainer.train`` (``RunSession.run``)."""
+        return self.session.run(self)
 
-    def _train(self) -> dict[str, TaskResult] | None:
+    def loop(self, logger: RunLogger) -> str | None:
+        """All T models ``eval_every`` steps at a time (else ``checkpoint_every``), each chunk
+        logged, evaluated and checkpointed; returns what asked it to stop."""
         config = self.config
-        logger = RunLogger(
-            self.run_dir, config.total_steps, self.step, config.progress, self.tracker
-        )
+        cores = self.session.cores
         chunk = config.eval_every or config.checkpoint_every or config.total_steps
-        if shared := self.cores.enter():
-            logger.message(shared)
-        try:
-            with StopSignals() as stop:
-                while self.step < config.total_steps:
-                    steps = min(chunk, config.total_steps - self.step)
-                    if shared := self.cores.check():
-                        logger.message(shared)
-                    start = time.perf_counter()
-                    for model in self.models:
-                        model.learn(steps, reset_num_timesteps=False, progress_bar=False)
-                    seconds = time.perf_counter() - start
-                    self.step += steps
-                    logger.advance(steps)
-                    logger.log(
-                        self.step,
-                        {"charts/env_steps_per_s": steps * len(self.models) / seconds},
-                    )
-                    if config.eval_every and self.step % config.eval_every == 0:
-                        self._evaluate(logger, config.eval_episodes, final=False)
-                    self._checkpoint()
-                    if stop.received:
-                        self._write_run_info("interrupted", f"stopped by {stop.received}")
-                        return None
-                logger.message(
-                    f"final evaluation: {counted(config.final_eval_episodes, 'episode')} per task"
-                )
-                results = self._evaluate(logger, config.final_eval_episodes, final=True)
-        finally:
-            logger.close()
-        self._write_run_info("finished")
-        return results
+        while self.step < config.total_steps:
+            steps = min(chunk, config.total_steps - self.step)
+            if cores is not None and (shared := cores.check()):
+                logger.message(shared)
+            start = time.perf_counter()
+            for model in self.models:
+                model.learn(steps, reset_num_timesteps=False, progress_bar=False)
+            seconds = time.perf_counter() - start
+            self.step += steps
+            logger.advance(steps)
+            scalars = {"charts/env_steps_per_s": steps * len(self.models) / seconds}
+            logger.log(self.step, scalars)
+            self.session.callbacks.fire("on_log", self.step, scalars)
+            if config.eval_every and self.step % config.eval_every == 0:
+                self._evaluate(logger, config.eval_episodes, final=False)
+            self._checkpoint()
+            if stopper := self.session.stop_requested():
+                return stopper
+        return None
+
+    def final_evaluation(self, logger: RunLogger) -> dict[str, TaskResult]:
+        return self._evaluate(logger, self.config.final_eval_episodes, final=True)
 
     def parameter_counts(self) -> dict[str, Any]:
         policy = self.models[0].policy
@@ -273,16 +243,8 @@ class IndependentTrainer(RunOwner):
         critic = sum(p.numel() for p in policy.critic.parameters())
         return {"actor": actor * len(self.models), "critic": critic * len(self.models)}
 
-    def _write_run_info(self, status: str, reason: str | None = None) -> None:
-        self.run_info.write(status, self.step, reason)
-
     def close(self) -> None:
-        """Closes the envs and the W&B run and releases the run directory's lock."""
-        try:
-            if self.tracker is not None:
-                self.tracker.finish(finished=not self._failed)
+        """Closes the envs, then the session (the W&B run, the run directory's lock)."""
+        with self.session:
             for env in self.envs:
                 env.close()
-        finally:
-            self.cores.leave()
-            self.lock.release()

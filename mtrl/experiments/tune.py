@@ -62,7 +62,8 @@ from mtrl.extras import require
 from mtrl.presets import resolve
 from mtrl.specs import shown, suggest_suffix
 from mtrl.training.logging import read_metrics
-from mtrl.training.run import build_run_config, has_checkpoint, read_run_info
+from mtrl.training.run import build_run_config
+from mtrl.training.session import has_checkpoint, read_run_info
 
 SPACE_KEYS = {
     "name",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -21,18 +22,11 @@ import numpy as np
 import torch
 
 from mtrl.agents.sac import MultiTaskSAC
-from mtrl.callbacks import Callback, Callbacks
-from mtrl.config import Config, _get, from_dict, save_config, to_dict
+from mtrl.callbacks import Callback
+from mtrl.config import Config, _get, from_dict, to_dict
 from mtrl.envs import CUSTOM, is_custom, make_env
 from mtrl.envs.base import MultiTaskVecEnv
-from mtrl.errors import (
-    CheckpointError,
-    EnvError,
-    RunError,
-    RunFinishedError,
-    UsageError,
-    counted,
-)
+from mtrl.errors import CheckpointError, EnvError, RunError, RunFinishedError, UsageError
 from mtrl.evaluation.protocol import (
     EVAL_SEED_OFFSET,
     TaskResult,
@@ -41,7 +35,6 @@ from mtrl.evaluation.protocol import (
     mean_success,
 )
 from mtrl.evaluation.video import FPS, SampledFrames, gif_bytes
-from mtrl.training import tracking
 from mtrl.training.checkpoint import (
     CheckpointKeeper,
     TrainingCheckpoint,
@@ -53,21 +46,8 @@ from mtrl.training.checkpoint import (
 )
 from mtrl.training.logging import RunLogger
 from mtrl.training.replay import TaskReplay
-from mtrl.training.run import (
-    INDEPENDENT_STATE,
-    RunInfo,
-    RunOwner,
-    StopSignals,
-    check_free_space,
-    check_specs,
-    configure_torch,
-    env_options,
-    make_eval_env,
-    set_aside_metrics,
-    share_cores,
-    start_tracking,
-    write_failure,
-)
+from mtrl.training.run import check_specs, env_options, make_eval_env
+from mtrl.training.session import INDEPENDENT_STATE, RunSession
 
 TIME_PARTS = ("env", "inference", "replay", "update")  # the loop's timed parts
 
@@ -75,14 +55,17 @@ TIME_PARTS = ("env", "inference", "replay", "update")  # the loop's timed parts
 EnvSource = MultiTaskVecEnv | Callable[[int], MultiTaskVecEnv]  # an env, or seed -> env
 
 
-class Trainer(RunOwner):
-    """Multi-task SAC's loop over one run directory: ``train()``, then ``close()``.
+class Trainer:
+    """Multi-task SAC's loop over one run directory, inside its ``RunSession``: ``train()``, then
+    ``close()``.
 
     ``env``: a user's env object (any ``MultiTaskVecEnv``, e.g. ``mtrl.envs.GymnasiumTasks``) or
     a factory ``seed -> env``, instead of the config's ``env.name`` (which becomes
     ``custom:<class>``). Evaluations need an env of their own: ``eval_env`` (an env, reset by each
     evaluation, or a factory called with the evaluation seed), or by default the factory's.
-    ``callbacks``: ``mtrl.Callback`` objects (``mtrl.callbacks``).
+    ``callbacks``: ``mtrl.Callback`` objects (``mtrl.callbacks``). ``checkpoint``: what
+    ``resume_point`` read for a resume, taken as it is where it is still the run's latest
+    checkpoint once the run directory is locked (else it is read again).
     """
 
     def __init__(
@@ -93,11 +76,10 @@ class Trainer(RunOwner):
         env: EnvSource | None = None,
         eval_env: EnvSource | None = None,
         callbacks: Callback | list[Callback] | None = None,
+        checkpoint: ResumePoint | None = None,
     ) -> None:
-        self.callbacks = Callbacks(callbacks)
         self._env_source, self._eval_source = env, eval_env
-        self.tracker: tracking.WandbRun | None = None
-        self._failed = False
+        num_tasks = None
         if env is not None:
             if eval_env is None and not callable(env):
                 raise UsageError(
@@ -105,10 +87,12 @@ class Trainer(RunOwner):
                     "seed -> env), or env as a factory"
                 )
             self.env = self._build_env(env, config.seed)
+            num_tasks = self.env.num_tasks
             if not is_custom(config.env.name):
                 name = f"{CUSTOM}{type(self.env).__name__}"
                 config = dataclasses.replace(config, env=dataclasses.replace(config.env, name=name))
-        super().__init__(config, run_dir, resume)
+        self.session = RunSession(config, run_dir, resume, callbacks, num_tasks)
+        self.session.open(lambda: self._setup(config, run_dir, resume, checkpoint))
 
     def _build_env(self, source: EnvSource, seed: int) -> MultiTaskVecEnv:
         env = source(seed) if callable(source) else source
@@ -117,20 +101,19 @@ class Trainer(RunOwner):
                 raise UsageError(f"env {env!r} is not a MultiTaskVecEnv: it has no {name}")
         return env
 
-    def _check_specs(self, config: Config) -> None:
-        if self._env_source is None:
-            return super()._check_specs(config)
-        check_specs(config, num_tasks=self.env.num_tasks)
-
-    def _setup(self, config: Config, run_dir: Path, resume: bool) -> None:
+    def _setup(
+        self, config: Config, run_dir: Path, resume: bool, point: ResumePoint | None
+    ) -> None:
         checkpoint = None
         if resume:  # before networks are built to a config that the checkpoint does not fit
             path = latest_checkpoint(run_dir)
-            checkpoint = TrainingCheckpoint.from_payload(path, load_checkpoint(path), resume=True)
+            payload = point.payload if point is not None and point.is_current(path) else None
+            if payload is None:
+                payload = load_checkpoint(path)
+            checkpoint = TrainingCheckpoint.from_payload(path, payload, resume=True)
             check_resume(config, run_dir, "the config", path, checkpoint.step, checkpoint.config)
         self.config, self.run_dir = config, run_dir
-        self.device = configure_torch(config)
-        self.cores = share_cores(config)
+        self.device = self.session.device
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
         torch.manual_seed(config.seed)
@@ -158,7 +141,7 @@ class Trainer(RunOwner):
             seed=config.seed,
         )
         self.keeper = CheckpointKeeper(run_dir, config.keep_checkpoints)
-        check_free_space(run_dir, self._checkpoint_bytes() * (config.keep_checkpoints + 2))
+        self.session.check_free_space(self._checkpoint_bytes() * (config.keep_checkpoints + 2))
         self.step = 0
         self.update_credit = 0.0
         self.obs = self.env.reset()  # [T, obs_dim]
@@ -174,20 +157,13 @@ class Trainer(RunOwner):
                     f"{self._last_good_checkpoint()} (move the newer ones aside to resume from it)"
                 )
             self._restore(path, checkpoint)
-        save_config(config, run_dir / "config.yaml")
-        self.tracker, tracked = start_tracking(config, run_dir, resume)
-        self.run_info = RunInfo(
-            run_dir,
-            config,
+        self.session.start(
+            self.step,
             self.task_names,
             self.agent.parameter_counts(),
-            str(self.device),
-            resume=resume,
             env=self.env,
             precision=self.agent.precision,  # agent.precision=auto resolved on this machine
-            **tracked,
         )
-        self._write_run_info("running")
 
     @property
     def updates(self) -> int:
@@ -195,95 +171,61 @@ class Trainer(RunOwner):
 
     # ------------------------------------------------------------------------------------ loop
     def train(self) -> dict[str, TaskResult] | None:
-        """Runs to ``total_steps`` and returns the final evaluation; None if a signal stopped it.
+        """Runs to ``total_steps`` and returns the final evaluation; None if a signal or a callback
+        stopped it first (``RunSession.run``: how a stop and a failure end the run)."""
+        return self.session.run(self)
 
-        SIGINT/SIGTERM/SIGHUP finish the current step, write a checkpoint and return (the CLI exits 0
-        and prints the resume command); SIGKILL leaves the last periodic checkpoint to resume from.
-        A write the disk refuses (checkpoint, metrics, TensorBoard, run.json) raises
-        ``RunWriteError``, with run.json marked failed where the disk still takes it.
-        """
-        try:
-            return self._train()
-        except RunError:
-            raise  # it has marked run.json itself
-        except Exception as error:
-            last = step_checkpoints(self.run_dir)
-            failure = write_failure(
-                error, self.run_dir, self.step, last[-1] if last else None, self._mark_failed
-            )
-            if failure is not None:
-                raise failure from error
-            with contextlib.suppress(OSError):  # run.json says why, where the disk lets it
-                self._mark_failed(" ".join(f"{type(error).__name__}: {error}".split())[:300])
-            raise
-
-    def _train(self) -> dict[str, TaskResult] | None:
+    def loop(self, logger: RunLogger) -> str | None:
+        """Collect, update, log, evaluate, checkpoint, step by step to ``total_steps``; returns
+        what asked it to stop at a step boundary, after writing a checkpoint there."""
         config = self.config
-        logger = RunLogger(
-            self.run_dir, config.total_steps, self.step, config.progress, self.tracker
-        )
-        if shared := self.cores.enter():
-            logger.message(shared)
-        config_text = (self.run_dir / "config.yaml").read_text()
-        logger.text(
-            "config", "".join(f"    {line}\n" for line in config_text.splitlines()), self.step
-        )
+        cores = self.session.cores
         timers = dict.fromkeys(TIME_PARTS, 0.0)
         window_start, window_steps, window_updates = time.perf_counter(), 0, self.updates
         metrics: dict[str, torch.Tensor] = {}
-        with StopSignals() as stop:
-            try:
-                while self.step < config.total_steps:
-                    if shared := self.cores.check():
-                        logger.message(shared)
-                    self._collect(timers)
-                    resets = self.agent.resets
-                    metrics.update(self._update(timers) or {})  # diagnostics persist
-                    if self.agent.resets != resets:
-                        logger.log(self.step + 1, self._reset_event(), kind="event")
-                        logger.message(f"reset {self.agent.resets} at update {self.agent.reset_at}")
-                    self.step += 1
-                    window_steps += 1
-                    logger.advance(1)
+        while self.step < config.total_steps:
+            if cores is not None and (shared := cores.check()):
+                logger.message(shared)
+            self._collect(timers)
+            resets = self.agent.resets
+            metrics.update(self._update(timers) or {})  # diagnostics persist
+            if self.agent.resets != resets:
+                logger.log(self.step + 1, self._reset_event(), kind="event")
+                logger.message(f"reset {self.agent.resets} at update {self.agent.reset_at}")
+            self.step += 1
+            window_steps += 1
+            logger.advance(1)
 
-                    if self.step % config.log_every == 0 or self.step == config.total_steps:
-                        elapsed = time.perf_counter() - window_start
-                        scalars = self._train_scalars(metrics, elapsed, window_steps, timers)
-                        scalars["charts/updates_per_s"] = (self.updates - window_updates) / elapsed
-                        logger.log(self.step, scalars)
-                        logger.advance(0, self._postfix(scalars))
-                        self.callbacks.fire("on_log", self.step, scalars)
-                        window_start, window_steps = time.perf_counter(), 0
-                        window_updates = self.updates
-                        timers = dict.fromkeys(TIME_PARTS, 0.0)
-                    if config.eval_every and self.step % config.eval_every == 0:
-                        if not self._final_evaluation_follows():
-                            self._evaluate(logger, config.eval_episodes)
-                    if config.checkpoint_every and self.step % config.checkpoint_every == 0:
-                        self._checkpoint()
-                    stopper = stop.received or self.callbacks.stop_requested
-                    if stopper:
-                        path = self._checkpoint()
-                        self._write_run_info("interrupted", f"stopped by {stopper}")
-                        logger.message(
-                            f"stopped by {stopper} at step {self.step}; checkpoint {path}"
-                        )
-                        return None
-                if not (config.checkpoint_every and self.step % config.checkpoint_every == 0):
-                    self._checkpoint()
-                logger.message(
-                    f"final evaluation: {counted(config.final_eval_episodes, 'episode')} per task"
-                )
-                results = self._evaluate(logger, config.final_eval_episodes, final=True)
-                self._checkpoint()  # again, so that best.pt is judged by the final evaluation too
-                logger.hparams(
-                    tracking.hparams(to_dict(config)),
-                    {"hparams/final_mean_success_rate": mean_success(results)},
-                )
-            finally:
-                logger.close()
-        self._write_run_info("finished")
+            if self.step % config.log_every == 0 or self.step == config.total_steps:
+                elapsed = time.perf_counter() - window_start
+                scalars = self._train_scalars(metrics, elapsed, window_steps, timers)
+                scalars["charts/updates_per_s"] = (self.updates - window_updates) / elapsed
+                logger.log(self.step, scalars)
+                logger.advance(0, self._postfix(scalars))
+                self.session.callbacks.fire("on_log", self.step, scalars)
+                window_start, window_steps = time.perf_counter(), 0
+                window_updates = self.updates
+                timers = dict.fromkeys(TIME_PARTS, 0.0)
+            if config.eval_every and self.step % config.eval_every == 0:
+                if not self._final_evaluation_follows():
+                    self._evaluate(logger, config.eval_episodes)
+            if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                self._checkpoint()
+            if stopper := self.session.stop_requested():
+                self._checkpoint()
+                return stopper
+        if not (config.checkpoint_every and self.step % config.checkpoint_every == 0):
+            self._checkpoint()
+        return None
+
+    def final_evaluation(self, logger: RunLogger) -> dict[str, TaskResult]:
+        results = self._evaluate(logger, self.config.final_eval_episodes, final=True)
+        self._checkpoint()  # again, so that best.pt is judged by the final evaluation too
         return results
+
+    def last_checkpoint(self) -> Path | None:
+        written = step_checkpoints(self.run_dir)
+        return written[-1] if written else None
 
     def _collect(self, timers: dict[str, float]) -> None:
         start = time.perf_counter()
@@ -332,7 +274,7 @@ class Trainer(RunOwner):
                     f"{self.agent.consecutive_skipped} updates in a row had non-finite losses or "
                     f"gradients (step {self.step})"
                 )
-                self._mark_failed(reason)
+                self.session.mark_failed(reason, self.step)
                 raise RunError(f"{reason}; stopped, {self._last_good_checkpoint()}")
         return metrics
 
@@ -434,9 +376,10 @@ class Trainer(RunOwner):
         log_evaluation(logger, self.step, results, self.run_dir, final)
         if frames:
             self._write_videos(logger, frames)
-        if final and self.tracker is not None:
-            self.tracker.final_table(self.step, results)
-        self.callbacks.fire("on_eval", self.step, results, final)
+        tracker = self.session.tracker
+        if final and tracker is not None:
+            tracker.final_table(self.step, results)
+        self.session.callbacks.fire("on_eval", self.step, results, final)
         return results
 
     # --------------------------------------------------------------------------- checkpoints
@@ -457,7 +400,7 @@ class Trainer(RunOwner):
                 "replay": self.replay.generator.get_state(),
             },
             best_success=self.keeper.best_success,
-            run=self.run_info.record(),  # provenance and protocol
+            run=self.session.record(),  # provenance and protocol
             episodes={  # numpy arrays would need unpickling code: stored as tensors
                 "return": torch.as_tensor(self.episode_return),
                 "success": torch.as_tensor(self.episode_success),
@@ -471,8 +414,8 @@ class Trainer(RunOwner):
         )
         score = mean_success(self.last_eval) if self.last_eval is not None else None
         path = self.keeper.save(self.step, checkpoint.to_payload(), score)
-        self._write_run_info("running")  # run.json's step follows the checkpoints
-        self.callbacks.fire("on_checkpoint", self.step, path)
+        self.session.write_status("running", self.step)  # run.json's step follows checkpoints
+        self.session.callbacks.fire("on_checkpoint", self.step, path)
         return path
 
     def _checkpoint_bytes(self) -> int:
@@ -504,10 +447,6 @@ class Trainer(RunOwner):
             self.episode_success = episodes["success"].numpy().astype(bool)
         self.last_return = episodes["last_return"].numpy().astype(np.float64)
         self.last_success = episodes["last_success"].numpy().astype(np.float64)
-        set_aside_metrics(self.run_dir, self.step)
-
-    def _write_run_info(self, status: str, reason: str | None = None) -> None:
-        self.run_info.write(status, self.step, reason)
 
     def _write_videos(self, logger: RunLogger, frames: dict[int, list[np.ndarray]]) -> None:
         """Each task's first evaluation episode: eval/videos/step_<N>/<task>.gif, TensorBoard's
@@ -524,24 +463,15 @@ class Trainer(RunOwner):
             path.write_bytes(gif)
             height, width = task_frames[0].shape[:2]
             logger.animation(f"videos/{task}", gif, height, width, self.step)
-            if self.tracker is not None:
-                self.tracker.video(self.step, task, path)
-
-    def _mark_failed(self, reason: str) -> None:
-        self._failed = True
-        self._write_run_info("failed", reason)
+            if self.session.tracker is not None:
+                self.session.tracker.video(self.step, task, path)
 
     def close(self) -> None:
-        """Closes the envs and the W&B run and releases the run directory's lock."""
-        try:
-            if self.tracker is not None:
-                self.tracker.finish(finished=not self._failed)
+        """Closes the envs, then the session (the W&B run, the run directory's lock)."""
+        with self.session:
             self.env.close()
             if self._eval_source is not None and not callable(self._eval_source):
                 self._eval_source.close()
-        finally:
-            self.cores.leave()
-            self.lock.release()
 
 
 def _renders(env: MultiTaskVecEnv, logger: RunLogger) -> bool:
@@ -590,21 +520,49 @@ RESUMABLE_KEYS = (
 _LOCATION_KEYS = ("run_dir",)
 
 
-def resume_point(run_dir: Path) -> tuple[Path, int, dict[str, Any] | None]:
-    """What a resume continues from: the latest checkpoint (a trainer's, or the independent
-    baseline's ``state.json``), its step, and the run's config it holds (None in an independent
-    baseline's state written before it held one)."""
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """What a resume continues from, read once: the latest checkpoint (a trainer's, or the
+    independent baseline's ``state.json``), its step, the run's config it holds (None in an
+    independent baseline's state written before it held one), what was read (the checkpoint's
+    payload, or the state) and the file's identity when it was read (``is_current``)."""
+
+    path: Path
+    step: int
+    config: dict[str, Any] | None
+    payload: dict[str, Any]
+    stamp: tuple[int, int, int] | None
+
+    def is_current(self, path: Path) -> bool:
+        """Whether ``path`` is still the file that was read (another writer may have replaced
+        it before this one held the run directory's lock)."""
+        return path == self.path and self.stamp is not None and _stamp(path) == self.stamp
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def resume_point(run_dir: Path) -> ResumePoint:
+    """What a resume continues from (``ResumePoint``): the latest checkpoint, loaded."""
     found = step_checkpoints(run_dir)
     if found:
         path = found[-1]
-        checkpoint = TrainingCheckpoint.from_payload(path, load_checkpoint(path))
-        return path, checkpoint.step, checkpoint.config
+        stamp = _stamp(path)  # before the read: a file replaced after it is read again
+        payload = load_checkpoint(path)
+        checkpoint = TrainingCheckpoint.from_payload(path, payload)
+        return ResumePoint(path, checkpoint.step, checkpoint.config, payload, stamp)
     path = run_dir / INDEPENDENT_STATE
     if not path.is_file():
         latest_checkpoint(run_dir)  # "no checkpoint found under ..."
     try:
+        stamp = _stamp(path)
         state = json.loads(path.read_text())
-        return path, int(state["step"]), state.get("config")
+        return ResumePoint(path, int(state["step"]), state.get("config"), state, stamp)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise RunError(f"{path}: not a readable checkpoint ({error}); cannot resume") from None
 
@@ -663,10 +621,19 @@ def resume_config(
     truth (``check_resume``; a config.yaml that lacks keys the checkpoint has is refused as
     truncated). Nothing is written. ``num_tasks``: the run is on a user's env object of that
     many tasks."""
+    return resume_config_and_point(run_dir, overrides, num_tasks)[0]
+
+
+def resume_config_and_point(
+    run_dir: Path, overrides: list[str] | None = None, num_tasks: int | None = None
+) -> tuple[Config, ResumePoint]:
+    """``resume_config`` and the checkpoint it was checked against, which a trainer takes as it
+    is (``Trainer(checkpoint=...)``): a resume reads its checkpoint once."""
     from mtrl.config import apply_overrides, parse_overrides, validate
 
     saved = _read_run_config(run_dir)
-    checkpoint, step, fixed = resume_point(run_dir)
+    point = resume_point(run_dir)
+    checkpoint, step, fixed = point.path, point.step, point.config
     if fixed is not None:
         missing = sorted(set(_flat_keys(fixed)) - set(_flat_keys(saved)))
         if missing:
@@ -690,7 +657,7 @@ def resume_config(
         config = apply_overrides(config, overrides)
     config = check_specs(validate(config), num_tasks)
     check_resume(config, run_dir, str(run_dir / "config.yaml"), checkpoint, step, fixed)
-    return config
+    return config, point
 
 
 def _flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
