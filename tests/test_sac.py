@@ -9,9 +9,19 @@ import torch
 from mtrl.agents.networks import NETWORKS
 from mtrl.agents.sac import MultiTaskSAC
 from mtrl.config import AgentConfig
+from mtrl.gradients import GramWeighting
 from mtrl.replay import Batch
 
 T, B, STATE, A = 3, 8, 5, 2
+
+
+class GramMean(GramWeighting):
+    """The mean's weights as a Gram weighting: the mean through the per-task pass."""
+
+    def weights(self, gram_matrix, task_losses, context):
+        return torch.full((self.num_tasks,), 1.0 / self.num_tasks, dtype=gram_matrix.dtype)
+
+
 OBS = STATE + T
 
 
@@ -151,8 +161,8 @@ def test_vmap_per_task_gradients_equal_a_per_task_autograd_loop(network):
 def test_mean_through_the_per_task_pass_equals_the_single_backward(network):
     """The vmap path with `mean` and the one-backward fast path take the same step."""
     fast, per_task = _agent(actor=network, critic=network), _agent(actor=network, critic=network)
-    per_task.critic_method.needs_task_grads = True
-    per_task.actor_method.needs_task_grads = True
+    per_task.critic_step.method = GramMean(T)  # the same weights, through the per-task pass
+    per_task.actor_step.method = GramMean(T)
     for seed in range(3):
         for agent in (fast, per_task):
             torch.manual_seed(seed)

@@ -448,8 +448,8 @@ class MultiTaskSAC:
             "actor_optimizer": self.actor_optimizer.state_dict(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "alpha_optimizer": self.alpha_optimizer.state_dict(),
-            "actor_method": self.actor_method.state_dict(),
-            "critic_method": self.critic_method.state_dict(),
+            "actor_method": self.actor_step.method_state_dict(),
+            "critic_method": self.critic_step.method_state_dict(),
             "updates": self.updates,
             "skipped_updates": self.skipped_updates,
             "nonfinite_inputs": self.nonfinite_inputs,
@@ -467,8 +467,8 @@ class MultiTaskSAC:
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
-        self.actor_method.load_state_dict(state["actor_method"])
-        self.critic_method.load_state_dict(state["critic_method"])
+        self.actor_step.load_method_state_dict(state["actor_method"])
+        self.critic_step.load_method_state_dict(state["critic_method"])
         self.updates = int(state.get("updates", 0))
         self.skipped_updates = int(state.get("skipped_updates", 0))
         self.nonfinite_inputs = int(state.get("nonfinite_inputs", 0))
