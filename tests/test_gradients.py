@@ -340,22 +340,3 @@ def test_a_method_of_no_kind_is_refused_in_one_line_before_a_run(monkeypatch):
     monkeypatch.setitem(gradients.GRADIENT_METHODS, "no_kind", NoKind)
     with pytest.raises(ConfigError, match="^agent.critic_grad: no_kind: NoKind is of no kind"):
         gradients.check_spec("agent.critic_grad", "no_kind")
-
-
-class BeforeTheKinds(gradients.GradientMethod):
-    """A user's method written against the contract before the kinds (docs/plugins.md)."""
-
-    def weights(self, gram_matrix, task_losses, context):
-        return torch.softmax(gram_matrix.diagonal(), 0)
-
-
-def test_a_direct_gradient_method_subclass_is_a_gram_weighting(monkeypatch):
-    from test_sac import _agent, _batch
-
-    monkeypatch.setitem(gradients.GRADIENT_METHODS, "before_the_kinds", BeforeTheKinds)
-    J = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
-    expected = torch.softmax(torch.tensor([1.0, 4.0], dtype=torch.float64), 0) @ J
-    assert torch.allclose(gradients.make("before_the_kinds", 2).combine(J, None), expected)
-    agent = _agent(critic_grad="before_the_kinds", diagnostics_every=0, compile=False)
-    metrics = agent.update(_batch(seed=0))
-    assert "per_task/critic_weight" in metrics  # its weights came from the per-task pass
