@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mtrl import gradients
-from mtrl.gradients.base import StepContext
+from mtrl.gradients.base import BlockAggregator, StepContext
 from mtrl.gradients.famo import FAMO
 from mtrl.gradients.graddrop import sign_dropout
 from mtrl.training.checkpoint import load_checkpoint, save_checkpoint
@@ -37,8 +37,7 @@ def test_graddrop_draws_per_coordinate_from_its_own_generator_and_round_trips(tm
     restored = gradients.make("graddrop", 2)
     restored.load_state_dict(load_checkpoint(tmp_path / "m.pt")["method"])
     assert torch.equal(restored.combine(J, None), method.combine(J, None))
-    with pytest.raises(NotImplementedError, match="no task weights"):
-        method.weights(torch.eye(2), None, StepContext())
+    assert isinstance(method, BlockAggregator) and not hasattr(method, "weights")  # no task weights
 
 
 def test_famo_weights_and_its_logit_step_on_a_hand_computed_case():
@@ -46,11 +45,11 @@ def test_famo_weights_and_its_logit_step_on_a_hand_computed_case():
     L = (0.5, 4): delta = (log 2, 0), the softmax Jacobian at z gives d = (log 2 / 4, -log 2 / 4),
     and Adam's first step moves each logit by lr against its sign: xi = (-lr, +lr)."""
     method = FAMO(2, lr=0.025, decay=0.0)
-    w = method.weights(None, torch.tensor([1.0, 4.0]), StepContext())
+    w = method.weights(torch.tensor([1.0, 4.0]), StepContext())
     assert torch.allclose(w, torch.tensor([0.8, 0.2]))
     method.after_step(torch.tensor([0.5, 4.0]))
     assert torch.allclose(method.logits.detach(), torch.tensor([-0.025, 0.025]), atol=1e-6)
-    w = method.weights(None, torch.tensor([1.0, 1.0]), StepContext())
+    w = method.weights(torch.tensor([1.0, 1.0]), StepContext())
     z = torch.softmax(torch.tensor([-0.025, 0.025]), 0)
     assert (
         torch.allclose(w, z, atol=1e-6) and w[0] < w[1]
@@ -61,7 +60,7 @@ def test_famo_state_round_trips_a_checkpoint(tmp_path):
     method = FAMO(3)
     generator = torch.Generator().manual_seed(0)
     for _ in range(4):
-        method.weights(None, torch.rand(3, generator=generator) + 0.1, StepContext())
+        method.weights(torch.rand(3, generator=generator) + 0.1, StepContext())
         method.after_step(torch.rand(3, generator=generator) + 0.1)
     save_checkpoint(tmp_path / "m.pt", {"method": method.state_dict()})
     restored = FAMO(3)
@@ -71,8 +70,8 @@ def test_famo_state_round_trips_a_checkpoint(tmp_path):
             torch.rand(3, generator=generator) + 0.1,
             torch.rand(3, generator=generator) + 0.1,
         )
-        ours = method.weights(None, losses, StepContext())
-        assert torch.equal(restored.weights(None, losses, StepContext()), ours)
+        ours = method.weights(losses, StepContext())
+        assert torch.equal(restored.weights(losses, StepContext()), ours)
         method.after_step(after)
         restored.after_step(after)
 

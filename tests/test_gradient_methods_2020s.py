@@ -5,6 +5,7 @@ test_gradient_properties.py, the agreement with torchjd in test_torchjd_agreemen
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -16,7 +17,7 @@ from mtrl import gradients
 from mtrl.agents.sac import MultiTaskSAC
 from mtrl.config import AgentConfig
 from mtrl.gradients.aligned_mtl import aligned_transform
-from mtrl.gradients.base import StepContext
+from mtrl.gradients.base import LossWeighting, StepContext
 from mtrl.gradients.gradvac import gradvac_coefficients
 from mtrl.gradients.gram import gram
 from mtrl.gradients.nash_mtl import fair_allocation
@@ -49,7 +50,7 @@ def conflicting(seed: int, num_tasks: int, size: int | None = None) -> torch.Ten
 
 def weights_of(method, J: torch.Tensor) -> torch.Tensor:
     G = gram(J)
-    return method.weights(G, torch.ones(J.shape[0], dtype=J.dtype), StepContext(layer_gram=G))
+    return method.weights(G, torch.ones(J.shape[0], dtype=J.dtype), StepContext(("weight",), (G,)))
 
 
 # --- Nash-MTL and FairGrad ----------------------------------------------------------------------
@@ -121,13 +122,14 @@ def test_a_zero_gradient_gets_no_weight_and_the_others_bargain_alone():
     assert np.allclose(a[:3], fair_allocation(gram(J[:3]).numpy()), rtol=1e-10)
 
 
-def test_nash_mtl_reuses_its_weights_for_update_every_calls():
+def test_nash_mtl_solves_on_every_call_and_leaves_its_schedule_to_the_engine():
+    """``update_every`` is the engine's schedule (``GramWeighting.update_every``): the method
+    itself solves whenever it is asked."""
     method = gradients.make("nash_mtl:update_every=3", 4)
-    Js = [conflicting(20 + k, 4) for k in range(7)]
-    solved = [weights_of(gradients.make("nash_mtl", 4), J) for J in Js]
-    got = [weights_of(method, J) for J in Js]
-    for k in range(7):
-        assert torch.equal(got[k], solved[3 * (k // 3)]), k  # solved at calls 0, 3, 6
+    assert method.update_every == 3 and gradients.make("nash_mtl", 4).update_every == 1
+    for k in range(4):
+        J = conflicting(20 + k, 4)
+        assert torch.equal(weights_of(method, J), weights_of(gradients.make("nash_mtl", 4), J))
 
 
 def test_nash_mtl_max_norm_clips_only_larger_steps():
@@ -293,7 +295,7 @@ def test_rlw_weights_are_t_softmax_of_the_generators_normal_draw():
     draws = torch.stack(draws)
     assert torch.allclose(draws.mean(0), torch.ones(5, dtype=draws.dtype), atol=0.03)
     assert (draws > 0).all() and draws.std(0).min() > 0.3  # random, not the mean in disguise
-    assert not method.needs_task_grads and not method.constant_loss_weights
+    assert isinstance(method, LossWeighting)  # one backward pass, no per-task gradients
 
 
 # --- options, state, training -------------------------------------------------------------------
@@ -305,6 +307,7 @@ def test_rlw_weights_are_t_softmax_of_the_generators_normal_draw():
         "nash_mtl:update_every=0",
         "nash_mtl:update_every=1.5",
         "nash_mtl:max_norm=-1",
+        "nash_mtl:update_every=2,max_norm=1",
         "fairgrad:alpha=0",
         "gradvac:beta=1.5",
         "aligned_mtl:preferences=1",
@@ -388,6 +391,35 @@ def test_nash_mtl_between_solves_takes_one_backward_pass_with_the_solved_weights
     solved = []
     for seed in range(7):
         agent.update(_batch(seed=seed))
-        solved.append(agent.critic_method.previous.clone())
+        solved.append(agent.critic_step.previous.clone())
     assert passes.count("critic") == 3  # updates 1, 4 and 7
     assert torch.equal(solved[0], solved[2]) and not torch.equal(solved[2], solved[3])
+
+
+def test_the_nash_mtl_schedule_resumes_from_a_checkpoint_under_its_old_keys():
+    """The engine keeps Nash-MTL-k's schedule under the keys the method kept it by
+    ("calls", "previous"), so checkpoints load either way and a resumed agent solves when the
+    uninterrupted one does."""
+    from test_sac import OBS, A, T, _batch
+
+    config = AgentConfig(
+        hidden_sizes=(16, 16), critic_grad="nash_mtl:update_every=3", compile=False
+    )
+    torch.manual_seed(0)
+    agent = MultiTaskSAC(OBS, A, T, config)
+    for seed in range(2):
+        agent.update(_batch(seed=seed))
+    state = copy.deepcopy(agent.state_dict())  # as a checkpoint holds it: no live tensors
+    assert set(state["critic_method"]) == {"generator", "calls", "previous"}
+    torch.manual_seed(1)
+    resumed = MultiTaskSAC(OBS, A, T, config)
+    resumed.load_state_dict(state)
+    assert resumed.critic_step.calls == 2
+    for seed in range(2, 5):
+        torch.manual_seed(seed)
+        agent.update(_batch(seed=seed))
+        torch.manual_seed(seed)
+        resumed.update(_batch(seed=seed))
+    assert torch.equal(resumed.critic_step.previous, agent.critic_step.previous)
+    for a, b in zip(agent.critic.parameters(), resumed.critic.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -12,7 +12,7 @@ import torch
 
 from mtrl import gradients
 from mtrl.gradients import GRADIENT_METHODS
-from mtrl.gradients.base import StepContext
+from mtrl.gradients.base import BlockAggregator, StepContext, task_weights
 from mtrl.gradients.gram import gram
 
 # Methods whose weights depend on a random draw (PCGrad's and GradVac's task orders, RLW's
@@ -93,14 +93,14 @@ def jacobians(seed: int, conflicting: bool, count: int = 40):
 
 # Methods whose step combines coordinates, not tasks (GradDrop): no weights; their properties
 # are checked on the step d itself.
-COORDINATES = {name for name, cls in GRADIENT_METHODS.items() if cls.combines_coordinates}
+COORDINATES = {name for name, cls in GRADIENT_METHODS.items() if issubclass(cls, BlockAggregator)}
 WEIGHTED = sorted(set(GRADIENT_METHODS) - COORDINATES)
 
 
 def _weights(name: str, J: torch.Tensor, losses: torch.Tensor, seed: int = 0) -> torch.Tensor:
     method = gradients.make(name, J.shape[0], seed=seed)
     G = gram(J)
-    return method.weights(G, losses.to(J.dtype), StepContext(layer_gram=G))
+    return task_weights(method, G, losses.to(J.dtype), StepContext(("weight",), (G,)))
 
 
 def _step(name: str, J: torch.Tensor, losses: torch.Tensor, seed: int = 0):

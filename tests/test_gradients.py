@@ -8,6 +8,7 @@ import torch
 from mtrl import gradients
 from mtrl.gradients.base import StepContext
 from mtrl.gradients.diagnostics import MAX_TASKS_FOR_PAIRS, conflict_diagnostics
+from mtrl.gradients.gradnorm import last_layer_gram
 from mtrl.gradients.gram import assemble_gram, gram
 from mtrl.gradients.pcgrad import pcgrad_coefficients, random_orders
 
@@ -240,10 +241,11 @@ def test_gradnorm_measures_norms_on_the_last_shared_weight_matrix_of_every_ensem
     names = ["members.0.trunk.0.weight", "members.0.trunk.0.bias", "members.0.head.weight"]
     names += ["members.0.head.bias", "members.1.trunk.0.weight", "members.1.head.weight"]
     blocks = [torch.randn(2, n, generator=generator) for n in (6, 2, 4, 1, 6, 4)]
-    whole, layer = assemble_gram(names, blocks)
+    whole, grams = assemble_gram(blocks)
     assert torch.allclose(whole, gram(torch.cat(blocks, 1)))
+    layer = last_layer_gram(StepContext(tuple(names), tuple(grams)))
     assert torch.allclose(layer, gram(torch.cat([blocks[2], blocks[5]], 1)))
-    assert torch.equal(assemble_gram(["a.bias"], blocks[:1])[1], gram(blocks[0]))  # no weight
+    assert last_layer_gram(StepContext(("a.bias",), tuple(grams[:1]))) is None  # no weight
 
     # combine() goes through the same assembly: with only the head's columns differing between
     # two layouts, GradNorm's weights differ only where the head's norms do.
@@ -325,3 +327,16 @@ def test_method_specs_carry_options_and_bad_options_are_refused():
     assert gradients.make("pcgrad_dir:scope=combined", 3).scope == "combined"
     with pytest.raises(ValueError, match="unknown option tau .*its options: c"):
         gradients.make("cagrad:tau=1", 3)
+
+
+class NoKind(gradients.GradientMethod):
+    """Neither a kind nor the contract before the kinds: no ``weights``."""
+
+
+def test_a_method_of_no_kind_is_refused_in_one_line_before_a_run(monkeypatch):
+    """It used to inherit the base's weights and train silently as the mean."""
+    from mtrl.errors import ConfigError
+
+    monkeypatch.setitem(gradients.GRADIENT_METHODS, "no_kind", NoKind)
+    with pytest.raises(ConfigError, match="^agent.critic_grad: no_kind: NoKind is of no kind"):
+        gradients.check_spec("agent.critic_grad", "no_kind")

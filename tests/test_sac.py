@@ -9,9 +9,19 @@ import torch
 from mtrl.agents.networks import NETWORKS
 from mtrl.agents.sac import MultiTaskSAC
 from mtrl.config import AgentConfig
+from mtrl.gradients import GradientMethod, GramWeighting
 from mtrl.training.replay import Batch
 
 T, B, STATE, A = 3, 8, 5, 2
+
+
+class GramMean(GramWeighting):
+    """The mean's weights as a Gram weighting: the mean through the per-task pass."""
+
+    def weights(self, gram_matrix, task_losses, context):
+        return torch.full((self.num_tasks,), 1.0 / self.num_tasks, dtype=gram_matrix.dtype)
+
+
 OBS = STATE + T
 
 
@@ -151,8 +161,8 @@ def test_vmap_per_task_gradients_equal_a_per_task_autograd_loop(network):
 def test_mean_through_the_per_task_pass_equals_the_single_backward(network):
     """The vmap path with `mean` and the one-backward fast path take the same step."""
     fast, per_task = _agent(actor=network, critic=network), _agent(actor=network, critic=network)
-    per_task.critic_method.needs_task_grads = True
-    per_task.actor_method.needs_task_grads = True
+    per_task.critic_step.method = GramMean(T)  # the same weights, through the per-task pass
+    per_task.actor_step.method = GramMean(T)
     for seed in range(3):
         for agent in (fast, per_task):
             torch.manual_seed(seed)
@@ -316,3 +326,22 @@ def test_log_std_bounds_clip_as_mclean_et_al_or_map_through_tanh():
         assert torch.all(clip(obs)[1] == 2.0)
         clip.body.output_layer().bias.fill_(-50.0)
         assert torch.all(clip(obs)[1] == -20.0)
+
+
+class BeforeTheKinds(GradientMethod):
+    """A user's method written against the contract before the kinds (docs/plugins.md)."""
+
+    def weights(self, gram_matrix, task_losses, context):
+        return torch.softmax(gram_matrix.diagonal(), 0)
+
+
+def test_a_direct_gradient_method_subclass_is_a_gram_weighting(monkeypatch):
+    from mtrl import gradients
+
+    monkeypatch.setitem(gradients.GRADIENT_METHODS, "before_the_kinds", BeforeTheKinds)
+    J = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    expected = torch.softmax(torch.tensor([1.0, 4.0], dtype=torch.float64), 0) @ J
+    assert torch.allclose(gradients.make("before_the_kinds", 2).combine(J, None), expected)
+    agent = _agent(critic_grad="before_the_kinds", diagnostics_every=0, compile=False)
+    metrics = agent.update(_batch(seed=0))
+    assert "per_task/critic_weight" in metrics  # its weights came from the per-task pass

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from mtrl.gradients.base import GradientMethod
+from mtrl.gradients import GramWeighting
 
 
-class AgreeingMean(GradientMethod):
+class AgreeingMean(GramWeighting):
     """The mean over the tasks whose gradient has a non-negative dot product with the mean."""
 
     def weights(self, gram_matrix, task_losses, context):

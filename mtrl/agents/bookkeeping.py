@@ -22,9 +22,10 @@ STATEFUL_PARTS = (
     "actor_optimizer",
     "critic_optimizer",
     "alpha_optimizer",
-    "actor_method",
-    "critic_method",
 )
+# The gradient methods' state, held with the engine's schedule (a method solved every k updates)
+# by each role's step: checkpoint key -> the step's attribute.
+METHOD_STEPS = {"actor_method": "actor_step", "critic_method": "critic_step"}
 COUNTERS = ("updates", "skipped_updates", "nonfinite_inputs", "resets", "reset_at")
 
 
@@ -121,6 +122,9 @@ class AgentBookkeeping:
 
     def state_dict(self) -> dict[str, Any]:
         state = {part: getattr(self, part).state_dict() for part in STATEFUL_PARTS}
+        state |= {
+            key: getattr(self, step).method_state_dict() for key, step in METHOD_STEPS.items()
+        }
         state["log_alpha"] = self.log_alpha.detach().clone()
         state["reward_norm"] = self.reward_norm.state_dict()
         return state | {counter: getattr(self, counter) for counter in COUNTERS}
@@ -128,6 +132,8 @@ class AgentBookkeeping:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for part in STATEFUL_PARTS:
             getattr(self, part).load_state_dict(state[part])
+        for key, step in METHOD_STEPS.items():
+            getattr(self, step).load_method_state_dict(state[key])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         if "reward_norm" in state:  # checkpoints before the critic recipe have none

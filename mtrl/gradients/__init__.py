@@ -1,9 +1,11 @@
 """The gradient step: how per-task gradients of the shared parameters become one update.
 
-A method is a small object with ``weights(G, losses, context) -> w [T]``, the step being
-sum_i w_i g_i on the scale of the mean task gradient (``base.py``; docs/gradient-methods.md, "The
-method contract"); ``step.py`` is the engine that computes the task gradients, hands the
-method their Gram matrix and takes the step. The registry is an explicit dict, so a YAML file names
+A method is a small object of one of three kinds (``base.py``; docs/design.md, "The method
+contract"): a ``GramWeighting`` (``weights(G, losses, context) -> w [T]``), a ``LossWeighting``
+(``weights(losses, context) -> w [T]``) or a ``BlockAggregator`` (GradDrop), the step being
+sum_i w_i g_i on the scale of the mean task gradient; ``step.py`` is the engine that reads the kind,
+computes what it needs (the task gradients and their Gram matrix, or the losses alone) and takes
+the step. The registry is an explicit dict, so a YAML file names
 a key, never an import path; other packages add methods through the ``mtrl.gradients`` entry
 points (``mtrl.plugins``).
 """
@@ -15,7 +17,7 @@ from typing import Any
 
 from mtrl import plugins
 from mtrl.gradients.aligned_mtl import AlignedMTL
-from mtrl.gradients.base import GradientMethod
+from mtrl.gradients.base import BlockAggregator, GradientMethod, GramWeighting, LossWeighting
 from mtrl.gradients.cagrad import CAGrad
 from mtrl.gradients.conflict_free import ConFIG
 from mtrl.gradients.dtp import DynamicTaskPrioritization
@@ -69,6 +71,10 @@ GRADIENT_METHODS: dict[str, type[GradientMethod]] = {
     "famo": FAMO,
 }
 
+# A method's kind is its type (``base.py``); a direct GradientMethod subclass with ``weights(G,
+# losses, context)``, written against the contract before the kinds, is a Gram weighting.
+KINDS = (GramWeighting, LossWeighting, BlockAggregator)
+
 
 def make(name: str, num_tasks: int, seed: int = 0, **options: Any) -> GradientMethod:
     """A method by registry name (or by spec with options, see ``mtrl.specs.parse_spec``). The
@@ -79,6 +85,11 @@ def make(name: str, num_tasks: int, seed: int = 0, **options: Any) -> GradientMe
     plugins.require("mtrl.gradients", name)
     options = {**spec_options, **options}
     method_cls = lookup(GRADIENT_METHODS, name, "gradient method")
+    if not issubclass(method_cls, KINDS) and not callable(getattr(method_cls, "weights", None)):
+        raise ValueError(
+            f"{name}: {method_cls.__name__} is of no kind of gradient method: subclass one of"
+            " GramWeighting, LossWeighting, BlockAggregator (mtrl.gradients)"
+        )
     check_options(name, method_cls, options, fixed=("num_tasks", "seed"))
     parameters = inspect.signature(method_cls.__init__).parameters.values()
     if any(p.name == "seed" or p.kind is p.VAR_KEYWORD for p in parameters):
@@ -98,4 +109,13 @@ def check_spec(key: str, spec: str) -> None:
     )
 
 
-__all__ = ["GRADIENT_METHODS", "GradientMethod", "check_spec", "make", "parse_spec"]
+__all__ = [
+    "GRADIENT_METHODS",
+    "BlockAggregator",
+    "GradientMethod",
+    "GramWeighting",
+    "LossWeighting",
+    "check_spec",
+    "make",
+    "parse_spec",
+]

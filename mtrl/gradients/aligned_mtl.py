@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mtrl.gradients.base import GradientMethod
+from mtrl.gradients.base import GramWeighting
 
 
 def aligned_transform(gram_matrix: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,7 @@ def _parse_preferences(preferences: Sequence[float] | str | None, num_tasks: int
     return values / values.sum()
 
 
-class AlignedMTL(GradientMethod):
+class AlignedMTL(GramWeighting):
     def __init__(
         self, num_tasks: int, seed: int = 0, preferences: Sequence[float] | str | None = None
     ) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from mtrl.gradients.base import GradientMethod
+from mtrl.gradients.base import GramWeighting
 from mtrl.gradients.gram import EPS
 
 
@@ -49,7 +49,7 @@ def cagrad_weights(gram_matrix: np.ndarray, c: float) -> np.ndarray:
     return (mean + sqrt_phi / max(gw_norm, np.sqrt(EPS)) * w) / (1.0 + c)
 
 
-class CAGrad(GradientMethod):
+class CAGrad(GramWeighting):
     def __init__(self, num_tasks: int, seed: int = 0, c: float = 0.4) -> None:
         if not 0.0 <= c < 1.0:
             raise ValueError(f"cagrad: c must be in [0, 1), got {c}")

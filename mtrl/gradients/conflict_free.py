@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from mtrl.gradients.base import GradientMethod
+from mtrl.gradients.base import GramWeighting
 
 
 def conflict_free_weights(gram_matrix: torch.Tensor) -> torch.Tensor:
@@ -39,6 +39,6 @@ def conflict_free_weights(gram_matrix: torch.Tensor) -> torch.Tensor:
     return coefficients * (products.sum() / (num_tasks * squared))
 
 
-class ConFIG(GradientMethod):
+class ConFIG(GramWeighting):
     def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
         return conflict_free_weights(gram_matrix.double())

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from mtrl.gradients.weighting import LossWeighting
+from mtrl.gradients.weighting import LossScaleWeighting
 
 
-class DynamicTaskPrioritization(LossWeighting):
+class DynamicTaskPrioritization(LossScaleWeighting):
     def __init__(
         self,
         num_tasks: int,

@@ -19,11 +19,11 @@ import math
 
 import torch
 
-from mtrl.gradients.base import GradientMethod
+from mtrl.gradients.base import GramWeighting
 from mtrl.gradients.nash_mtl import fair_weights
 
 
-class FairGrad(GradientMethod):
+class FairGrad(GramWeighting):
     def __init__(self, num_tasks: int, seed: int = 0, alpha: float = 1.0) -> None:
         if not (alpha > 0 and math.isfinite(alpha)):
             raise ValueError(f"fairgrad: alpha must be a positive number, got {alpha}")

@@ -16,16 +16,12 @@ from typing import Any
 
 import torch
 
-from mtrl.gradients.base import GradientMethod
+from mtrl.gradients.base import LossWeighting, StepContext
 
 SHIFT = 1e-8
 
 
-class FAMO(GradientMethod):
-    needs_task_grads = False
-    constant_loss_weights = False
-    needs_losses_after_step = True
-
+class FAMO(LossWeighting):
     def __init__(
         self,
         num_tasks: int,
@@ -45,7 +41,7 @@ class FAMO(GradientMethod):
     def _shifted(self, task_losses: torch.Tensor) -> torch.Tensor:
         return (task_losses.detach().abs().double().cpu() - self.min_loss).clamp_min(0) + SHIFT
 
-    def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
+    def weights(self, task_losses: torch.Tensor, context: StepContext) -> torch.Tensor:
         self.before = self._shifted(task_losses)
         ratio = torch.softmax(self.logits.detach().double(), 0) / self.before  # z_i / L_i
         return (ratio / ratio.sum()).to(task_losses)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from mtrl.gradients.base import GradientMethod, StepContext
+from mtrl.gradients.base import BlockAggregator, StepContext
 
 TINY = 1e-30
 
@@ -33,22 +33,16 @@ def sign_dropout(block: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     return torch.where(purity > uniform, positive, negative) / block.shape[0]
 
 
-class GradDrop(GradientMethod):
-    combines_coordinates = True
-    reports_weights = False
-
-    def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
-        raise NotImplementedError("graddrop drops coordinates, not tasks: it has no task weights")
-
+class GradDrop(BlockAggregator):
     def combine_blocks(
         self,
         blocks: list[torch.Tensor],
         gram_matrix: torch.Tensor,
         task_losses: torch.Tensor,
         context: StepContext,
-    ) -> tuple[list[torch.Tensor], None]:
+    ) -> list[torch.Tensor]:
         combined = []
         for block in blocks:  # U from the method's generator: reproducible and checkpointed
             uniform = torch.rand(block.shape[1], generator=self.generator, dtype=block.dtype)
             combined.append(sign_dropout(block, uniform.to(block.device)))
-        return combined, None
+        return combined

@@ -14,17 +14,29 @@ shared parameter instead of the last layer.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
 
-from mtrl.gradients.base import GradientMethod
+from mtrl.gradients.base import GramWeighting, StepContext
 from mtrl.gradients.weighting import TINY
 
 NORM_SCOPES = ("last_shared", "all")
 
 
-class GradNorm(GradientMethod):
+def last_layer_gram(context: StepContext) -> torch.Tensor | None:
+    """The Gram matrix [T, T] of the last shared layer's weights, the last layer of every member of
+    an ensemble (the twin critics) together; None where no shared parameter is a weight."""
+    weights = [k for k, name in enumerate(context.names) if name.endswith("weight")]
+    if not weights:
+        return None
+    member_free = [re.sub(r"^members\.\d+\.", "", name) for name in context.names]
+    last = member_free[weights[-1]]
+    return torch.stack([context.grams[k] for k in weights if member_free[k] == last]).sum(0)
+
+
+class GradNorm(GramWeighting):
     def __init__(
         self,
         num_tasks: int,
@@ -44,8 +56,9 @@ class GradNorm(GradientMethod):
         self.initial_losses: torch.Tensor | None = None
 
     def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
-        last_shared = self.norms == "last_shared" and context.layer_gram is not None
-        layer_gram = context.layer_gram if last_shared else gram_matrix
+        layer_gram = last_layer_gram(context) if self.norms == "last_shared" else None
+        if layer_gram is None:  # norms="all", or no weight matrix among the shared parameters
+            layer_gram = gram_matrix
         losses = task_losses.detach().abs().clamp_min(TINY).cpu().float()  # [T]
         if self.initial_losses is None:
             self.initial_losses = losses.clone()

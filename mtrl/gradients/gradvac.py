@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtrl.gradients.base import GradientMethod
+from mtrl.gradients.base import GramWeighting
 from mtrl.gradients.pcgrad import random_orders
 
 FLAT = 1e-8  # floor on sqrt(1 - phi_hat^2): a target cosine of +-1 needs an unbounded step
@@ -61,7 +61,7 @@ def gradvac_coefficients(
     return coefficients
 
 
-class GradVac(GradientMethod):
+class GradVac(GramWeighting):
     """Alg. 1 of Wang et al. (2021); ``combine`` returns (1/T) sum_i g_i'."""
 
     def __init__(self, num_tasks: int, seed: int = 0, beta: float = 0.01) -> None:

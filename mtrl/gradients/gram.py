@@ -8,8 +8,6 @@ final ``w @ J``.
 
 from __future__ import annotations
 
-import re
-
 import torch
 
 EPS = 1e-20  # squared-norm floor: a zero task gradient neither divides by zero nor projects
@@ -46,18 +44,9 @@ def norm_of(weights: torch.Tensor, gram_matrix: torch.Tensor) -> torch.Tensor:
     return (weights @ gram_matrix @ weights).clamp_min(0.0).sqrt()
 
 
-def assemble_gram(
-    names: list[str], blocks: list[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def assemble_gram(blocks: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """G [T, T] of the shared parameters, summed block by block (each block [T, P_n] one
-    parameter's task gradients: the [T, P] matrix is never built), and the Gram matrix of the last
-    shared layer's weights (GradNorm's norms), the last layer of every member of an ensemble (the
-    twin critics) together; G itself where no parameter is a weight."""
+    parameter's task gradients: the [T, P] matrix is never built), and each block's own Gram
+    matrix (``StepContext.grams``)."""
     grams = [gram(block) for block in blocks]
-    whole = torch.stack(grams).sum(0)
-    weights = [k for k, name in enumerate(names) if name.endswith("weight")]
-    if not weights:
-        return whole, whole
-    member_free = [re.sub(r"^members\.\d+\.", "", name) for name in names]
-    last = member_free[weights[-1]]
-    return whole, torch.stack([grams[k] for k in weights if member_free[k] == last]).sum(0)
+    return torch.stack(grams).sum(0), grams

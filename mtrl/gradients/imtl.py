@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from mtrl.gradients.base import GradientMethod
+from mtrl.gradients.base import GramWeighting
 from mtrl.gradients.gram import EPS
 
 
@@ -34,6 +34,6 @@ def imtl_g_weights(gram_matrix: torch.Tensor) -> torch.Tensor:
     return torch.cat([1.0 - rest.sum(0, keepdim=True), rest])
 
 
-class IMTLG(GradientMethod):
+class IMTLG(GramWeighting):
     def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
         return imtl_g_weights(gram_matrix)

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from mtrl.gradients.weighting import LossWeighting
+from mtrl.gradients.weighting import LossScaleWeighting
 
 
-class LossBalancedTaskWeighting(LossWeighting):
+class LossBalancedTaskWeighting(LossScaleWeighting):
     def __init__(
         self, num_tasks: int, seed: int = 0, alpha: float = 0.5, normalize: bool = True
     ) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from mtrl.gradients.base import GradientMethod
+import torch
+
+from mtrl.gradients.base import LossWeighting, StepContext
 
 
-class Mean(GradientMethod):
-    """g = (1/T) sum_i g_i: the base's weights with l = 1, one backward pass of the mean loss."""
+class Mean(LossWeighting):
+    """g = (1/T) sum_i g_i: w = 1/T, one backward pass of the mean loss (compiled, with
+    ``agent.compile``: the engine's fast path is for this class)."""
 
-    needs_task_grads = False
-    reports_weights = False
+    def weights(self, task_losses: torch.Tensor, context: StepContext) -> torch.Tensor:
+        return torch.ones_like(task_losses) * (1.0 / self.num_tasks)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mtrl.gradients.base import GradientMethod
+from mtrl.gradients.base import GramWeighting
 
 SOLVERS = ("exact", "frank_wolfe")
 
@@ -122,7 +122,7 @@ def exact_min_norm_weights(
     return weights
 
 
-class MGDA(GradientMethod):
+class MGDA(GramWeighting):
     def __init__(
         self, num_tasks: int, seed: int = 0, solver: str = "exact", iterations: int = 250
     ) -> None:

@@ -12,9 +12,10 @@ replaced by a_i^(-1/alpha), gives FairGrad (``fairgrad.py``).
 
 Scale: the paper's d is not normalised; its norm is sqrt(a^T G a) = sqrt(T) whatever the gradients'
 scale. Ours returns a / sum_i a_i (a convex combination, the mean where the tasks agree exactly),
-so torchjd's NashMTL (max_norm=0) is ours times sum_i a_i. ``update_every=k`` solves on one call in
-k and reuses the weights in between (the paper's Nash-MTL-50/100); ``max_norm > 0`` rescales the
-step to that norm when larger (the authors' optional gradient clip, default off here).
+so torchjd's NashMTL (max_norm=0) is ours times sum_i a_i. ``update_every=k`` has the engine solve
+on one update in k and reuse the weights in between (the paper's Nash-MTL-50/100, an engine schedule:
+``GramWeighting``); ``max_norm > 0`` rescales the step to that norm when larger (the authors'
+optional gradient clip, default off here; it needs G on every update, so only with k = 1).
 
 Degenerate cases: a task whose gradient is zero gets weight 0 (its utility is 0 for every d); where
 no d helps every task (a non-negative combination of the gradients vanishes: exact opposites) f is
@@ -23,12 +24,10 @@ unbounded below, and a ridge of 1e-12 on the cosine matrix makes the solution fi
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
-from mtrl.gradients.base import GradientMethod
+from mtrl.gradients.base import GramWeighting
 from mtrl.gradients.gram import norm_of
 
 RIDGE = 1e-12  # on the cosine matrix (unit diagonal): finite solutions where none exists
@@ -128,11 +127,7 @@ def fair_weights(gram_matrix: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     return torch.as_tensor(allocation / total, device=gram_matrix.device)
 
 
-class NashMTL(GradientMethod):
-    # Between solves the step is sum_i a_i g_i with a fixed: the gradient of sum_i a_i L_i, one
-    # backward pass without per-task gradients (what makes the paper's Nash-MTL-50 cheap).
-    constant_loss_weights = False
-
+class NashMTL(GramWeighting):
     def __init__(
         self, num_tasks: int, seed: int = 0, update_every: int = 1, max_norm: float = 0.0
     ) -> None:
@@ -140,35 +135,20 @@ class NashMTL(GradientMethod):
             raise ValueError(f"nash_mtl: update_every must be an integer >= 1, got {update_every}")
         if not max_norm >= 0.0:
             raise ValueError(f"nash_mtl: max_norm must be >= 0 (0 is off), got {max_norm}")
+        if max_norm > 0.0 and update_every > 1:
+            raise ValueError(
+                "nash_mtl: max_norm measures every step on the task gradients, which the updates"
+                " between solves do not compute; use it with update_every=1"
+            )
         super().__init__(num_tasks, seed)
+        # The engine's schedule (``GramWeighting.update_every``): it solves on one update in k and
+        # steps on the gradient of sum_i a_i L_i in between (what makes Nash-MTL-50 cheap).
         self.update_every, self.max_norm = update_every, max_norm
-        self.calls = 0
-        self.previous: torch.Tensor | None = None  # the last solved weights, reused in between
-
-    @property
-    def needs_task_grads(self) -> bool:  # type: ignore[override]
-        """Only on the calls that solve (and always with ``max_norm``, which needs G)."""
-        return self._solves_next or self.max_norm > 0.0
-
-    @property
-    def _solves_next(self) -> bool:
-        return self.previous is None or self.calls % self.update_every == 0
 
     def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
-        if self._solves_next:
-            self.previous = fair_weights(gram_matrix, 1.0).cpu()
-        self.calls += 1
-        device = task_losses.device if gram_matrix is None else gram_matrix.device
-        weights = self.previous.to(device)
+        weights = fair_weights(gram_matrix, 1.0)
         if self.max_norm > 0.0:
             norm = float(norm_of(weights, gram_matrix))
             if norm > self.max_norm:
                 weights = weights * (self.max_norm / norm)
         return weights
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "calls": self.calls, "previous": self.previous}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.calls, self.previous = state["calls"], state["previous"]

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from mtrl.gradients.base import GradientMethod
-from mtrl.gradients.weighting import TINY, LossWeighting
+from mtrl.gradients.base import GramWeighting
+from mtrl.gradients.weighting import TINY, LossScaleWeighting
 
 
-class InitialLossNormalization(LossWeighting):
+class InitialLossNormalization(LossScaleWeighting):
     def __init__(self, num_tasks: int, seed: int = 0, normalize: bool = True) -> None:
         super().__init__(num_tasks, seed, normalize)
         self.initial: torch.Tensor | None = None
@@ -35,12 +35,12 @@ class InitialLossNormalization(LossWeighting):
         self.initial = state["initial"]
 
 
-class RealTimeLossNormalization(LossWeighting):
+class RealTimeLossNormalization(LossScaleWeighting):
     def raw_weights(self, loss_scale: torch.Tensor) -> torch.Tensor:
         return 1.0 / loss_scale
 
 
-class GradNormNormalization(GradientMethod):
+class GradNormNormalization(GramWeighting):
     """sum_i g_i / ||g_i|| / T, renormalised (``normalize``) so the weights average 1."""
 
     def __init__(self, num_tasks: int, seed: int = 0, normalize: bool = True) -> None:

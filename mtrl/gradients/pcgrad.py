@@ -19,11 +19,9 @@ with ``scope="combined"`` the swap is made on the combined vectors g_PC and g_0 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from mtrl.gradients.base import GradientMethod
+from mtrl.gradients.base import GramWeighting
 from mtrl.gradients.gram import EPS, norm_of, row_norms
 
 SCOPES = ("task", "combined")
@@ -51,7 +49,7 @@ def pcgrad_coefficients(gram_matrix: torch.Tensor, orders: torch.Tensor) -> torc
     return coefficients
 
 
-class PCGrad(GradientMethod):
+class PCGrad(GramWeighting):
     """Alg. 1 of Yu et al. (2020); ``combine`` returns (1/T) sum_i g_i^PC."""
 
     def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
@@ -70,9 +68,6 @@ class _PCGradAblation(PCGrad):
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         super().__init__(num_tasks, seed)
         self.scope = scope
-
-    def options(self) -> dict[str, Any]:
-        return {"scope": self.scope}
 
 
 class PCGradDirection(_PCGradAblation):

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from mtrl.gradients.weighting import LossWeighting
+from mtrl.gradients.weighting import LossScaleWeighting
 
 
-class RandomLossWeighting(LossWeighting):
+class RandomLossWeighting(LossScaleWeighting):
     def __init__(self, num_tasks: int, seed: int = 0) -> None:
         # normalize: softmax(eps) times T / sum = T softmax(eps), with sum 1 up to rounding.
         super().__init__(num_tasks, seed, normalize=True)

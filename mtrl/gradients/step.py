@@ -4,18 +4,20 @@ The agent defines each loss once, over groups of rows with one group per task:
 ``losses_fn(params, *batch, *through) -> (losses [G], aux [G])``, where ``params`` are the role's
 parameters (None: the modules' own) and ``through`` the parameters of other roles the loss passes
 through, held fixed (the actor's loss goes through the critic). The engine takes the step one of
-three ways, all giving sum_i w_i g_i with the method's weights w:
+three ways, all giving sum_i w_i g_i with the method's weights w, chosen from the method's kind
+(its type, ``base.py``; docs/design.md):
 
-- per task (methods that need task gradients, and diagnostic updates, which also log the PCGrad
-  paper's conflict and curvature diagnostics): one ``torch.func`` vmap pass
+- per task (Gram weightings and block aggregators, and diagnostic updates, which also log the
+  PCGrad paper's conflict and curvature diagnostics): one ``torch.func`` vmap pass
   of the one-group loss over the task dimension gives every task's gradient; the shared
   parameters' Gram matrix is assembled block by block, the method turns it into w, and each shared
   parameter's gradient is w @ its [T, ...] block. A task-specific parameter ([T, ...], one slice
   per task) gets its own task's gradient on its own slice, untouched (times 1/T, as the gradient of
   the mean loss would give it): methods only combine what tasks share.
 - the mean, compiled (``mean`` with ``agent.compile``): torch.func.grad of the mean loss.
-- one backward pass (``mean`` eagerly, and the loss weightings): w from the losses alone, then
-  the vector-Jacobian product of the losses with w.
+- one backward pass (``mean`` eagerly, the loss weightings, and a Gram weighting's updates between
+  solves under its ``update_every`` schedule, with the last solved w): the vector-Jacobian product
+  of the losses with w.
 
 Then the non-finite check (nothing changes if a loss or gradient is NaN or infinite), the global
 gradient-norm clip and the optimiser step.
@@ -25,15 +27,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from mtrl.gradients.base import GradientMethod, StepContext
+from mtrl.gradients.base import (
+    BlockAggregator,
+    GradientMethod,
+    GramWeighting,
+    LossWeighting,
+    StepContext,
+    task_weights,
+    weighted_blocks,
+)
 from mtrl.gradients.compiled import Passes
 from mtrl.gradients.curvature import multitask_curvature
 from mtrl.gradients.diagnostics import conflict_diagnostics, curvature_diagnostics
 from mtrl.gradients.gram import assemble_gram
+from mtrl.gradients.mean import Mean
 
 LossesFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
@@ -65,6 +77,18 @@ class GradientStep:
         # Listed once: walking the modules on every update was a visible share of an MT1 update.
         # Loading a state dict copies into these same tensors.
         self.params = dict(module.named_parameters())
+        # A Gram weighting's schedule (``GramWeighting.update_every``): the steps taken since the
+        # start and the weights of the last solve, reused until the next one.
+        self.calls = 0
+        self.previous: torch.Tensor | None = None
+
+    @property
+    def solves_every(self) -> int:
+        """k of a Gram weighting solved on one update in k; 1 for every other method."""
+        return self.method.update_every if isinstance(self.method, GramWeighting) else 1
+
+    def _solves_next(self) -> bool:
+        return self.previous is None or self.calls % self.solves_every == 0
 
     def task_params(self) -> tuple[dict[str, torch.Tensor], dict[str, int | None]]:
         """Detached parameters and their vmap dimensions: a task-specific parameter is [T, ...]
@@ -79,13 +103,16 @@ class GradientStep:
         through: tuple[GradientStep, ...] = (),
         diagnose: bool = False,
     ) -> StepResult:
-        if self.method.needs_task_grads or diagnose:
+        method = self.method
+        per_task = not isinstance(method, LossWeighting) and self._solves_next()
+        if diagnose or per_task:
             result = self._per_task_step(losses_fn, batch, through, diagnose)
-        elif self.passes.compiles and self.method.constant_loss_weights:
+        elif self.passes.compiles and isinstance(method, Mean):
             result = self._compiled_mean_step(losses_fn, batch, through)
         else:
             result = self._backward_step(losses_fn, batch, through)
-        if self.method.needs_losses_after_step and result.stepped:
+        # Only a method that overrides the hook learns from the losses after the step (FAMO).
+        if type(method).after_step is not GradientMethod.after_step and result.stepped:
             with torch.no_grad():  # the same batch (and noise) through the stepped parameters
                 after, _ = losses_fn(None, *batch, *(None for _ in through))
             self.method.after_step(after)
@@ -160,7 +187,10 @@ class GradientStep:
         losses, aux = losses_fn(None, *batch, *(None for _ in through))
         if not _finite(losses):
             return self._skipped(losses.detach(), aux.detach())
-        weights = self.method.weights(None, losses.detach(), StepContext())  # [T]
+        if isinstance(self.method, LossWeighting):
+            weights = self.method.weights(losses.detach(), StepContext())  # [T]
+        else:  # a Gram weighting between its solves
+            weights = self._reused(losses.device)
         params = [p for p in self.params.values() if p.requires_grad]
         grads = torch.autograd.grad(losses, params, grad_outputs=weights.to(losses.dtype))
         for param, grad in zip(params, grads, strict=True):
@@ -185,9 +215,13 @@ class GradientStep:
         num_tasks = self.method.num_tasks
         shared = [n for n in grads if n not in self.task_specific]
         flat = [grads[n].reshape(num_tasks, -1) for n in shared]  # [T, P_n] views
-        gram_matrix, layer_gram = assemble_gram(shared, flat)
-        context = StepContext(layer_gram=layer_gram)
-        combined, weights = self.method.combine_blocks(flat, gram_matrix, losses, context)
+        gram_matrix, grams = assemble_gram(flat)
+        context = StepContext(tuple(shared), tuple(grams))
+        if isinstance(self.method, BlockAggregator):
+            combined, weights = self.method.combine_blocks(flat, gram_matrix, losses, context), None
+        else:
+            weights = self._weights(gram_matrix, losses, context)
+            combined = weighted_blocks(weights, flat)
         for name, gradient in zip(shared, combined, strict=True):
             self.params[name].grad = gradient.view_as(self.params[name])
         for name in grads:
@@ -195,8 +229,37 @@ class GradientStep:
                 self.params[name].grad = grads[name] / num_tasks
         return gram_matrix, self._logged(weights)
 
+    def _weights(self, gram_matrix, losses, context) -> torch.Tensor:
+        """The method's weights, or under a Gram weighting's schedule the last solved ones."""
+        if self.solves_every == 1:
+            return task_weights(self.method, gram_matrix, losses, context)
+        if not self._solves_next():
+            return self._reused(gram_matrix.device)
+        self.previous = task_weights(self.method, gram_matrix, losses, context).cpu()
+        self.calls += 1
+        return self.previous.to(gram_matrix.device)
+
+    def _reused(self, device: torch.device) -> torch.Tensor:
+        self.calls += 1
+        return self.previous.to(device)
+
+    def method_state_dict(self) -> dict[str, Any]:
+        """The method's state, with the schedule's where it has one (under the names Nash-MTL
+        kept it by before the engine did, so that checkpoints load either way)."""
+        method_state = self.method.state_dict()
+        if self.solves_every == 1:
+            return method_state
+        return {**method_state, "calls": self.calls, "previous": self.previous}
+
+    def load_method_state_dict(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state)
+        if self.solves_every > 1 and "calls" in state:
+            self.calls, self.previous = int(state["calls"]), state["previous"]
+
     def _logged(self, weights: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        if weights is None or not self.method.reports_weights:
+        """per_task/<role>_weight (times T): of every method but the mean (always 1) and the block
+        aggregators (no weights)."""
+        if weights is None or isinstance(self.method, Mean):
             return {}
         return {f"per_task/{self.role}_weight": weights.float() * self.method.num_tasks}
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from mtrl.gradients.weighting import LossWeighting
+from mtrl.gradients.weighting import LossScaleWeighting
 
 
-class UncertaintyWeighting(LossWeighting):
+class UncertaintyWeighting(LossScaleWeighting):
     def __init__(
         self, num_tasks: int, seed: int = 0, lr: float = 3e-4, normalize: bool = False
     ) -> None:

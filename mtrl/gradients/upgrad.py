@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mtrl.gradients.base import GradientMethod
+from mtrl.gradients.base import GramWeighting
 
 RIDGE = 1e-12  # on the cosine matrix (unit diagonal)
 DEAD = 1e-12  # a gradient below this fraction of the largest norm is taken as zero
@@ -112,7 +112,7 @@ def _as_weights(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(values, dtype=torch.float64, device=like.device)
 
 
-class UPGrad(GradientMethod):
+class UPGrad(GramWeighting):
     """w = (1/T) sum_i argmin_{v >= e_i} v^T G v: the mean of the projected task gradients."""
 
     def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
@@ -121,7 +121,7 @@ class UPGrad(GradientMethod):
         return _as_weights(projected.mean(0), gram_matrix)
 
 
-class DualProj(GradientMethod):
+class DualProj(GramWeighting):
     """w = argmin_{v >= (1/T) 1} v^T G v: the mean gradient projected onto the dual cone."""
 
     def weights(self, gram_matrix, task_losses, context) -> torch.Tensor:
