@@ -157,3 +157,30 @@ def test_state_round_trips_a_checkpoint(tmp_path, name):
     for _ in range(3):
         J, losses = draw()
         assert torch.equal(restored.combine(J, losses, layout), method.combine(J, losses, layout))
+
+
+def test_sdmgrad_is_invariant_to_the_gradients_scale_and_modo_is_not():
+    """SDMGrad divides G by the squared mean norm before its inner steps; MoDo's gamma acts on G
+    itself, as the paper's (its docstring says so)."""
+    J = torch.randn(4, 9, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for name, invariant in (("sdmgrad", True), ("modo", False)):
+        small, large = (gradients.make(name, 4).weights(gram(c * J), None, None) for c in (1, 30))
+        assert torch.allclose(small, large, rtol=1e-6) == invariant, name
+
+
+@pytest.mark.parametrize("name", ["stch", "db_mtl"])
+def test_log_loss_methods_step_the_same_whatever_each_tasks_loss_scale(name):
+    """Both descend log L_i: scaling task i's loss (so its gradient) by c_i changes nothing but,
+    for STCH, the length (its weights are renormalised to mean 1, as every loss weighting's)."""
+    generator = torch.Generator().manual_seed(4)
+    scales = torch.tensor([1.0, 100.0, 0.01], dtype=torch.float64)
+    plain, scaled = (
+        gradients.make(name, 3, **({"warmup": 2} if name == "stch" else {})) for _ in "ab"
+    )
+    for _ in range(4):
+        J = torch.randn(3, 7, generator=generator, dtype=torch.float64)
+        losses = torch.rand(3, generator=generator, dtype=torch.float64) + 0.5
+        d, d_scaled = plain.combine(J, losses), scaled.combine(J * scales[:, None], losses * scales)
+        if name == "stch":
+            d, d_scaled = d / d.norm(), d_scaled / d_scaled.norm()
+        assert torch.allclose(d_scaled, d, rtol=1e-6)
