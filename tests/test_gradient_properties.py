@@ -77,6 +77,43 @@ def _mean_where_signs_agree(J, w, d) -> bool:
 SCALE["graddrop"] = ("the mean on coordinates whose signs agree", _mean_where_signs_agree, False)
 
 
+def _mean_of_unit_directions(J, w, d) -> bool:
+    """DB-MTL's first step: (1/T) sum_i alpha_i g_i / L_i with every term of one norm, i.e. along
+    the mean of the unit task gradients (whatever the losses)."""
+    units = (J / J.norm(dim=1, keepdim=True)).mean(0)
+    return bool(torch.nn.functional.cosine_similarity(d, units, dim=0) > 1 - 1e-9)
+
+
+def _modo_first_step(J, w, d) -> bool:
+    """MoCo's first step: Y = J, so MoDo's projected step from 1/T (gamma 0.1, rho 0) on J."""
+    T = J.shape[0]
+    lambd = gradients.make("modo", T, gamma=0.1, rho=0.0).weights(gram(J), None, StepContext())
+    return torch.allclose(d, lambd.to(J) @ J, rtol=1e-9, atol=1e-12)
+
+
+def _excess_first_step(J, w, d) -> bool:
+    """ExcessMTL's first step (Eq. 6-9 from uniform weights, the first excess risks E used raw):
+    d = softmax(E) @ J, E_i = sum_p g_ip^2 / sqrt(g_ip^2 + eps): weights on the simplex."""
+    from mtrl.gradients.excess_mtl import ADAGRAD_EPS
+
+    risks = (J.square() / (J.square() + ADAGRAD_EPS).sqrt()).sum(1)
+    return torch.allclose(d, torch.softmax(risks, 0) @ J, rtol=1e-9, atol=1e-12)
+
+
+# SDMGrad, MoDo, CR-MOGM (of MGDA) and STCH keep "weights sum to 1".
+SCALE["excess_mtl"] = ("softmax(E) @ J: weights on the simplex", _excess_first_step, True)
+SCALE["moco"] = (
+    "sum_i lambda_i y_i, lambda in the simplex (y = g at the start)",
+    _modo_first_step,
+    True,
+)
+SCALE["db_mtl"] = (
+    "(1/T) sum_i alpha_i g^_i, every term of the largest norm",
+    _mean_of_unit_directions,
+    True,
+)
+
+
 def jacobians(seed: int, conflicting: bool, count: int = 40):
     """(J [T, P], losses [T]) with T = 2..10, unequal norms (x0.1..x10), float64."""
     generator = torch.Generator().manual_seed(seed)
@@ -98,6 +135,8 @@ WEIGHTED = sorted(set(GRADIENT_METHODS) - COORDINATES)
 
 
 def _weights(name: str, J: torch.Tensor, losses: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The weights as the engine gets them (``combine_blocks``, J one block): ``weights(G, ...)``
+    for a Gram or loss weighting, the gradients' coordinates for ExcessMTL."""
     method = gradients.make(name, J.shape[0], seed=seed)
     G = gram(J)
     return task_weights(method, G, losses.to(J.dtype), StepContext(("weight",), (G,)))

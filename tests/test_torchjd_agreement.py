@@ -289,3 +289,85 @@ def test_gradvac_agrees_with_torchjd_step_after_step(num_tasks, beta, monkeypatc
         ours = method.combine(task_grads, None)
         _assert_agree("gradvac", ours, theirs, float(num_tasks), step)
     assert method.targets.abs().max() > 0  # the targets did move
+
+
+# --- the stateful weightings of 2022-2024: step after step, fed the same matrices ----------------
+# SDMGrad, MoDo, ExcessMTL and CR-MOGM keep state across calls in torchjd as in ours (SDMGrad's and
+# MoDo's simplex weights, ExcessMTL's squared-gradient sums and weights, CR-MOGM's average), so each
+# is compared over several steps of one instance of each. Scale: ours and torchjd's weights both
+# sum to 1 (ratio 1); torchjd's SDMGrad and MoDo take any matrix (the paper's J_1 J_2^T), ours G.
+
+
+def _weights_step_after_step(ours, theirs, num_tasks: int, seed: int, steps: int = 6):
+    rng = np.random.default_rng(seed)
+    for step in range(steps):
+        task_grads = torch.as_tensor(conflicting_jacobian(rng, num_tasks, 3 * num_tasks + 7))
+        yield step, task_grads, ours(task_grads), theirs(task_grads)
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3, 5, 10])
+@pytest.mark.parametrize("name", ["sdmgrad", "modo"])
+def test_sdmgrad_and_modo_weights_match_torchjd_step_after_step(name, num_tasks):
+    aggregation = pytest.importorskip("torchjd.aggregation")
+    theirs = aggregation.SDMGradWeighting() if name == "sdmgrad" else aggregation.MoDoWeighting()
+    method = gradients.make(name, num_tasks)
+    weights = []
+    for step, _, w, w_torchjd in _weights_step_after_step(
+        lambda J: method.weights(gram(J), None, StepContext()),
+        lambda J: theirs(gram(J)),
+        num_tasks,
+        seed=300 + num_tasks,
+    ):
+        assert torch.allclose(w, w_torchjd, rtol=1e-9, atol=1e-12), (step, w, w_torchjd)
+        weights.append(w)
+    assert not torch.allclose(weights[0], weights[-1])  # the state did move
+
+
+@pytest.mark.parametrize("warmup", [0, 3])
+@pytest.mark.parametrize("num_tasks", [2, 3, 5, 10])
+def test_excess_mtl_weights_match_torchjd_step_after_step(num_tasks, warmup):
+    """torchjd's ExcessMTLWeighting reads J itself; ours the engine's blocks (two here, so the
+    per-coordinate sums are split over parameters as in training)."""
+    aggregation = pytest.importorskip("torchjd.aggregation")
+    theirs = aggregation.ExcessMTLWeighting(n_warmup_steps=warmup)
+    method = gradients.make("excess_mtl", num_tasks, warmup=warmup)
+    size = 3 * num_tasks + 7
+    layout = [("0.weight", size - 4), ("0.bias", 4)]
+
+    def ours(task_grads):
+        blocks = list(task_grads.split([n for _, n in layout], dim=1))
+        method.combine_blocks(blocks, gram(task_grads), None, StepContext())
+        return method.task_weights  # the weights it stepped with
+
+    for step, _, w, w_torchjd in _weights_step_after_step(
+        ours, theirs, num_tasks, seed=400 + num_tasks, steps=8
+    ):
+        assert torch.allclose(w, w_torchjd, rtol=1e-9, atol=1e-12), (step, w, w_torchjd)
+    assert not torch.allclose(w, torch.full_like(w, 1 / num_tasks))  # the weights did move
+
+
+@pytest.mark.parametrize("base", ["imtl_g", "upgrad"])
+@pytest.mark.parametrize("num_tasks", [2, 3, 5, 10])
+def test_cr_mogm_matches_torchjds_average_of_the_same_weighting(base, num_tasks):
+    """Two exact inner weightings (torchjd's MGDA is Frank-Wolfe, tens of seconds to converge;
+    our default base, MGDA, is checked against our own MGDA in test_gradient_methods_2023)."""
+    aggregation = pytest.importorskip("torchjd.aggregation")
+    if base == "imtl_g":
+        inner, tolerance = aggregation.IMTLGWeighting(), 1e-9
+    else:
+        pytest.importorskip("quadprog", reason="torchjd's projector needs quadprog and qpsolvers")
+        from torchjd.linalg import QuadprogProjector
+
+        inner = aggregation.UPGradWeighting(
+            projector=QuadprogProjector(norm_eps=0.0, reg_eps=1e-12)
+        )
+        tolerance = 1e-7
+    theirs = aggregation.CRMOGMWeighting(inner, alpha=0.7)
+    method = gradients.make("cr_mogm", num_tasks, base=base, alpha=0.7)
+    for step, _, w, w_torchjd in _weights_step_after_step(
+        lambda J: method.weights(gram(J), None, StepContext()),
+        lambda J: theirs(gram(J)),
+        num_tasks,
+        seed=500 + num_tasks,
+    ):
+        assert torch.allclose(w, w_torchjd.double(), rtol=tolerance, atol=tolerance), step

@@ -20,8 +20,11 @@ from mtrl.gradients.aligned_mtl import AlignedMTL
 from mtrl.gradients.base import BlockAggregator, GradientMethod, GramWeighting, LossWeighting
 from mtrl.gradients.cagrad import CAGrad
 from mtrl.gradients.conflict_free import ConFIG
+from mtrl.gradients.cr_mogm import CRMOGM
+from mtrl.gradients.db_mtl import DBMTL
 from mtrl.gradients.dtp import DynamicTaskPrioritization
 from mtrl.gradients.dwa import DynamicWeightAverage
+from mtrl.gradients.excess_mtl import ExcessMTL
 from mtrl.gradients.fairgrad import FairGrad
 from mtrl.gradients.famo import FAMO
 from mtrl.gradients.graddrop import GradDrop
@@ -31,6 +34,8 @@ from mtrl.gradients.imtl import IMTLG
 from mtrl.gradients.lbtw import LossBalancedTaskWeighting
 from mtrl.gradients.mean import Mean
 from mtrl.gradients.mgda import MGDA
+from mtrl.gradients.moco import MoCo
+from mtrl.gradients.modo import MoDo
 from mtrl.gradients.nash_mtl import NashMTL
 from mtrl.gradients.normalization import (
     GradNormNormalization,
@@ -39,6 +44,8 @@ from mtrl.gradients.normalization import (
 )
 from mtrl.gradients.pcgrad import PCGrad, PCGradDirection, PCGradMagnitude
 from mtrl.gradients.rlw import RandomLossWeighting
+from mtrl.gradients.sdmgrad import SDMGrad
+from mtrl.gradients.stch import STCH
 from mtrl.gradients.uncertainty import UncertaintyWeighting
 from mtrl.gradients.upgrad import DualProj, UPGrad
 from mtrl.specs import check_options, check_registered, lookup, parse_spec
@@ -69,6 +76,13 @@ GRADIENT_METHODS: dict[str, type[GradientMethod]] = {
     "rlw": RandomLossWeighting,
     "graddrop": GradDrop,
     "famo": FAMO,
+    "sdmgrad": SDMGrad,
+    "modo": MoDo,
+    "excess_mtl": ExcessMTL,
+    "cr_mogm": CRMOGM,
+    "stch": STCH,
+    "moco": MoCo,
+    "db_mtl": DBMTL,
 }
 
 # A method's kind is its type (``base.py``); a direct GradientMethod subclass with ``weights(G,
