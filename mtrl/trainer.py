@@ -149,6 +149,7 @@ class Trainer(RunOwner):
             self.device,
             seed=config.seed,
         )
+        self.agent.bind_task_names(self.task_names)
         self.replay = TaskReplay(
             num_tasks,
             self.env.obs_dim,

@@ -28,6 +28,7 @@ from torch.func import functional_call
 from mtrl import gradients
 from mtrl.agents import value_losses
 from mtrl.agents.networks import (
+    bind_task_names,
     initialise,
     make_network,
     parameter_count,
@@ -239,6 +240,12 @@ class MultiTaskSAC:
         initialise(actor.body, config.init, output_bound=1e-3)
         initialise(critic, config.init, output_bound=3e-3)
         return actor, critic
+
+    def bind_task_names(self, task_names: list[str]) -> None:
+        """The run's task order, for the bodies that read per-task data by name (CARE's context
+        file); a task that data lacks is a one-line ConfigError."""
+        for network in (self.actor, self.critic, self.critic_target):
+            bind_task_names(network, task_names)
 
     # ----------------------------------------------------------------------------------- acting
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
