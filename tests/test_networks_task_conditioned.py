@@ -189,3 +189,22 @@ def test_film_starts_as_the_plain_mlp():
             theirs.load_state_dict(mine.state_dict())
     x = _obs([0, 1, 2, 3])
     assert torch.allclose(film(x), shared(x), atol=1e-6)
+
+
+def _context_file(tmp_path, tasks: int = 4):
+    """A context file for the synthetic env's tasks (point-0 ..), 3 numbers each."""
+    path = tmp_path / "context.json"
+    path.write_text(json.dumps({f"point-{i}": [float(i), 1.0, -float(i)] for i in range(tasks)}))
+    return path
+
+
+@pytest.mark.parametrize("pair", ["moore/paco", "film/care"])
+def test_the_new_bodies_resume_exactly_from_a_checkpoint(tmp_path, pair):
+    """Straight through and split at a checkpoint then resumed give the same records, with the
+    bodies' task-specific parameters (and CARE's context vectors) in the checkpoint."""
+    from test_critic_recipe import _split_and_whole
+
+    actor, critic = pair.split("/")
+    if critic == "care":
+        critic = f"care:context={_context_file(tmp_path)},experts=2"
+    _split_and_whole(tmp_path, [f"agent.actor={actor}", f"agent.critic={critic}"])
