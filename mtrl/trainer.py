@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mtrl import tracking
+from mtrl.agents.networks.care import checkpoint_vectors, context_files
 from mtrl.agents.sac import MultiTaskSAC, finite_agent_state
 from mtrl.callbacks import Callback, Callbacks
 from mtrl.checkpoint import (
@@ -107,7 +108,8 @@ class Trainer(RunOwner):
             if not is_custom(config.env.name):
                 name = f"{CUSTOM}{type(self.env).__name__}"
                 config = dataclasses.replace(config, env=dataclasses.replace(config.env, name=name))
-        super().__init__(config, run_dir, resume)
+        with _resumed_vectors(run_dir, config) if resume else contextlib.nullcontext():
+            super().__init__(config, run_dir, resume)
 
     def _build_env(self, source: EnvSource, seed: int) -> MultiTaskVecEnv:
         env = source(seed) if callable(source) else source
@@ -655,6 +657,15 @@ def _final_evaluation_step(run_dir: Path) -> int | None:
         return None
 
 
+def _resumed_vectors(run_dir: Path, config: Config) -> contextlib.AbstractContextManager:
+    """A resume's CARE context vectors come from its checkpoint (``checkpoint_vectors``)."""
+    if not context_files(config.agent):
+        return contextlib.nullcontext()
+    path = latest_checkpoint(run_dir)
+    checkpoint = TrainingCheckpoint.from_payload(path, load_checkpoint(path), resume=True)
+    return checkpoint_vectors(config.agent, checkpoint.agent, checkpoint.task_names, resume=True)
+
+
 def resume_config(
     run_dir: Path, overrides: list[str] | None = None, num_tasks: int | None = None
 ) -> Config:
@@ -688,7 +699,9 @@ def resume_config(
                 f"a resume may change: {', '.join(RESUMABLE_KEYS)}"
             )
         config = apply_overrides(config, overrides)
-    config = check_specs(validate(config), num_tasks)
+    config = validate(config)
+    with _resumed_vectors(run_dir, config):
+        config = check_specs(config, num_tasks)
     check_resume(config, run_dir, str(run_dir / "config.yaml"), checkpoint, step, fixed)
     return config
 

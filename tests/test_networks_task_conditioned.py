@@ -208,3 +208,35 @@ def test_the_new_bodies_resume_exactly_from_a_checkpoint(tmp_path, pair):
     if critic == "care":
         critic = f"care:context={_context_file(tmp_path)},experts=2"
     _split_and_whole(tmp_path, [f"agent.actor={actor}", f"agent.critic={critic}"])
+
+
+def test_a_care_run_loads_evaluates_and_resumes_without_its_context_file(tmp_path):
+    """The checkpoint holds the context vectors: mtrl.load_policy, mtrl eval and a resume use
+    them when the file is gone; a resume whose file now says otherwise is one line, exit 2."""
+    from mtrl_process import TINY, run_mtrl
+
+    import mtrl
+
+    path = _context_file(tmp_path)
+    run_dir = tmp_path / "run"
+    spec = f"agent.critic=care:context={path},experts=2"
+    actor = f"agent.actor=care:context={path},experts=2"
+    tiny = [*TINY, "total_steps=200"]
+    trained = run_mtrl("train", "--config", "synthetic", *tiny, spec, actor, f"run_dir={run_dir}")
+    assert trained.returncode == 0, trained.stderr
+    before = mtrl.load_policy(run_dir)
+    path.unlink()
+    policy = mtrl.load_policy(run_dir)
+    obs = np.zeros((4, policy.state_dim), dtype=np.float32)
+    tasks = policy.trained_tasks
+    assert np.array_equal(policy.predict(obs, tasks), before.predict(obs, tasks))
+    evaluated = run_mtrl("eval", str(run_dir), "--episodes", "1")
+    assert evaluated.returncode == 0, evaluated.stderr
+    resumed = run_mtrl("train", "--resume", str(run_dir), "total_steps=300")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run_dir / "run.json").read_text())["step"] == 300
+    path.write_text(json.dumps({f"point-{i}": [0.0, 0.0, 0.0] for i in range(4)}))
+    changed = run_mtrl("train", "--resume", str(run_dir), "total_steps=400")
+    assert changed.returncode == 2
+    lines = changed.stderr.strip().splitlines()
+    assert len(lines) == 1 and "differ from the run's checkpoint" in lines[0], changed.stderr

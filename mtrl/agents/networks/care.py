@@ -15,9 +15,10 @@ which mtrl cannot ship. Two sources of it here:
 - ``context=PATH``: a file of one vector per task name, the paper's variant with whatever
   embedding the user computed. JSON ``{"reach-v3": [0.1, ...], ...}`` or NumPy ``.npz`` (one 1-D
   array per task name); every vector of one length, finite; names of tasks not trained are
-  ignored. The file is read when the network is built (config check, training, loading a policy);
-  its vectors are also kept in the checkpoint. A file that cannot be read or holds a bad vector,
-  or lacks a task of the run, is a one-line ConfigError.
+  ignored. The file is read when a run starts; its vectors are kept in the checkpoint, and loading
+  a policy or resuming uses those (``checkpoint_vectors``), so the file may be gone by then. A
+  file that cannot be read or holds a bad vector, or lacks a task of the run, or (at a resume)
+  still exists but holds other vectors, is a one-line ConfigError.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +38,71 @@ from torch import nn
 
 from mtrl.agents.networks.layers import mlp, positive, task_index
 from mtrl.errors import ConfigError
+from mtrl.specs import parse_spec
+
+# While a checkpoint is loaded (``checkpoint_vectors``): context file path -> (the vectors the
+# checkpoint holds, whether the file must still agree with them).
+_SAVED: ContextVar[dict[str, tuple[dict[str, list[float]], bool]] | None] = ContextVar(
+    "care_saved_vectors", default=None
+)
+
+
+def context_files(agent: Any) -> dict[str, str]:
+    """{"actor"/"critic": context file} of an AgentConfig's CARE bodies that read one."""
+    files = {}
+    for key in ("actor", "critic"):
+        try:
+            name, options = parse_spec(getattr(agent, key))
+        except ValueError:  # the registry's check says what is wrong with it
+            continue
+        if name == "care" and options.get("context") is not None:
+            files[key] = str(options["context"])
+    return files
+
+
+@contextmanager
+def checkpoint_vectors(
+    agent: Any, agent_state: Any, task_names: list[str], resume: bool = False
+) -> Iterator[None]:
+    """Inside it, the CARE bodies of ``agent`` (an AgentConfig) take their context vectors from
+    the checkpoint's networks (``agent_state``, the task order ``task_names``) instead of the
+    file, which a loaded policy therefore does not need. With ``resume``, a file that still
+    exists must hold those vectors for the run's tasks (a one-line ConfigError otherwise: training
+    on would silently keep the old ones)."""
+    saved = dict(_SAVED.get() or {})
+    for key, path in context_files(agent).items():
+        state = agent_state.get(key) if isinstance(agent_state, dict) else None
+        tables = [v for k, v in (state or {}).items() if k.split(".")[-1] == "metadata"]
+        if tables and len(tables[0]) == len(task_names):
+            rows = tables[0].tolist()
+            saved[path] = ({name: rows[i] for i, name in enumerate(task_names)}, resume)
+    token = _SAVED.set(saved)
+    try:
+        yield
+    finally:
+        _SAVED.reset(token)
+
+
+def context_vectors(path: str | Path) -> dict[str, list[float]]:
+    """The vectors a CARE body reads: the checkpoint's while one is loaded, else the file's."""
+    saved = _SAVED.get() or {}
+    if str(path) not in saved:
+        return read_context_file(path)
+    vectors, must_agree = saved[str(path)]
+    if must_agree and Path(path).exists():
+        now = read_context_file(path)
+        # Compared as the float32 they are stored as, in numpy: the config check builds the body
+        # on the meta device, where torch cannot compare values.
+        same = all(
+            name in now and np.array_equal(np.float32(now[name]), np.float32(vector))
+            for name, vector in vectors.items()
+        )
+        if not same:
+            raise ConfigError(
+                f"care: the vectors of context file {path} differ from the run's checkpoint; "
+                "restore the file, or move it away to resume with the checkpoint's vectors"
+            )
+    return vectors
 
 
 def read_context_file(path: str | Path) -> dict[str, list[float]]:
@@ -105,7 +175,7 @@ class CAREBody(nn.Module):
             metadata_dim = context_dim
         else:
             self.context_file = str(context)
-            self.vectors = read_context_file(context)
+            self.vectors = context_vectors(context)
             metadata_dim = len(next(iter(self.vectors.values())))
             # Filled in task order by ``bind_task_names``; a state dict (a checkpoint) fills it too.
             self.register_buffer("metadata", torch.full((num_tasks, metadata_dim), math.nan))
