@@ -9,6 +9,7 @@ from test_sac import _agent, _batch
 from test_train import _final_success, _run
 
 from mtrl.agents.networks import NETWORKS
+from mtrl.agents.networks.paco import CompositionalLinear
 from mtrl.gradients import GRADIENT_METHODS
 from mtrl.training.logging import read_metrics
 from mtrl.training.session import read_run_info
@@ -17,10 +18,11 @@ SPECS = {"bronet": "bronet:width=16", "simba": "simba:width=16,blocks=1"}
 
 
 def _matmul_dtypes(agent) -> list[torch.dtype]:
-    """The output dtype of every Linear the next update runs (recorded by forward hooks)."""
+    """The output dtype of every Linear (and PaCo's composed layer) the next update runs
+    (recorded by forward hooks)."""
     seen: list[torch.dtype] = []
     for module in [*agent.actor.modules(), *agent.critic.modules()]:
-        if isinstance(module, torch.nn.Linear):
+        if isinstance(module, (torch.nn.Linear, CompositionalLinear)):
             module.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
     return seen
 

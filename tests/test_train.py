@@ -90,11 +90,16 @@ def _runs_with_pcgrad(run: Path, overrides: list[str]) -> None:
 
 # The residual bodies at a size that learns these tasks as fast as the others (the defaults, 64
 # wide with SimBa's 4x inner layers, take 2-4x as long for the same result); soft modularisation
-# with 2 modules a layer (1.0 on seeds 0-2, as with the default 4, in two thirds of the time).
+# with 2 modules a layer (1.0 on seeds 0-2, as with the default 4, in two thirds of the time);
+# MOORE and CARE with 2 experts (CARE's context and encoders 16 wide), PaCo with 2 sets: each
+# then takes about as long as ple and soft_modular (their defaults took 2-4x as long).
 SPECS = {
     "bronet": "bronet:width=32",
     "simba": "simba:width=32,blocks=1",
     "soft_modular": "soft_modular:modules=2",
+    "moore": "moore:experts=2",
+    "care": "care:experts=2,context_dim=16,encoder_width=16",
+    "paco": "paco:sets=2",
 }
 
 

@@ -11,7 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtrl.agents.networks import parameter_count, running_norms, update_running_norms
+from mtrl.agents.networks import (
+    bind_task_names,
+    parameter_count,
+    running_norms,
+    update_running_norms,
+)
 from mtrl.agents.plasticity import plasticity_metrics
 
 # The agent's parts a checkpoint holds by their own state_dict, and its plain counters.
@@ -78,6 +83,12 @@ class AgentBookkeeping:
             update_running_norms(self.actor.body, obs_t)
             update_running_norms(self.critic, critic_input)
             update_running_norms(self.critic_target, critic_input)
+
+    def bind_task_names(self, task_names: list[str]) -> None:
+        """The run's task order, for the bodies that read per-task data by name (CARE's context
+        file); a task that data lacks is a one-line ConfigError."""
+        for network in (self.actor, self.critic, self.critic_target):
+            bind_task_names(network, task_names)
 
     def observe_success(self, task_index: np.ndarray, success: np.ndarray) -> None:
         """Finished training episodes' success per task, for methods driven by a KPI (DTP)."""

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtrl.agents.networks.care import checkpoint_vectors
 from mtrl.agents.precision import precision_autocast
 from mtrl.agents.sac import Actor, MultiTaskSAC, act
 from mtrl.config import Config, ConfigError, from_dict, validate
@@ -87,11 +88,12 @@ def load_agent(
 
     config, trained, obs_dim, action_dim = read_run(path, payload)
     checkpoint = TrainingCheckpoint.from_payload(path, payload)
-    try:  # a network or method from a plugin that is not installed here: say which
-        check_specs(config, num_tasks=len(trained))
-    except ConfigError as error:
-        raise _unbuildable(path, payload, error) from None
-    agent = MultiTaskSAC(obs_dim, action_dim, len(trained), config.agent, device)
+    with checkpoint_vectors(config.agent, checkpoint.agent, trained):
+        try:  # a network or method from a plugin that is not installed here: say which
+            check_specs(config, num_tasks=len(trained))
+        except ConfigError as error:
+            raise _unbuildable(path, payload, error) from None
+        agent = MultiTaskSAC(obs_dim, action_dim, len(trained), config.agent, device)
     load_state(path, agent, checkpoint.agent)
     return agent
 
@@ -105,11 +107,12 @@ def load_actor(path: Path, payload: dict[str, Any], device: torch.device | str =
     config, trained, obs_dim, action_dim = read_run(path, payload)
     checkpoint = TrainingCheckpoint.from_payload(path, payload)
     agent = config.agent
-    try:  # a network from a plugin that is not installed here: say which
-        networks.check_spec("agent.actor", agent.actor, agent.hidden_sizes, len(trained))
-    except ConfigError as error:
-        raise _unbuildable(path, payload, error) from None
-    actor = Actor(obs_dim, action_dim, len(trained), agent).to(device)
+    with checkpoint_vectors(agent, checkpoint.agent, trained):
+        try:  # a network from a plugin that is not installed here: say which
+            networks.check_spec("agent.actor", agent.actor, agent.hidden_sizes, len(trained))
+        except ConfigError as error:
+            raise _unbuildable(path, payload, error) from None
+        actor = Actor(obs_dim, action_dim, len(trained), agent).to(device)
     state = checkpoint.agent.get("actor") if isinstance(checkpoint.agent, dict) else None
     load_state(path, actor, state, "actor state")
     return actor

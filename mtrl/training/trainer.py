@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtrl.agents.networks.care import checkpoint_vectors, context_files
 from mtrl.agents.sac import MultiTaskSAC
 from mtrl.callbacks import Callback
 from mtrl.config import Config, _get, from_dict, to_dict
@@ -91,8 +92,10 @@ class Trainer:
             if not is_custom(config.env.name):
                 name = f"{CUSTOM}{type(self.env).__name__}"
                 config = dataclasses.replace(config, env=dataclasses.replace(config.env, name=name))
-        self.session = RunSession(config, run_dir, resume, callbacks, num_tasks)
-        self.session.open(lambda: self._setup(config, run_dir, resume, checkpoint))
+        # A resume's CARE bodies take their context vectors from the checkpoint, not the file.
+        with _resumed_vectors(run_dir, config, checkpoint) if resume else contextlib.nullcontext():
+            self.session = RunSession(config, run_dir, resume, callbacks, num_tasks)
+            self.session.open(lambda: self._setup(config, run_dir, resume, checkpoint))
 
     def _build_env(self, source: EnvSource, seed: int) -> MultiTaskVecEnv:
         env = source(seed) if callable(source) else source
@@ -133,6 +136,7 @@ class Trainer:
             self.device,
             seed=config.seed,
         )
+        self.agent.bind_task_names(self.task_names)
         self.replay = TaskReplay(
             num_tasks,
             self.env.obs_dim,
@@ -613,6 +617,21 @@ def _final_evaluation_step(run_dir: Path) -> int | None:
         return None
 
 
+def _resumed_vectors(
+    run_dir: Path, config: Config, point: ResumePoint | None = None
+) -> contextlib.AbstractContextManager:
+    """A resume's CARE context vectors come from its checkpoint (``checkpoint_vectors``): the
+    one ``point`` read where it is still current, else the latest checkpoint."""
+    if not context_files(config.agent):
+        return contextlib.nullcontext()
+    path = latest_checkpoint(run_dir)
+    payload = point.payload if point is not None and point.is_current(path) else None
+    checkpoint = TrainingCheckpoint.from_payload(
+        path, payload if payload is not None else load_checkpoint(path), resume=True
+    )
+    return checkpoint_vectors(config.agent, checkpoint.agent, checkpoint.task_names, resume=True)
+
+
 def resume_config(
     run_dir: Path, overrides: list[str] | None = None, num_tasks: int | None = None
 ) -> Config:
@@ -655,7 +674,9 @@ def resume_config_and_point(
                 f"a resume may change: {', '.join(RESUMABLE_KEYS)}"
             )
         config = apply_overrides(config, overrides)
-    config = check_specs(validate(config), num_tasks)
+    config = validate(config)
+    with _resumed_vectors(run_dir, config, point):
+        config = check_specs(config, num_tasks)
     check_resume(config, run_dir, str(run_dir / "config.yaml"), checkpoint, step, fixed)
     return config, point
 

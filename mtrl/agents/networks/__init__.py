@@ -18,10 +18,14 @@ import torch
 from torch import nn
 
 from mtrl import limits, plugins
+from mtrl.agents.networks.care import CAREBody, bind_task_names
 from mtrl.agents.networks.embedding import TaskEmbedded
 from mtrl.agents.networks.experts import CGCBody, MMoEBody, PLEBody
+from mtrl.agents.networks.film import FiLMBody
 from mtrl.agents.networks.layers import Ensemble, he_uniform_init
 from mtrl.agents.networks.mlp import MultiHeadBody, SharedBody
+from mtrl.agents.networks.moore import MOOREBody
+from mtrl.agents.networks.paco import PaCoBody
 from mtrl.agents.networks.residual import (
     BroNetBody,
     SimbaBody,
@@ -43,6 +47,10 @@ NETWORKS: dict[str, type[nn.Module]] = {
     "task_routed": TaskRoutedBody,
     "bronet": BroNetBody,
     "simba": SimbaBody,
+    "moore": MOOREBody,
+    "paco": PaCoBody,
+    "care": CAREBody,
+    "film": FiLMBody,
 }
 
 _FIXED = ("self", "obs_dim", "out_dim", "num_tasks", "hidden_sizes")
@@ -228,6 +236,7 @@ def parameter_count(module: nn.Module) -> int:
 __all__ = [
     "HE_UNIFORM_BODIES",
     "NETWORKS",
+    "bind_task_names",
     "initialise",
     "check_network",
     "make_network",
