@@ -163,10 +163,7 @@ class IndependentTrainer:
             env.close()
         self.last_eval = results
         log_evaluation(logger, self.step, results, self.run_dir, final)
-        tracker = self.session.tracker
-        if final and tracker is not None:
-            tracker.final_table(self.step, results)
-        self.session.callbacks.fire("on_eval", self.step, results, final)
+        self.session.evaluated(self.step, results, final)
         return results
 
     def _checkpoint(self) -> Path:

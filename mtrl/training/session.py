@@ -221,6 +221,13 @@ class RunSession:
         self.write_status("finished", trainer.step)
         return results
 
+    def evaluated(self, step: int, results: dict[str, TaskResult], final: bool) -> None:
+        """After an evaluation the trainer has logged: W&B's final table, then the callbacks'
+        ``on_eval``."""
+        if final and self.tracker is not None:
+            self.tracker.final_table(step, results)
+        self.callbacks.fire("on_eval", step, results, final)
+
     def stop_requested(self) -> str | None:
         """What asks the run to stop at this step boundary (a signal, a callback), if anything."""
         received = self.signals.received if self.signals is not None else None

@@ -380,10 +380,7 @@ class Trainer:
         log_evaluation(logger, self.step, results, self.run_dir, final)
         if frames:
             self._write_videos(logger, frames)
-        tracker = self.session.tracker
-        if final and tracker is not None:
-            tracker.final_table(self.step, results)
-        self.session.callbacks.fire("on_eval", self.step, results, final)
+        self.session.evaluated(self.step, results, final)
         return results
 
     # --------------------------------------------------------------------------- checkpoints
