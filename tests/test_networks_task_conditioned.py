@@ -87,6 +87,29 @@ def test_cares_attention_sums_to_one_per_task_and_depends_on_the_task_only():
     assert torch.allclose(body(x), expected, atol=1e-6)
 
 
+def test_cares_batched_encoders_are_the_per_encoder_mlps_on_random_weights():
+    """The k encoders run as one computation per layer; each output is its own MLP's, the
+    parameters and their names those of k separate MLPs (old checkpoints load as they are)."""
+    body = CAREBody(OBS, OUT, T, HIDDEN, experts=5, encoder_width=7)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for param in body.encoders.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    x = _obs([2, 0, 1], seed=4) * 2
+    state = x[..., :STATE]
+    per_encoder = torch.stack([encoder(state) for encoder in body.encoders], -2)
+    assert body.encoded(state).shape == (3, 6, 5, 50)
+    torch.testing.assert_close(body.encoded(state), per_encoder, atol=1e-6, rtol=1e-6)
+    # One task's rows without the group dimension (the per-task pass's shape).
+    torch.testing.assert_close(body.encoded(state[1]), per_encoder[1], atol=1e-6, rtol=1e-6)
+    separate = [
+        (f"encoders.{j}.{k}.{p}") for j in range(5) for k in (0, 2, 4) for p in ("weight", "bias")
+    ]
+    assert [key for key in body.state_dict() if key.startswith("encoders.")] == separate
+    per_encoder_count = _linear(STATE, 7) + _linear(7, 7) + _linear(7, 50)
+    assert sum(p.numel() for p in body.encoders.parameters()) == 5 * per_encoder_count
+
+
 def test_care_reads_its_context_file_in_the_runs_task_order(tmp_path):
     vectors = {name: [float(i), 1.0, -float(i)] for i, name in enumerate(NAMES)}
     vectors["unused-task"] = [9.0, 9.0, 9.0]
@@ -240,3 +263,97 @@ def test_a_care_run_loads_evaluates_and_resumes_without_its_context_file(tmp_pat
     assert changed.returncode == 2
     lines = changed.stderr.strip().splitlines()
     assert len(lines) == 1 and "differ from the run's checkpoint" in lines[0], changed.stderr
+
+
+def _paco_agent(spec: str):
+    from test_sac import _agent
+
+    return _agent(actor=spec, critic=spec)
+
+
+def _tables(agent) -> list[torch.Tensor]:
+    return [body.compositions.detach().clone() for body in agent.paco_bodies]
+
+
+def test_paco_resets_a_diverging_tasks_vector_to_a_convex_combination_of_the_others():
+    """Task 1's critic loss passes the threshold: its w in every PaCo body (actor, critics,
+    targets) becomes one random convex combination of tasks 0 and 2's, the same draw for all,
+    reproducible from torch's seed; the other tasks' vectors are untouched."""
+    agent = _paco_agent("paco:reset_threshold=3000,sets=3")
+    assert len(agent.paco_bodies) == 5  # actor, two critics, two targets
+    before = _tables(agent)
+    torch.manual_seed(11)
+    metrics = {"per_task/critic_loss": torch.tensor([10.0, 4000.0, 2999.0])}
+    agent.after_update(metrics, None, False)
+    torch.manual_seed(11)
+    mixing = torch.rand(1, 2)
+    mixing /= mixing.sum()
+    assert (mixing >= 0).all() and torch.isclose(mixing.sum(), torch.tensor(1.0))
+    for old, new in zip(before, _tables(agent), strict=True):
+        assert torch.equal(new[[0, 2]], old[[0, 2]])
+        assert torch.allclose(new[1], (mixing @ old[[0, 2]])[0], atol=1e-6)
+        assert not torch.allclose(new[1], old[1])
+    assert agent.paco_resets == 1 and float(metrics["charts/paco_resets"]) == 1.0
+    # Every task above the threshold: none to combine, nothing reset.
+    agent.after_update({"per_task/critic_loss": torch.full((3,), 1e4)}, None, False)
+    assert agent.paco_resets == 1
+
+
+def test_paco_reset_state_survives_a_checkpoint_round_trip():
+    agent = _paco_agent("paco:reset_threshold=5")
+    agent.after_update({"per_task/critic_loss": torch.tensor([1.0, 2.0, 9.0])}, None, False)
+    fresh = _paco_agent("paco:reset_threshold=5")
+    fresh.load_state_dict(agent.state_dict())
+    assert fresh.paco_resets == 1
+    for mine, theirs in zip(_tables(agent), _tables(fresh), strict=True):
+        assert torch.equal(mine, theirs)
+
+
+def test_paco_without_reset_threshold_changes_nothing():
+    """Off (the default): no body to reset, no metric, the vectors and torch's random stream as
+    they were whatever the losses; on but never exceeded, the updates are bit for bit those of
+    the default."""
+    from test_sac import _batch
+
+    plain = _paco_agent("paco")
+    assert plain.paco_bodies == []
+    tables = [m.compositions for m in plain.critic.modules() if isinstance(m, PaCoBody)]
+    before, rng = [table.detach().clone() for table in tables], torch.get_rng_state()
+    metrics = {"per_task/critic_loss": torch.full((3,), 1e9)}
+    plain.after_update(metrics, None, False)
+    assert "charts/paco_resets" not in metrics and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(a, b) for a, b in zip(before, tables, strict=True))
+    runs = []
+    for spec in ("paco", "paco:reset_threshold=1000000"):
+        agent = _paco_agent(spec)
+        records = [agent.update(_batch(seed=k)) for k in range(3)]
+        runs.append((agent.state_dict(), records))
+    (state, records), (state_on, records_on) = runs
+    for part in ("actor", "critic", "critic_target"):
+        assert all(torch.equal(v, state_on[part][k]) for k, v in state[part].items())
+    for record, record_on in zip(records, records_on, strict=True):
+        assert record_on.pop("charts/paco_resets") == 0
+        assert record.keys() == record_on.keys()
+        assert all(torch.equal(v, record_on[k]) for k, v in record.items())
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "3e3", "true", "big"])
+def test_a_bad_paco_reset_threshold_is_one_line(value):
+    from mtrl.agents.networks import check_spec
+
+    with pytest.raises(ConfigError, match="paco: reset_threshold must be a positive number") as e:
+        check_spec("agent.critic", f"paco:reset_threshold={value}", HIDDEN, T)
+    assert "\n" not in str(e.value) and str(e.value).startswith("agent.critic: ")
+
+
+def test_paco_resets_resume_exactly_from_a_checkpoint(tmp_path):
+    """synthetic-scaled:3's third task (rewards x100) passes the reference's threshold: its
+    vectors are reset again and again, and a run split at a checkpoint and resumed logs what the
+    straight run does (vectors, counter and random stream in the checkpoint)."""
+    from test_critic_recipe import _split_and_whole
+
+    spec = "paco:reset_threshold=3000"
+    options = ["env.name=synthetic-scaled:3", f"agent.actor={spec}", f"agent.critic={spec}"]
+    whole, _ = _split_and_whole(tmp_path, options)
+    resets = [r["charts/paco_resets"] for r in whole if "charts/paco_resets" in r]
+    assert resets[-1] > resets[0] >= 0 and resets == sorted(resets)

@@ -14,6 +14,8 @@ import torch
 from mtrl.agents.networks import (
     bind_task_names,
     parameter_count,
+    reset_diverging_tasks,
+    resettable_bodies,
     running_norms,
     update_running_norms,
 )
@@ -31,7 +33,7 @@ STATEFUL_PARTS = (
 # The gradient methods' state, held with the engine's schedule (a method solved every k updates)
 # by each role's step: checkpoint key -> the step's attribute.
 METHOD_STEPS = {"actor_method": "actor_step", "critic_method": "critic_step"}
-COUNTERS = ("updates", "skipped_updates", "nonfinite_inputs", "resets", "reset_at")
+COUNTERS = ("updates", "skipped_updates", "nonfinite_inputs", "resets", "reset_at", "paco_resets")
 
 
 class AgentBookkeeping:
@@ -48,6 +50,8 @@ class AgentBookkeeping:
         self.consecutive_skipped = 0
         self.resets = 0
         self.reset_at = 0  # the update of the last reset
+        self.paco_bodies = resettable_bodies(self.actor, self.critic, self.critic_target)
+        self.paco_resets = 0  # tasks whose PaCo vectors were reset (paco:reset_threshold)
 
     def count_skip(self) -> None:
         self.skipped_updates += 1
@@ -97,12 +101,17 @@ class AgentBookkeeping:
 
     def after_update(self, metrics: dict[str, torch.Tensor], obs: torch.Tensor, diagnose: bool):
         """At a diagnostics update, the plasticity of the networks just updated (on the batch's
-        observations [T, B, obs]); then ``agent.reset_every``'s reset, after every that many
+        observations [T, B, obs]); then PaCo's reset of the tasks whose critic loss diverged
+        (``paco:reset_threshold``); then ``agent.reset_every``'s reset, after every that many
         updates (0: never)."""
         if diagnose:
             metrics.update(
                 plasticity_metrics(self.actor, self.critic, obs, self.config.dormant_threshold)
             )
+        if self.paco_bodies:
+            losses = metrics["per_task/critic_loss"]
+            self.paco_resets += reset_diverging_tasks(self.paco_bodies, losses)
+            metrics["charts/paco_resets"] = torch.tensor(float(self.paco_resets))
         if self.config.reset_every and self.updates % self.config.reset_every == 0:
             self.reset()
 

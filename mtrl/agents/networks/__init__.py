@@ -25,7 +25,7 @@ from mtrl.agents.networks.film import FiLMBody
 from mtrl.agents.networks.layers import Ensemble, he_uniform_init
 from mtrl.agents.networks.mlp import MultiHeadBody, SharedBody
 from mtrl.agents.networks.moore import MOOREBody
-from mtrl.agents.networks.paco import PaCoBody
+from mtrl.agents.networks.paco import PaCoBody, reset_diverging_tasks, resettable_bodies
 from mtrl.agents.networks.residual import (
     BroNetBody,
     SimbaBody,
@@ -69,9 +69,11 @@ def _resolve(
             raise ValueError(f"{name}: width must be a positive integer, got {width!r}")
         hidden_sizes = (width,) * len(hidden_sizes)
     check_options(name, body, options, fixed=_FIXED, extra=("width",))
-    # Sizes bounded before a constructor runs: each counted option is that many modules.
+    # Sizes bounded before a constructor runs: each counted option is that many modules (a body's
+    # ``uncounted_options``, such as a loss threshold, are not sizes).
+    uncounted = getattr(body, "uncounted_options", ())
     for option, value in (("width", width), *options.items()):
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool) and option not in uncounted:
             bound = limits.MAX_WIDTH if option == "width" else limits.MAX_NETWORK_OPTION
             limits.at_most(f"{name}: {option}", value, bound)
     return body, tuple(hidden_sizes), options
@@ -243,6 +245,8 @@ __all__ = [
     "matched_width",
     "network_count",
     "parameter_count",
+    "reset_diverging_tasks",
+    "resettable_bodies",
     "running_norms",
     "task_specific_names",
     "update_running_norms",
