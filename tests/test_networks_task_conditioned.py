@@ -87,29 +87,6 @@ def test_cares_attention_sums_to_one_per_task_and_depends_on_the_task_only():
     assert torch.allclose(body(x), expected, atol=1e-6)
 
 
-def test_cares_batched_encoders_are_the_per_encoder_mlps_on_random_weights():
-    """The k encoders run as one computation per layer; each output is its own MLP's, the
-    parameters and their names those of k separate MLPs (old checkpoints load as they are)."""
-    body = CAREBody(OBS, OUT, T, HIDDEN, experts=5, encoder_width=7)
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for param in body.encoders.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    x = _obs([2, 0, 1], seed=4) * 2
-    state = x[..., :STATE]
-    per_encoder = torch.stack([encoder(state) for encoder in body.encoders], -2)
-    assert body.encoded(state).shape == (3, 6, 5, 50)
-    torch.testing.assert_close(body.encoded(state), per_encoder, atol=1e-6, rtol=1e-6)
-    # One task's rows without the group dimension (the per-task pass's shape).
-    torch.testing.assert_close(body.encoded(state[1]), per_encoder[1], atol=1e-6, rtol=1e-6)
-    separate = [
-        (f"encoders.{j}.{k}.{p}") for j in range(5) for k in (0, 2, 4) for p in ("weight", "bias")
-    ]
-    assert [key for key in body.state_dict() if key.startswith("encoders.")] == separate
-    per_encoder_count = _linear(STATE, 7) + _linear(7, 7) + _linear(7, 50)
-    assert sum(p.numel() for p in body.encoders.parameters()) == 5 * per_encoder_count
-
-
 def test_care_reads_its_context_file_in_the_runs_task_order(tmp_path):
     vectors = {name: [float(i), 1.0, -float(i)] for i, name in enumerate(NAMES)}
     vectors["unused-task"] = [9.0, 9.0, 9.0]

@@ -227,27 +227,11 @@ class CAREBody(nn.Module):
         logits = self.attention_net(self.context(x)) / self.temperature
         return torch.softmax(logits, -1).expand(*x.shape[:-1], -1)
 
-    def encoded(self, state: torch.Tensor) -> torch.Tensor:
-        """Every encoder's representation of the state, [..., state] -> [..., k, d], in one
-        computation per layer instead of k: the first layers' weights joined into one matrix (one
-        plain matmul, which the per-task pass folds the task dimension into), each later layer
-        the k encoders' weights stacked, [k, out, in], in one batched product. The parameters stay
-        those of the k ``nn.Linear``s, so the state dict and the optimiser's state are the
-        per-encoder layout's."""
-        first, *later = zip(*(encoder[::2] for encoder in self.encoders), strict=True)
-        weight = torch.cat([linear.weight for linear in first])  # [k * width, state]
-        bias = torch.cat([linear.bias for linear in first])
-        hidden = nn.functional.linear(state, weight, bias).unflatten(-1, (len(first), -1))
-        for linears in later:
-            weight = torch.stack([linear.weight for linear in linears])  # [k, out, in]
-            bias = torch.stack([linear.bias for linear in linears])  # [k, out]
-            hidden = torch.einsum("...ki,koi->...ko", torch.relu(hidden), weight) + bias
-        return hidden
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         context = self.context(x)
         weights = torch.softmax(self.attention_net(context) / self.temperature, -1)
-        encoded = self.encoded(x[..., : -self.num_tasks])  # [G, B, k, d]
+        state = x[..., : -self.num_tasks]
+        encoded = torch.stack([encoder(state) for encoder in self.encoders], -2)  # [G, B, k, d]
         mixture = (weights.unsqueeze(-1) * encoded).sum(-2)  # [G, B, d]
         context = context.expand_as(mixture)
         return self.torso(torch.cat([mixture, context], -1))
