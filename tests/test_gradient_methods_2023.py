@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from mtrl.checkpoint import load_checkpoint, save_checkpoint
+from mtrl.training.checkpoint import load_checkpoint, save_checkpoint
 
 from mtrl import gradients
 from mtrl.errors import ConfigError
