@@ -135,6 +135,12 @@ def pcgrad_ablation_mt10() -> str:
     return (REPO / RESULTS / "pcgrad_ablation_mt10" / "summary.md").read_text().strip()
 
 
+def synthetic_ablation() -> str:
+    """The synthetic ablation grid's table, as ``mtrl report`` wrote it into the committed
+    results (``benchmarks/results/synthetic_ablation/table.md``)."""
+    return (REPO / RESULTS / "synthetic_ablation" / "table.md").read_text().strip()
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "config": config_reference,
     "gradient-methods": gradient_methods,
@@ -143,6 +149,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "sweeps": sweeps,
     "quickstart": quickstart,
     "pcgrad-ablation-mt10": pcgrad_ablation_mt10,
+    "synthetic-ablation": synthetic_ablation,
 }
 
 

@@ -9,12 +9,12 @@ import math
 
 import pytest
 import torch
-from mtrl.training.checkpoint import load_checkpoint, save_checkpoint
 
 from mtrl import gradients
 from mtrl.errors import ConfigError
 from mtrl.gradients.base import StepContext
 from mtrl.gradients.gram import gram
+from mtrl.training.checkpoint import load_checkpoint, save_checkpoint
 
 STATEFUL = ["sdmgrad", "modo", "excess_mtl", "cr_mogm", "stch", "moco", "db_mtl"]
 
