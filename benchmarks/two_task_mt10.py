@@ -17,6 +17,15 @@ tasks a diagnostic update is cheap enough to draw curves: ~2% of a run). Resumab
 under ``--out/runs/<arm>/seed<k>``, slim committed copies under ``--out/records``
 (``learning_runs.keep_run_files``).
 
+**The numbers** (``--out/summary.md``, what the docs' reading cites): per method, each task's
+success at every evaluation (mean over seeds, and per seed), and the critic's triad in the first and
+the last quarter of the budget: the share of diagnostic updates at which the two tasks' gradients
+conflict (cosine below 0), their mean cosine, the magnitude similarity, log10 of the ratio of the
+tasks' gradient norms, and log10 of the curvature (medians of the diagnostic updates in the
+quarter, then the mean over seeds). The paper's account predicts, for SAC, curvature and conflict
+higher in the last quarter than in the first, and one task's gradient dominating (|log10 ratio|
+large) while the other task's success stalls.
+
 **The figure** (``--out/two_task.png``): per method, each task's success over training, and the
 critic's triad: the cosine between the two tasks' gradients (conflict below 0), their magnitude
 similarity and each task's gradient norm, and the multi-task curvature; thin lines are seeds,
@@ -24,7 +33,7 @@ thick their mean (diagnostics smoothed over ``SMOOTH`` points).
 
     python benchmarks/two_task_mt10.py --choose-only      # the pair, from the SAC runs so far
     nice python benchmarks/two_task_mt10.py --seeds 0 1 2 --jobs 2
-    python benchmarks/two_task_mt10.py --report-only
+    python benchmarks/two_task_mt10.py --report-only     # summary.md and two_task.png
 """
 
 from __future__ import annotations
@@ -175,7 +184,9 @@ def plot(out: Path, pair: list[str]) -> Path | None:
                         ]
                         if evals:
                             x, y = np.array(evals).T
-                            axis.plot(x / 1e3, y, style, color=color, alpha=0.35, lw=1)
+                            axis.plot(
+                                x / 1e3, y, style, color=color, alpha=0.5, lw=1, marker="o", ms=3
+                            )
                     continue
                 if key == "norm_ratio":
                     x, first = series(run_dir, f"tasks/{a}/critic_grad_norm")
@@ -210,6 +221,113 @@ def plot(out: Path, pair: list[str]) -> Path | None:
     return path
 
 
+QUARTERS = ("first", "last")
+
+
+def triad_by_quarter(run_dir: Path, pair: list[str], steps: int) -> dict[str, dict[str, float]]:
+    """The critic's triad of one run in the first and the last quarter of ``steps`` (per task):
+    medians over the diagnostic updates there (the conflict share is their mean of cosine < 0)."""
+    a, b = pair
+    records = [r for r in read_metrics(run_dir) if "gradients/critic/curvature" in r]
+    quarters = {}
+    for name, low, high in (("first", 0, steps / 4), ("last", 3 * steps / 4, steps)):
+        chosen = [r for r in records if low < r["step"] <= high]
+        if not chosen:
+            continue
+        cosine = np.array([r[f"pairs/{a}/{b}/critic_cosine"] for r in chosen])
+        norms = np.array(
+            [[r[f"tasks/{a}/critic_grad_norm"], r[f"tasks/{b}/critic_grad_norm"]] for r in chosen]
+        )
+        quarters[name] = {
+            "updates": len(chosen),
+            "conflict_share": float(np.mean(cosine < 0)),
+            "cosine": float(np.median(cosine)),
+            "magnitude_similarity": float(
+                np.median([r["gradients/critic/magnitude_similarity"] for r in chosen])
+            ),
+            "log10_norm_ratio": float(
+                np.median(np.log10(np.maximum(norms[:, 0], 1e-12) / np.maximum(norms[:, 1], 1e-12)))
+            ),
+            "log10_curvature": float(
+                np.median(
+                    np.log10(
+                        np.maximum([abs(r["gradients/critic/curvature"]) for r in chosen], 1e-12)
+                    )
+                )
+            ),
+        }
+    return quarters
+
+
+def success_by_step(run_dir: Path, pair: list[str]) -> dict[int, list[float]]:
+    """Each task's evaluated success rate at every evaluation of the run (the final one included)."""
+    return {
+        int(r["step"]): [float(r[f"tasks/{task}/success_rate"]) for task in pair]
+        for r in read_metrics(run_dir)
+        if r["kind"] in ("eval", "final_eval")
+    }
+
+
+def summary(out: Path, pair: list[str], steps: int) -> str:
+    """``summary.md``: success per task and the triad by quarter, per method (mean over seeds)."""
+    a, b = pair
+    lines = [
+        f"Made by `python benchmarks/two_task_mt10.py --report-only` on {time.strftime('%Y-%m-%d')}"
+        f" from the committed runs under `benchmarks/results/two_task_mt10/records` (pair {a} +"
+        f" {b}; {steps // 1000}k steps per task).",
+        "",
+        f"Success rate at each evaluation (50 episodes per task), {a} / {b}, mean over seeds"
+        " (seeds in brackets):",
+        "",
+        "| method | step | seeds | " + a + " | " + b + " |",
+        "|---|---|---|---|---|",
+    ]
+    triads = []
+    for arm, label in ARMS.items():
+        run_dirs = sorted((out / "records" / arm).glob("seed*"))
+        successes = {d.name: success_by_step(d, pair) for d in run_dirs}
+        for step in sorted({s for by_step in successes.values() for s in by_step}):
+            there = {seed: by_step[step] for seed, by_step in successes.items() if step in by_step}
+            cells = []
+            for task in range(2):
+                values = [v[task] for v in there.values()]
+                cells.append(f"{np.mean(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})")
+            lines.append(f"| {label} | {step // 1000}k | {len(there)} | {cells[0]} | {cells[1]} |")
+        for run_dir in run_dirs:
+            for quarter, values in triad_by_quarter(run_dir, pair, steps).items():
+                triads.append((label, quarter, run_dir.name, values))
+    lines += [
+        "",
+        "The critic's triad in the first and the last quarter of the budget (medians over the"
+        " diagnostic updates in the quarter, mean over seeds; conflict share: the fraction of those"
+        f" updates with cosine < 0; norm ratio: {a} over {b}):",
+        "",
+        "| method | quarter | seeds | updates | conflict share | cosine | magnitude similarity"
+        " | log10 norm ratio | log10 curvature |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = (
+        "conflict_share",
+        "cosine",
+        "magnitude_similarity",
+        "log10_norm_ratio",
+        "log10_curvature",
+    )
+    for label in ARMS.values():
+        for quarter in QUARTERS:
+            rows = [v for lab, q, _, v in triads if lab == label and q == quarter]
+            if not rows:
+                continue
+            means = [f"{np.mean([r[k] for r in rows]):+.3f}" for k in keys]
+            updates = sum(r["updates"] for r in rows)
+            lines.append(
+                f"| {label} | {quarter} | {len(rows)} | {updates} | " + " | ".join(means) + " |"
+            )
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_arguments(parser, "benchmarks/results/two_task_mt10", [0, 1, 2], 100_000, 25_000)
@@ -232,6 +350,10 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for line in pool.map(lambda job: run_arm(*job, pair, args), queue):
                 print(line, flush=True)
+    for arm in ARMS:  # the slim copies, refreshed from the run directories here
+        for run_dir in sorted((args.out / "runs" / arm).glob("seed*")):
+            keep_run_files(run_dir, args.out / "records" / arm / run_dir.name)
+    print(summary(args.out, pair, args.steps))
     print(plot(args.out, pair) or "no runs yet")
 
 
