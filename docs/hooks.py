@@ -135,6 +135,12 @@ def pcgrad_ablation_mt10() -> str:
     return (REPO / RESULTS / "pcgrad_ablation_mt10" / "summary.md").read_text().strip()
 
 
+def two_task_mt10() -> str:
+    """The two-task view's numbers: ``benchmarks/two_task_mt10.py --report-only``'s summary, made
+    from the committed run records."""
+    return (REPO / RESULTS / "two_task_mt10" / "summary.md").read_text().strip()
+
+
 def synthetic_ablation() -> str:
     """The synthetic ablation grid's table, as ``mtrl report`` wrote it into the committed
     results (``benchmarks/results/synthetic_ablation/table.md``)."""
@@ -149,6 +155,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "sweeps": sweeps,
     "quickstart": quickstart,
     "pcgrad-ablation-mt10": pcgrad_ablation_mt10,
+    "two-task-mt10": two_task_mt10,
     "synthetic-ablation": synthetic_ablation,
 }
 
