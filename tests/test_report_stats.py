@@ -146,6 +146,9 @@ def test_report_statistics_equal_mtrl_stats_on_the_runs_scores(runs, tmp_path):
         got = (float(r["probability"]), float(r["ci_low"]), float(r["ci_high"]))
         assert got == pytest.approx(expected, abs=1e-12)
         assert int(r["tasks"]) == len(TASKS)
+        seeds = min(len(tables["SAC"]), len(tables["SAC+PCGrad"]))
+        assert int(r["runs"]) == seeds
+        assert float(r["runs_to_separate"]) == pytest.approx(stats.runs_to_separate(e, seeds))
 
     summary = json.loads((out / "summary.json").read_text())
     profile = summary["performance_profiles"]["synthetic:6"]

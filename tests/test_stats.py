@@ -201,3 +201,40 @@ def test_iqm_learning_curve_equals_rliables(rliable):
     _close(point, points["A"], EXACT)
     _close(low, intervals["A"][0], TOLERANCE)
     _close(high, intervals["A"][1], TOLERANCE)
+
+
+def test_runs_to_separate_is_where_the_interval_reaches_the_null():
+    # Effect 0.1 above 0.5, half-width 0.2 towards it at 4 runs: (0.2 / 0.1)^2 = 4x the runs.
+    assert stats.runs_to_separate(stats.Estimate(0.6, 0.4, 0.75), runs=4) == pytest.approx(16.0)
+    # Below the null the upper half-width counts; an interval that excludes it needs fewer runs.
+    assert stats.runs_to_separate(stats.Estimate(0.3, 0.1, 0.4), runs=5) == pytest.approx(5 / 4)
+    assert stats.runs_to_separate(stats.Estimate(0.5, 0.3, 0.7), runs=5) == float("inf")
+    with pytest.raises(ValueError, match="runs"):
+        stats.runs_to_separate(stats.Estimate(0.6, 0.6, 0.6), runs=1)
+
+
+def test_runs_to_separate_predicts_a_coin_flip_separation_at_that_many_runs():
+    """From a pilot of 4 runs, the predicted number of runs separates about half of new
+    experiments of that size: the 1/sqrt(runs) scaling the estimate rests on holds for the
+    stratified-bootstrap interval of P(X > Y)."""
+    rng = np.random.default_rng(7)
+    tasks, shift = 10, 0.12  # a small effect: ~10x the pilot's runs, so a wrong power would miss
+    level = rng.uniform(-1, 1, tasks)
+
+    def experiment(runs: int, seed: int) -> stats.Estimate:
+        draw = np.random.default_rng(seed)
+        x = level + shift + draw.normal(0, 1, (runs, tasks))
+        y = level + draw.normal(0, 1, (runs, tasks))
+        return stats.probability_of_improvement_estimate(x, y, reps=400, seed=seed)
+
+    # The pilot's half-width, averaged over pilots so that one pilot's luck does not set the size.
+    pilots = [experiment(4, 1000 + k) for k in range(40)]
+    true_effect = float(np.mean([e.point for e in pilots])) - 0.5  # P(X > Y) - 0.5 of the pair
+    half = float(np.mean([e.point - e.low for e in pilots]))
+    needed = stats.runs_to_separate(
+        stats.Estimate(0.5 + true_effect, 0.5 + true_effect - half, 1.0), 4
+    )
+    runs = int(round(needed))
+    assert 20 <= runs <= 80  # far from the pilot's 4 (a linear rule would say ~13: 0.12 separate)
+    separated = np.mean([experiment(runs, k).low > 0.5 for k in range(60)])
+    assert 0.3 <= separated <= 0.7

@@ -574,7 +574,9 @@ def improvement_rows(
 ) -> list[dict]:
     """P(X > Y) with its interval for every ordered pair of methods in one env, over the tasks
     both evaluated (each unordered pair is bootstrapped once; P(Y > X) is 1 - P(X > Y) exactly,
-    resample by resample, so its interval is the mirror image)."""
+    resample by resample, so its interval is the mirror image), and the runs per method at which
+    the interval would reach 0.5 if the observed effect held (``stats.runs_to_separate``, from the
+    smaller of the two methods' numbers of runs; None with one run)."""
     out: list[dict] = []
     for i, x in enumerate(rows):
         for y in rows[i + 1 :]:
@@ -584,7 +586,9 @@ def improvement_rows(
             e = stats.probability_of_improvement_estimate(
                 x.score_matrix(tasks), y.score_matrix(tasks), reps=reps, seed=seed
             )
-            common = {"env": x.env, "tasks": len(tasks)}
+            runs = min(len(x.runs), len(y.runs))
+            separate = stats.runs_to_separate(e, runs) if runs >= 2 else None
+            common = {"env": x.env, "tasks": len(tasks), "runs": runs, "runs_to_separate": separate}
             out.append(
                 {**common, "method_x": x.label, "method_y": y.label}
                 | {"probability": e.point, "ci_low": e.low, "ci_high": e.high}

@@ -269,6 +269,28 @@ def probability_of_improvement_estimate(
     return Estimate(float(point), float(low), float(high))
 
 
+def runs_to_separate(estimate: Estimate, runs: int, null: float = 0.5) -> float:
+    """How many runs per method would make ``estimate``'s interval (made from ``runs`` runs)
+    exclude ``null``, were the observed effect the true one: the answer to "these two do not
+    separate yet; how many seeds would it take?".
+
+    A bootstrap interval of an average over runs narrows as 1/sqrt(runs), so its half-width on the
+    null's side, h, reaches the effect e = |point - null| at runs * (h / e)^2. With that many runs
+    a new experiment separates about half the time (its estimate falls on either side of the bound
+    equally often); about twice as many give 80% (((1.96 + 0.84) / 1.96)^2 = 2.04). Already
+    separated: a number <= runs. No effect: inf. ``null`` is 0.5 for P(X > Y), 0 for a difference.
+    """
+    if runs < 2:
+        raise ValueError(f"runs_to_separate needs an interval from >= 2 runs, got {runs}")
+    effect = abs(estimate.point - null)
+    half = (
+        estimate.point - estimate.low if estimate.point >= null else estimate.high - estimate.point
+    )
+    if effect == 0.0:
+        return float("inf")
+    return runs * (half / effect) ** 2
+
+
 # ------------------------------------------------------------------------ performance profile
 def default_taus(count: int = 101) -> np.ndarray:
     """Thresholds for success rates: 0 to 1 in equal steps, each the double nearest k / (count - 1)

@@ -208,8 +208,9 @@ def _aggregates_latex(summaries: list[dict]) -> str:
 
 def _write_improvement_csv(path: Path, improvement: list[dict]) -> None:
     columns = ["env", "method_x", "method_y", "probability", "ci_low", "ci_high", "tasks"]
+    columns += ["runs", "runs_to_separate"]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for row in improvement:
-            writer.writerow([row[c] for c in columns])
+            writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
