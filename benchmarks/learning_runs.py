@@ -83,12 +83,9 @@ def read_curve(run_dir: Path, num_tasks: int) -> dict | None:
     if not (run_dir / "metrics.jsonl").is_file():
         return None
     points: dict[int, dict[str, float]] = {}
-    seconds, last_step = 0.0, 0
-    for record in read_metrics(run_dir):
-        if record.get("kind") == "train":  # each window's wall-clock, evaluations included
-            steps = int(record["step"]) - last_step
-            seconds += steps * num_tasks / record["charts/env_steps_per_s"]
-            last_step = int(record["step"])
+    metrics = read_metrics(run_dir)
+    seconds = wall_seconds(metrics, num_tasks)
+    for record in metrics:
         if record.get("kind") not in ("eval", "final_eval"):
             continue
         points[int(record["step"])] = {
@@ -104,6 +101,20 @@ def read_curve(run_dir: Path, num_tasks: int) -> dict | None:
             "parameter_counts"
         ]
     return curve
+
+
+def wall_seconds(metrics: list[dict], num_tasks: int) -> float:
+    """A run's wall-clock from its logged train windows (each window's steps over its env steps
+    per second, evaluations included), summed over the run's sessions: resumes and pauses between
+    them do not count."""
+    seconds, last_step = 0.0, 0
+    for record in metrics:
+        if record.get("kind") == "train" and record.get("charts/env_steps_per_s"):
+            seconds += (
+                (int(record["step"]) - last_step) * num_tasks / record["charts/env_steps_per_s"]
+            )
+            last_step = int(record["step"])
+    return seconds
 
 
 def record_curve(run_dir: Path, record: Path, num_tasks: int) -> dict | None:

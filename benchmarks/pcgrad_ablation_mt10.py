@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from learning_runs import MTRL, ROOT, add_arguments, keep_run_files, train
+from learning_runs import MTRL, ROOT, add_arguments, keep_run_files, train, wall_seconds
 
 PRESETS = ROOT / "mtrl" / "presets" / "mt10" / "pcgrad_paper"
 ARMS = ("sac", "mh_sac", "pcgrad", "pcgrad_dir", "pcgrad_mag", "gradnorm", "mh_pcgrad")
@@ -221,7 +221,7 @@ def step_table(records: Path, reps: int) -> list[str]:
                 for r in metrics
                 if r["kind"] in ("eval", "final_eval")
             }
-            seconds = _seconds(metrics)
+            seconds = wall_seconds(metrics, TASKS)
             last = max((int(r["step"]) for r in metrics), default=0)
             runs[copy.name] = (evals, last, seconds, (copy / "eval" / "final.json").is_file())
         if not runs:
@@ -249,16 +249,6 @@ def step_table(records: Path, reps: int) -> list[str]:
                 f"| {arm} | {step // 1000}k | {len(scores)} | {cells[0]} | {cells[1]} | {progress} |"
             )
     return rows
-
-
-def _seconds(metrics: list[dict]) -> float:
-    """A run's wall-clock from its logged windows (``learning_runs.read_curve``'s rule)."""
-    seconds, last = 0.0, 0
-    for record in metrics:
-        if record["kind"] == "train" and record.get("charts/env_steps_per_s"):
-            seconds += (int(record["step"]) - last) * TASKS / record["charts/env_steps_per_s"]
-            last = int(record["step"])
-    return seconds
 
 
 def main() -> None:

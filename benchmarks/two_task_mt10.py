@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from learning_runs import ROOT, add_arguments, keep_run_files, train
+from learning_runs import ROOT, add_arguments, keep_run_files, train, wall_seconds
 
 from mtrl.training.logging import read_metrics
 
@@ -282,9 +282,15 @@ def summary(out: Path, pair: list[str], steps: int) -> str:
         "| method | step | seeds | " + a + " | " + b + " |",
         "|---|---|---|---|---|",
     ]
-    triads = []
+    triads, runs = [], []
     for arm, label in ARMS.items():
         run_dirs = sorted((out / "records" / arm).glob("seed*"))
+        for run_dir in run_dirs:
+            metrics = read_metrics(run_dir)
+            last = max((int(r["step"]) for r in metrics), default=0)
+            done = "" if (run_dir / "eval" / "final.json").is_file() else ", running"
+            hours = wall_seconds(metrics, 2) / 3600
+            runs.append(f"{label} {run_dir.name} ({last // 1000}k, {hours:.2f} h{done})")
         successes = {d.name: success_by_step(d, pair) for d in run_dirs}
         for step in sorted({s for by_step in successes.values() for s in by_step}):
             there = {seed: by_step[step] for seed, by_step in successes.items() if step in by_step}
@@ -323,6 +329,12 @@ def summary(out: Path, pair: list[str], steps: int) -> str:
             lines.append(
                 f"| {label} | {quarter} | {len(rows)} | {updates} | " + " | ".join(means) + " |"
             )
+    lines += [
+        "",
+        "Runs (last step per task, wall-clock hours from the logged windows): "
+        + "; ".join(runs)
+        + ".",
+    ]
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text
