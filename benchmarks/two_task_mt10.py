@@ -224,11 +224,13 @@ def plot(out: Path, pair: list[str]) -> Path | None:
 QUARTERS = ("first", "last")
 
 
-def triad_by_quarter(run_dir: Path, pair: list[str], steps: int) -> dict[str, dict[str, float]]:
-    """The critic's triad of one run in the first and the last quarter of ``steps`` (per task):
-    medians over the diagnostic updates there (the conflict share is their mean of cosine < 0)."""
+def triad_by_quarter(
+    metrics: list[dict], pair: list[str], steps: int
+) -> dict[str, dict[str, float]]:
+    """The critic's triad of one run's records in the first and the last quarter of ``steps`` (per
+    task): medians over the diagnostic updates there (the conflict share: their mean of cosine < 0)."""
     a, b = pair
-    records = [r for r in read_metrics(run_dir) if "gradients/critic/curvature" in r]
+    records = [r for r in metrics if "gradients/critic/curvature" in r]
     quarters = {}
     for name, low, high in (("first", 0, steps / 4), ("last", 3 * steps / 4, steps)):
         chosen = [r for r in records if low < r["step"] <= high]
@@ -259,11 +261,11 @@ def triad_by_quarter(run_dir: Path, pair: list[str], steps: int) -> dict[str, di
     return quarters
 
 
-def success_by_step(run_dir: Path, pair: list[str]) -> dict[int, list[float]]:
-    """Each task's evaluated success rate at every evaluation of the run (the final one included)."""
+def success_by_step(metrics: list[dict], pair: list[str]) -> dict[int, list[float]]:
+    """Each task's evaluated success rate at every evaluation of a run (the final one included)."""
     return {
         int(r["step"]): [float(r[f"tasks/{task}/success_rate"]) for task in pair]
-        for r in read_metrics(run_dir)
+        for r in metrics
         if r["kind"] in ("eval", "final_eval")
     }
 
@@ -284,14 +286,16 @@ def summary(out: Path, pair: list[str], steps: int) -> str:
     ]
     triads, runs = [], []
     for arm, label in ARMS.items():
-        run_dirs = sorted((out / "records" / arm).glob("seed*"))
-        for run_dir in run_dirs:
+        successes = {}
+        for run_dir in sorted((out / "records" / arm).glob("seed*")):
             metrics = read_metrics(run_dir)
             last = max((int(r["step"]) for r in metrics), default=0)
             done = "" if (run_dir / "eval" / "final.json").is_file() else ", running"
             hours = wall_seconds(metrics, 2) / 3600
             runs.append(f"{label} {run_dir.name} ({last // 1000}k, {hours:.2f} h{done})")
-        successes = {d.name: success_by_step(d, pair) for d in run_dirs}
+            successes[run_dir.name] = success_by_step(metrics, pair)
+            for quarter, values in triad_by_quarter(metrics, pair, steps).items():
+                triads.append((label, quarter, values))
         for step in sorted({s for by_step in successes.values() for s in by_step}):
             there = {seed: by_step[step] for seed, by_step in successes.items() if step in by_step}
             cells = []
@@ -299,9 +303,6 @@ def summary(out: Path, pair: list[str], steps: int) -> str:
                 values = [v[task] for v in there.values()]
                 cells.append(f"{np.mean(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})")
             lines.append(f"| {label} | {step // 1000}k | {len(there)} | {cells[0]} | {cells[1]} |")
-        for run_dir in run_dirs:
-            for quarter, values in triad_by_quarter(run_dir, pair, steps).items():
-                triads.append((label, quarter, run_dir.name, values))
     lines += [
         "",
         "The critic's triad in the first and the last quarter of the budget (medians over the"
@@ -321,7 +322,7 @@ def summary(out: Path, pair: list[str], steps: int) -> str:
     )
     for label in ARMS.values():
         for quarter in QUARTERS:
-            rows = [v for lab, q, _, v in triads if lab == label and q == quarter]
+            rows = [v for lab, q, v in triads if lab == label and q == quarter]
             if not rows:
                 continue
             means = [f"{np.mean([r[k] for r in rows]):+.3f}" for k in keys]
