@@ -131,6 +131,10 @@ def test_oversubscription_warns_only_when_the_threads_exceed_the_cores():
     assert oversubscription(threads=2, others=0, cores=2) is None
     assert oversubscription(threads=1, others=1, cores=2) is None
     assert "torch_threads=2 " in oversubscription(threads=8, others=3, cores=8)
+    # One thread each and more runs than cores: no thread count helps, and none is advised.
+    crowded = oversubscription(threads=1, others=2, cores=2)
+    assert "torch_threads" not in crowded.split(";")[1]
+    assert "run at most 2 at once" in crowded
 
 
 @pytest.mark.parametrize(

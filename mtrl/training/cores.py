@@ -201,10 +201,14 @@ def oversubscription(threads: int, others: int, cores: int) -> str | None:
     processes = others + 1
     if processes * threads <= cores:
         return None
+    fair = fair_threads(cores, processes)
+    if threads > fair:
+        advice = f"set torch_threads={fair} (or 0, which shares by itself) for runs that share this machine"
+    else:  # already one thread each: fewer threads cannot help, only fewer runs at once
+        advice = f"each gets about {cores}/{processes} of a core; run at most {cores} at once"
     return (
         f"{processes} mtrl training processes share {cores} cores with {threads} torch threads "
-        f"each; set torch_threads={fair_threads(cores, processes)} (or 0, which shares by "
-        "itself) for runs that share this machine"
+        f"each; {advice}"
     )
 
 
