@@ -52,6 +52,7 @@ from mtrl.training.logging import read_metrics
 PRESETS = ROOT / "mtrl" / "presets" / "mt10" / "pcgrad_paper"
 ABLATION = ROOT / "benchmarks" / "results" / "pcgrad_ablation_mt10"
 ARMS = {"sac": "SAC", "pcgrad": "SAC+PCGrad"}
+ALONE = "alone"  # the control: SAC on one task of the pair by itself, same preset and budget
 DIAGNOSTICS_EVERY = 500
 SMOOTH = 9
 
@@ -107,17 +108,21 @@ def choose_pair(out: Path, rechoose: bool) -> dict:
     return chosen
 
 
-def run_arm(arm: str, seed: int, pair: list[str], args: argparse.Namespace) -> str:
-    run_dir = args.out / "runs" / arm / f"seed{seed}"
-    copy = args.out / "records" / arm / f"seed{seed}"
+def run_arm(arm: str, seed: int, tasks: list[str], args: argparse.Namespace) -> str:
+    """One run of ``arm`` on ``tasks``: the pair, or (the control, ``arm`` = ``"sac"``) one task
+    of it alone, under ``alone/<task>``, without diagnostics (one task has no pairs)."""
+    where = arm if len(tasks) == 2 else f"{ALONE}/{tasks[0]}"
+    run_dir = args.out / "runs" / where / f"seed{seed}"
+    copy = args.out / "records" / where / f"seed{seed}"
     if not run_dir.exists() and (copy / "eval" / "final.json").is_file():
-        return f"{arm} seed {seed}: finished elsewhere, skipped"
+        return f"{where} seed {seed}: finished elsewhere, skipped"
+    diagnostics = DIAGNOSTICS_EVERY if len(tasks) == 2 else 0
     overrides = [
-        f"env.name={','.join(pair)}",
+        f"env.name={','.join(tasks)}",
         "agent.precision=auto",
-        f"agent.diagnostics_every={DIAGNOSTICS_EVERY}",
+        f"agent.diagnostics_every={diagnostics}",
         f"log_every={DIAGNOSTICS_EVERY}",  # a diagnostic lands in the next record: one per record
-        f"label={ARMS[arm]}",
+        f"label={ARMS[arm] if len(tasks) == 2 else alone_label(tasks[0])}",
     ]
     ended = "finished"
     try:
@@ -126,7 +131,11 @@ def run_arm(arm: str, seed: int, pair: list[str], args: argparse.Namespace) -> s
         ended = str(stop)
     if run_dir.is_dir():
         keep_run_files(run_dir, copy)
-    return f"{arm} seed {seed}: {ended}"
+    return f"{where} seed {seed}: {ended}"
+
+
+def alone_label(task: str) -> str:
+    return f"SAC, {task} alone"
 
 
 def series(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -203,6 +212,28 @@ def plot(out: Path, pair: list[str]) -> Path | None:
                 length = min(len(x) for x, _ in curves)
                 mean = np.mean([y[:length] for _, y in curves], axis=0)
                 axis.plot(curves[0][0][:length] / 1e3, mean, color=color, lw=2, label=ARMS[arm])
+    label = "SAC, each task alone"  # the control, on the first of its lines
+    for task, style in ((a, "-"), (b, "--")):
+        for run_dir in sorted((out / "records" / ALONE / task).glob("seed*")):
+            evals = [
+                (r["step"], r[f"tasks/{task}/success_rate"])
+                for r in read_metrics(run_dir)
+                if r["kind"] in ("eval", "final_eval")
+            ]
+            if evals:
+                x, y = np.array(evals).T
+                axes[0].plot(
+                    x / 1e3,
+                    y,
+                    style,
+                    color="tab:green",
+                    alpha=0.5,
+                    lw=1,
+                    marker="o",
+                    ms=3,
+                    label=label,
+                )
+                label = None
     axes[0].plot([], [], "k-", label=a)
     axes[0].plot([], [], "k--", label=b)
     axes[0].set_ylim(-0.02, 1.02)
@@ -285,22 +316,28 @@ def summary(out: Path, pair: list[str], steps: int) -> str:
         "|---|---|---|---|---|",
     ]
     triads, runs = [], []
-    for arm, label in ARMS.items():
+    groups = [(arm, label, pair) for arm, label in ARMS.items()]
+    groups += [(f"{ALONE}/{task}", alone_label(task), [task]) for task in pair]
+    for where, label, tasks in groups:
         successes = {}
-        for run_dir in sorted((out / "records" / arm).glob("seed*")):
+        for run_dir in sorted((out / "records" / where).glob("seed*")):
             metrics = read_metrics(run_dir)
             last = max((int(r["step"]) for r in metrics), default=0)
             done = "" if (run_dir / "eval" / "final.json").is_file() else ", running"
-            hours = wall_seconds(metrics, 2) / 3600
+            hours = wall_seconds(metrics, len(tasks)) / 3600
             runs.append(f"{label} {run_dir.name} ({last // 1000}k, {hours:.2f} h{done})")
-            successes[run_dir.name] = success_by_step(metrics, pair)
-            for quarter, values in triad_by_quarter(metrics, pair, steps).items():
-                triads.append((label, quarter, values))
+            successes[run_dir.name] = success_by_step(metrics, tasks)
+            if len(tasks) == 2:
+                for quarter, values in triad_by_quarter(metrics, pair, steps).items():
+                    triads.append((label, quarter, values))
         for step in sorted({s for by_step in successes.values() for s in by_step}):
-            there = {seed: by_step[step] for seed, by_step in successes.items() if step in by_step}
+            there = [by_step[step] for by_step in successes.values() if step in by_step]
             cells = []
-            for task in range(2):
-                values = [v[task] for v in there.values()]
+            for task in pair:
+                if task not in tasks:
+                    cells.append("-")
+                    continue
+                values = [v[tasks.index(task)] for v in there]
                 cells.append(f"{np.mean(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})")
             lines.append(f"| {label} | {step // 1000}k | {len(there)} | {cells[0]} | {cells[1]} |")
     lines += [
@@ -347,6 +384,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--choose-only", action="store_true", help="choose the pair, no training")
     parser.add_argument("--rechoose", action="store_true", help="choose the pair again")
+    parser.add_argument(
+        "--alone", action="store_true", help="the control: SAC on each task of the pair alone"
+    )
     args = parser.parse_args()
     chosen = choose_pair(args.out, args.rechoose)
     pair = chosen["pair"]
@@ -359,13 +399,16 @@ def main() -> None:
     if args.choose_only:
         return
     if not args.report_only:
-        queue = [(arm, seed) for seed in args.seeds for arm in ARMS]
+        if args.alone:  # the task that stalls in the pair first (the pair's second, so far)
+            queue = [("sac", seed, [task]) for task in reversed(pair) for seed in args.seeds]
+        else:
+            queue = [(arm, seed, pair) for seed in args.seeds for arm in ARMS]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for line in pool.map(lambda job: run_arm(*job, pair, args), queue):
+            for line in pool.map(lambda job: run_arm(*job, args), queue):
                 print(line, flush=True)
-    for arm in ARMS:  # the slim copies, refreshed from the run directories here
-        for run_dir in sorted((args.out / "runs" / arm).glob("seed*")):
-            keep_run_files(run_dir, args.out / "records" / arm / run_dir.name)
+    # The slim copies, refreshed from the run directories here.
+    for run_dir in sorted((args.out / "runs").glob("**/seed*")):
+        keep_run_files(run_dir, args.out / "records" / run_dir.relative_to(args.out / "runs"))
     print(summary(args.out, pair, args.steps))
     print(plot(args.out, pair) or "no runs yet")
 
