@@ -154,6 +154,23 @@ def smoothed(values: np.ndarray, width: int = SMOOTH) -> np.ndarray:
     return np.convolve(values, kernel, "same") / np.convolve(np.ones_like(values), kernel, "same")
 
 
+def plot_success(
+    axis, run_dir: Path, pair: list[str], color: str, label: str | None = None, only: str = ""
+) -> None:
+    """A run's evaluated success per task of the pair (solid: the first, dashed: the second), or
+    of the task ``only`` (a single-task run)."""
+    tasks = [only] if only else pair
+    by_step = success_by_step(read_metrics(run_dir), tasks)
+    if not by_step:
+        return
+    x = np.array(sorted(by_step)) / 1e3
+    for k, task in enumerate(tasks):
+        y = [by_step[step][k] for step in sorted(by_step)]
+        style = "-" if task == pair[0] else "--"
+        axis.plot(x, y, style, color=color, alpha=0.5, lw=1, marker="o", ms=3, label=label)
+        label = None
+
+
 def plot(out: Path, pair: list[str]) -> Path | None:
     """The two-task figure from the runs' slim copies; None before any run logged."""
     import matplotlib
@@ -185,17 +202,7 @@ def plot(out: Path, pair: list[str]) -> Path | None:
             curves = []
             for run_dir in run_dirs:
                 if key is None:
-                    for task, style in ((a, "-"), (b, "--")):
-                        evals = [
-                            (r["step"], r[f"tasks/{task}/success_rate"])
-                            for r in read_metrics(run_dir)
-                            if r["kind"] in ("eval", "final_eval")
-                        ]
-                        if evals:
-                            x, y = np.array(evals).T
-                            axis.plot(
-                                x / 1e3, y, style, color=color, alpha=0.5, lw=1, marker="o", ms=3
-                            )
+                    plot_success(axis, run_dir, pair, color)
                     continue
                 if key == "norm_ratio":
                     x, first = series(run_dir, f"tasks/{a}/critic_grad_norm")
@@ -213,27 +220,10 @@ def plot(out: Path, pair: list[str]) -> Path | None:
                 mean = np.mean([y[:length] for _, y in curves], axis=0)
                 axis.plot(curves[0][0][:length] / 1e3, mean, color=color, lw=2, label=ARMS[arm])
     label = "SAC, each task alone"  # the control, on the first of its lines
-    for task, style in ((a, "-"), (b, "--")):
+    for task in pair:
         for run_dir in sorted((out / "records" / ALONE / task).glob("seed*")):
-            evals = [
-                (r["step"], r[f"tasks/{task}/success_rate"])
-                for r in read_metrics(run_dir)
-                if r["kind"] in ("eval", "final_eval")
-            ]
-            if evals:
-                x, y = np.array(evals).T
-                axes[0].plot(
-                    x / 1e3,
-                    y,
-                    style,
-                    color="tab:green",
-                    alpha=0.5,
-                    lw=1,
-                    marker="o",
-                    ms=3,
-                    label=label,
-                )
-                label = None
+            plot_success(axes[0], run_dir, pair, "tab:green", label, only=task)
+            label = None
     axes[0].plot([], [], "k-", label=a)
     axes[0].plot([], [], "k--", label=b)
     axes[0].set_ylim(-0.02, 1.02)
