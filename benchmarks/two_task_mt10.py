@@ -80,9 +80,30 @@ def conflict_rates(run_dirs: list[Path]) -> list[dict]:
     return sorted(rates, key=lambda r: (-r["conflict_rate"], r["mean_cosine"]))
 
 
-def choose_pair(out: Path, rechoose: bool) -> dict:
-    """The pair (``pair.json``), chosen from the ablation's SAC runs unless already chosen."""
+def choose_pair(out: Path, rechoose: bool, given: str | None = None) -> dict:
+    """The pair (``pair.json``), chosen from the ablation's SAC runs unless already chosen, or
+    ``given`` ("a,b") by the user: a pair whose tasks both learn alone tests the account better
+    than the most conflicting one if that one holds a task too hard for the budget."""
     path = out / "pair.json"
+    if given is not None:
+        pair = [task.strip() for task in given.split(",")]
+        if len(pair) != 2 or pair[0] == pair[1] or not all(pair):
+            raise SystemExit(f"--pair takes two different task names, a,b; got {given!r}")
+        if path.is_file() and json.loads(path.read_text())["pair"] != pair:
+            raise SystemExit(
+                f"{path} holds another pair; give this one its own --out, so runs of two pairs "
+                "do not mix"
+            )
+        chosen = {
+            "pair": pair,
+            "how": "given on the command line (--pair)",
+            "date": time.strftime("%Y-%m-%d"),
+            "ranking": [],
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        if not path.is_file():
+            path.write_text(json.dumps(chosen, indent=1) + "\n")
+        return json.loads(path.read_text())
     if path.is_file() and not rechoose:
         return json.loads(path.read_text())
     sources = sorted((ABLATION / "records" / "sac").glob("seed*"))
@@ -294,9 +315,10 @@ def success_by_step(metrics: list[dict], pair: list[str]) -> dict[int, list[floa
 def summary(out: Path, pair: list[str], steps: int) -> str:
     """``summary.md``: success per task and the triad by quarter, per method (mean over seeds)."""
     a, b = pair
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     lines = [
         f"Made by `python benchmarks/two_task_mt10.py --report-only` on {time.strftime('%Y-%m-%d')}"
-        f" from the committed runs under `benchmarks/results/two_task_mt10/records` (pair {a} +"
+        f" from the committed runs under `{shown / 'records'}` (pair {a} +"
         f" {b}; {steps // 1000}k steps per task).",
         "",
         f"Success rate at each evaluation (50 episodes per task), {a} / {b}, mean over seeds"
@@ -377,8 +399,9 @@ def main() -> None:
     parser.add_argument(
         "--alone", action="store_true", help="the control: SAC on each task of the pair alone"
     )
+    parser.add_argument("--pair", help="train this pair (a,b) instead of the chosen one")
     args = parser.parse_args()
-    chosen = choose_pair(args.out, args.rechoose)
+    chosen = choose_pair(args.out, args.rechoose, args.pair)
     pair = chosen["pair"]
     print(f"pair: {' + '.join(pair)} ({chosen['how']}); top 5:")
     for rate in chosen["ranking"][:5]:
