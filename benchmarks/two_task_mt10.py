@@ -270,13 +270,15 @@ def triad_by_quarter(
     metrics: list[dict], pair: list[str], steps: int
 ) -> dict[str, dict[str, float]]:
     """The critic's triad of one run's records in the first and the last quarter of ``steps`` (per
-    task): medians over the diagnostic updates there (the conflict share: their mean of cosine < 0)."""
+    task): medians over the diagnostic updates there (the conflict share: their mean of cosine < 0);
+    a quarter the run has not finished is left out."""
     a, b = pair
     records = [r for r in metrics if "gradients/critic/curvature" in r]
+    reached = max((int(r["step"]) for r in metrics), default=0)
     quarters = {}
     for name, low, high in (("first", 0, steps / 4), ("last", 3 * steps / 4, steps)):
         chosen = [r for r in records if low < r["step"] <= high]
-        if not chosen:
+        if not chosen or reached < high:  # a quarter the run is still in would skew the mean
             continue
         cosine = np.array([r[f"pairs/{a}/{b}/critic_cosine"] for r in chosen])
         norms = np.array(
