@@ -145,9 +145,10 @@ def run_arm(arm: str, seed: int, tasks: list[str], args: argparse.Namespace) -> 
         f"log_every={DIAGNOSTICS_EVERY}",  # a diagnostic lands in the next record: one per record
         f"label={ARMS[arm] if len(tasks) == 2 else alone_label(tasks[0])}",
     ]
-    ended = "finished"
     try:
         train(run_dir, PRESETS / f"{arm}.yaml", seed, args, overrides)
+        finished = (run_dir / "eval" / "final.json").is_file()
+        ended = "finished" if finished else "stopped (a rerun resumes it)"
     except SystemExit as stop:
         ended = str(stop)
     if run_dir.is_dir():
@@ -337,7 +338,7 @@ def summary(out: Path, pair: list[str], steps: int) -> str:
         for run_dir in sorted((out / "records" / where).glob("seed*")):
             metrics = read_metrics(run_dir)
             last = max((int(r["step"]) for r in metrics), default=0)
-            done = "" if (run_dir / "eval" / "final.json").is_file() else ", running"
+            done = "" if (run_dir / "eval" / "final.json").is_file() else ", unfinished"
             hours = wall_seconds(metrics, len(tasks)) / 3600
             runs.append(f"{label} {run_dir.name} ({last // 1000}k, {hours:.2f} h{done})")
             successes[run_dir.name] = success_by_step(metrics, tasks)
