@@ -151,11 +151,14 @@ def keep_run_files(run_dir: Path, copy: Path) -> bool:
     ``config.yaml``, ``run.json``, ``eval/final.json`` and ``metrics.jsonl`` with every
     evaluation and, of the train records, the timing and gradient diagnostics (floats to 4
     significant digits): ~0.4 MB for an MT10 run of 100k steps per task instead of its GBs of
-    checkpoints, committed so that the report outlives the machine. False when the run directory
-    is not here (the copy, made on another machine, is left as it is)."""
+    checkpoints, committed so that the report outlives the machine. False, the copy left as it
+    is, when the run directory is not here or holds fewer evaluations than the copy (a seed
+    restarted on a fresh machine before catching up with what an earlier one recorded)."""
     from mtrl.training.logging import read_metrics
 
     if not (run_dir / "metrics.jsonl").is_file():
+        return False
+    if _evaluations(run_dir) < _evaluations(copy):
         return False
     copy.mkdir(parents=True, exist_ok=True)
     for name in ("config.yaml", "run.json", "eval/final.json"):
@@ -169,6 +172,14 @@ def keep_run_files(run_dir: Path, copy: Path) -> bool:
         lines.append(json.dumps({k: _rounded(v) for k, v in record.items()}))
     (copy / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     return True
+
+
+def _evaluations(run_dir: Path) -> int:
+    """How many evaluations a run directory (or its copy) has logged; -1 without metrics."""
+    if not (run_dir / "metrics.jsonl").is_file():
+        return -1
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return sum('"kind": "eval"' in line or '"kind": "final_eval"' in line for line in lines)
 
 
 def _kept_train_key(key: str) -> bool:

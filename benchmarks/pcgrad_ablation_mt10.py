@@ -56,22 +56,8 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace) -> str:
         train(run_dir, PRESETS / f"{arm}.yaml", seed, args, COMMON)
     except SystemExit as stop:  # train's one-line failure: the run resumes on the next call
         ended = str(stop)
-    keep(run_dir, copy)
+    keep_run_files(run_dir, copy)
     return f"{arm} seed {seed}: {ended}"
-
-
-def keep(run_dir: Path, copy: Path) -> None:
-    """The slim copy, unless the copy holds more evaluations (a seed restarted on a new machine
-    before catching up with what an earlier machine recorded)."""
-
-    def evaluations(path: Path) -> int:
-        if not (path / "metrics.jsonl").is_file():
-            return -1
-        lines = (path / "metrics.jsonl").read_text().splitlines()
-        return sum('"kind": "eval"' in line or '"kind": "final_eval"' in line for line in lines)
-
-    if evaluations(run_dir) >= evaluations(copy):
-        keep_run_files(run_dir, copy)
 
 
 def calibrate(args: argparse.Namespace) -> str:
@@ -152,7 +138,7 @@ def report(args: argparse.Namespace) -> str:
 
     for arm in ARMS:
         for run_dir in sorted((args.out / "runs" / arm).glob("seed*")):
-            keep(run_dir, args.out / "records" / arm / run_dir.name)
+            keep_run_files(run_dir, args.out / "records" / arm / run_dir.name)
     lines = [
         f"Made by `python benchmarks/pcgrad_ablation_mt10.py --report-only` on "
         f"{time.strftime('%Y-%m-%d')} from the committed runs under "
