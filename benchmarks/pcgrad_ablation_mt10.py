@@ -162,8 +162,7 @@ def report(args: argparse.Namespace) -> str:
                 "| arm | P(arm > SAC) [95% CI] | tasks | seeds | seeds to separate |",
                 "|---|---|---|---|---|",
                 *(
-                    f"| {i['method_x']} | {i['probability']:.2f} [{i['ci_low']:.2f}, "
-                    f"{i['ci_high']:.2f}] | {i['tasks']} | {i['runs']} | "
+                    f"| {i['method_x']} | {_probability(i)} | {i['tasks']} | {i['runs']} | "
                     f"{_seeds_to_separate(i['runs_to_separate'])} |"
                     for i in sorted(versus, key=lambda i: -i["probability"])
                 ),
@@ -176,6 +175,13 @@ def report(args: argparse.Namespace) -> str:
     text = "\n".join(lines) + "\n"
     (args.out / "summary.md").write_text(text)
     return text
+
+
+def _probability(row: dict) -> str:
+    """P(arm > SAC) with its interval; one seed has none (the bootstrap's collapses to the point)."""
+    if row["runs"] < 2:
+        return f"{row['probability']:.2f} (one seed: no interval)"
+    return f"{row['probability']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
 
 
 def _seeds_to_separate(runs: float | None) -> str:
