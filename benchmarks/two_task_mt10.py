@@ -403,6 +403,9 @@ def main() -> None:
         "--alone", action="store_true", help="the control: SAC on each task of the pair alone"
     )
     parser.add_argument("--pair", help="train this pair (a,b) instead of the chosen one")
+    parser.add_argument(
+        "--arms", nargs="+", default=list(ARMS), choices=ARMS, help="methods to train"
+    )
     args = parser.parse_args()
     chosen = choose_pair(args.out, args.rechoose, args.pair)
     pair = chosen["pair"]
@@ -418,7 +421,7 @@ def main() -> None:
         if args.alone:  # the task that stalls in the pair first (the pair's second, so far)
             queue = [("sac", seed, [task]) for task in reversed(pair) for seed in args.seeds]
         else:
-            queue = [(arm, seed, pair) for seed in args.seeds for arm in ARMS]
+            queue = [(arm, seed, pair) for seed in args.seeds for arm in args.arms]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for line in pool.map(lambda job: run_arm(*job, args), queue):
                 print(line, flush=True)
