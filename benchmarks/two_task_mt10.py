@@ -151,8 +151,7 @@ def run_arm(arm: str, seed: int, tasks: list[str], args: argparse.Namespace) -> 
         ended = "finished" if finished else "stopped (a rerun resumes it)"
     except SystemExit as stop:
         ended = str(stop)
-    if run_dir.is_dir():
-        keep_run_files(run_dir, copy)
+    keep_run_files(run_dir, copy)  # nothing when the run logged nothing
     return f"{where} seed {seed}: {ended}"
 
 
