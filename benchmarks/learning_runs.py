@@ -38,11 +38,11 @@ def train(
     exits with a one-line message if training fails. A run whose directory is gone but whose
     ``record`` says it finished (on another machine) is skipped too, not trained again."""
     if (run_dir / "eval" / "final.json").is_file():
-        print(f"{_shown(run_dir)}: finished, skipped")
+        print(f"{shown(run_dir)}: finished, skipped")
         return
     if not run_dir.exists() and record is not None and record.is_file():
         if load_record(record).get("finished"):
-            print(f"{_shown(run_dir)}: finished elsewhere ({_shown(record)}), skipped")
+            print(f"{shown(run_dir)}: finished elsewhere ({shown(record)}), skipped")
             return
     options = [
         f"total_steps={args.steps}",
@@ -70,7 +70,7 @@ def train(
         sys.exit(f"{run_dir}: mtrl train exited with {done.returncode}; rerun to resume")
 
 
-def _shown(run_dir: Path) -> Path:
+def shown(run_dir: Path) -> Path:
     """A run directory as records and messages name it: relative to the repository if in it."""
     return run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir
 
@@ -133,7 +133,7 @@ def record_curve(run_dir: Path, record: Path, num_tasks: int) -> dict | None:
     text = {key: value for key, value in curve.items() if key not in ("points", "means")}
     text["points"] = {str(step): tasks for step, tasks in sorted(curve["points"].items())}
     text["means"] = {str(step): mean for step, mean in sorted(curve["means"].items())}
-    text["source"] = f"{_shown(run_dir)}, recorded {time.strftime('%Y-%m-%d')}"
+    text["source"] = f"{shown(run_dir)}, recorded {time.strftime('%Y-%m-%d')}"
     record.write_text(json.dumps(text, indent=1) + "\n")
     return curve
 

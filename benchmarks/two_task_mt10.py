@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from learning_runs import ROOT, add_arguments, keep_run_files, train, wall_seconds
+from learning_runs import ROOT, add_arguments, keep_run_files, shown, train, wall_seconds
 
 from mtrl.training.logging import read_metrics
 
@@ -317,10 +317,9 @@ def success_by_step(metrics: list[dict], pair: list[str]) -> dict[int, list[floa
 def summary(out: Path, pair: list[str], steps: int) -> str:
     """``summary.md``: success per task and the triad by quarter, per method (mean over seeds)."""
     a, b = pair
-    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     lines = [
         f"Made by `python benchmarks/two_task_mt10.py --report-only` on {time.strftime('%Y-%m-%d')}"
-        f" from the committed runs under `{shown / 'records'}` (pair {a} +"
+        f" from the committed runs under `{shown(out / 'records')}` (pair {a} +"
         f" {b}; {steps // 1000}k steps per task).",
         "",
         f"Success rate at each evaluation (50 episodes per task), {a} / {b}, mean over seeds"
