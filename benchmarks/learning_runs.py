@@ -138,20 +138,29 @@ def record_curve(run_dir: Path, record: Path, num_tasks: int) -> dict | None:
     return curve
 
 
-# What a slim copy keeps of a train record: the window's timing (the report's cost column) and the
-# gradient diagnostics (the triad figure, each task's gradient norms, each pair's critic cosine);
-# losses, weights, the actor's pair cosines and the rest stay in the run directory.
-_KEPT_TRAIN_KEYS = ("charts/env_steps_per_s", "charts/updates_per_s", "charts/time_update_fraction")
+# What a slim copy keeps of a train record: the window's timing (the report's cost column), the
+# gradient diagnostics (the triad figure, each task's gradient norms, each pair's critic cosine),
+# and what a reading of a failure cites (the critic's mean Q and loss, the policy's entropy, each
+# task's temperature, skipped updates); the actor's pair cosines and the rest stay in the run directory.
+_KEPT_TRAIN_KEYS = (
+    "charts/env_steps_per_s",
+    "charts/updates_per_s",
+    "charts/time_update_fraction",
+    "charts/q_mean",
+    "charts/entropy",
+    "charts/nonfinite_updates",
+    "losses/critic",
+)
 _KEPT_TRAIN_PREFIXES = ("gradients/",)
-_KEPT_TASK_SUFFIXES = ("/critic_grad_norm", "/actor_grad_norm")
+_KEPT_TASK_SUFFIXES = ("/critic_grad_norm", "/actor_grad_norm", "/alpha")
 
 
 def keep_run_files(run_dir: Path, copy: Path) -> bool:
     """A slim copy of a run directory that ``mtrl report`` reads as the run itself:
     ``config.yaml``, ``run.json``, ``eval/final.json`` and ``metrics.jsonl`` with every
-    evaluation and, of the train records, the timing and gradient diagnostics (floats to 4
-    significant digits): ~0.4 MB for an MT10 run of 100k steps per task instead of its GBs of
-    checkpoints, committed so that the report outlives the machine. False, the copy left as it
+    evaluation and, of the train records, the timing, the gradient diagnostics and the critic's
+    and temperatures' health (floats to 4 significant digits): under 1 MB for an MT10 run of 100k
+    steps per task instead of its GBs of checkpoints, committed so that the report outlives the machine. False, the copy left as it
     is, when the run directory is not here or holds fewer evaluations than the copy (a seed
     restarted on a fresh machine before catching up with what an earlier one recorded)."""
     from mtrl.training.logging import read_metrics

@@ -305,6 +305,30 @@ def triad_by_quarter(
     return quarters
 
 
+def health_by_quarter(
+    metrics: list[dict], tasks: list[str], steps: int
+) -> dict[str, dict[str, float]]:
+    """The critic's and the temperatures' health of one run in the first and the last quarter of
+    ``steps`` (per task): the median and the largest mean Q, and each task's largest temperature.
+    Q beyond (r_max + alpha * H_max) / (1 - gamma) (rewards <= 10, H_max = 4 ln 2 for Meta-World's
+    4 actions in [-1, 1]) is a critic diverging, not learning. Empty for a record made before
+    the slim copies kept these keys."""
+    records = [r for r in metrics if "charts/q_mean" in r]
+    reached = max((int(r["step"]) for r in metrics), default=0)
+    quarters = {}
+    for name, low, high in (("first", 0, steps / 4), ("last", 3 * steps / 4, steps)):
+        chosen = [r for r in records if low < r["step"] <= high]
+        if not chosen or reached < high:
+            continue
+        q = np.array([r["charts/q_mean"] for r in chosen])
+        quarters[name] = {"q_median": float(np.median(q)), "q_max": float(np.max(q))}
+        for task in tasks:
+            alphas = [r[f"tasks/{task}/alpha"] for r in chosen if f"tasks/{task}/alpha" in r]
+            if alphas:
+                quarters[name][f"alpha_max/{task}"] = float(np.max(alphas))
+    return quarters
+
+
 def success_by_step(metrics: list[dict], pair: list[str]) -> dict[int, list[float]]:
     """Each task's evaluated success rate at every evaluation of a run (the final one included)."""
     return {
@@ -328,7 +352,7 @@ def summary(out: Path, pair: list[str], steps: int) -> str:
         "| method | step | seeds | " + a + " | " + b + " |",
         "|---|---|---|---|---|",
     ]
-    triads, runs = [], []
+    triads, runs, healths = [], [], []
     groups = [(arm, label, pair) for arm, label in ARMS.items()]
     groups += [(f"{ALONE}/{task}", alone_label(task), [task]) for task in pair]
     for where, label, tasks in groups:
@@ -340,6 +364,8 @@ def summary(out: Path, pair: list[str], steps: int) -> str:
             hours = wall_seconds(metrics, len(tasks)) / 3600
             runs.append(f"{label} {run_dir.name} ({last // 1000}k, {hours:.2f} h{done})")
             successes[run_dir.name] = success_by_step(metrics, tasks)
+            for quarter, values in health_by_quarter(metrics, tasks, steps).items():
+                healths.append((f"{label} {run_dir.name}", quarter, values))
             if len(tasks) == 2:
                 for quarter, values in triad_by_quarter(metrics, pair, steps).items():
                     triads.append((label, quarter, values))
@@ -380,6 +406,26 @@ def summary(out: Path, pair: list[str], steps: int) -> str:
             lines.append(
                 f"| {label} | {quarter} | {len(rows)} | {updates} | " + " | ".join(means) + " |"
             )
+    if healths:
+        lines += [
+            "",
+            "The critic's and the temperatures' health per run, first and last quarter (runs"
+            " recorded since the slim copies keep these keys): mean Q (median, largest) and each"
+            f" task's largest temperature alpha ({a} / {b}):",
+            "",
+            "| run | quarter | median Q | largest Q | " + a + " alpha | " + b + " alpha |",
+            "|---|---|---|---|---|---|",
+        ]
+        for run, quarter, values in healths:
+            alphas = [
+                f"{values[f'alpha_max/{task}']:.3g}" if f"alpha_max/{task}" in values else "-"
+                for task in pair
+            ]
+            lines.append(
+                f"| {run} | {quarter} | {values['q_median']:.4g} | {values['q_max']:.4g} | "
+                + " | ".join(alphas)
+                + " |"
+            )
     lines += [
         "",
         "Runs (last step per task, wall-clock hours from the logged windows): "
@@ -398,7 +444,10 @@ def main() -> None:
     parser.add_argument("--choose-only", action="store_true", help="choose the pair, no training")
     parser.add_argument("--rechoose", action="store_true", help="choose the pair again")
     parser.add_argument(
-        "--alone", action="store_true", help="the control: SAC on each task of the pair alone"
+        "--alone",
+        nargs="*",
+        metavar="TASK",
+        help="the control: SAC on each task of the pair alone (or only on the tasks named)",
     )
     parser.add_argument("--pair", help="train this pair (a,b) instead of the chosen one")
     parser.add_argument(
@@ -416,8 +465,12 @@ def main() -> None:
     if args.choose_only:
         return
     if not args.report_only:
-        if args.alone:  # the task that stalls in the pair first (the pair's second, so far)
-            queue = [("sac", seed, [task]) for task in reversed(pair) for seed in args.seeds]
+        if args.alone is not None:  # the pair's second task first: the one that stalled so far
+            unknown = sorted(set(args.alone) - set(pair))
+            if unknown:
+                parser.error(f"--alone names tasks outside the pair {','.join(pair)}: {unknown}")
+            alone = [task for task in reversed(pair) if not args.alone or task in args.alone]
+            queue = [("sac", seed, [task]) for task in alone for seed in args.seeds]
         else:
             queue = [(arm, seed, pair) for seed in args.seeds for arm in args.arms]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
