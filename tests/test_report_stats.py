@@ -668,3 +668,51 @@ def test_the_plasticity_panel_draws_iqm_over_seeds_per_method(tmp_path, figures)
     # IQM of 4 seeds: the mean of the middle two (0.2, 0.3 at the first step), not 0.375.
     assert lines["SAC"].get_ydata()[0] == pytest.approx(0.25)
     assert list(lines["SAC+PCGrad"].get_ydata()) == pytest.approx([0.05, 0.1, 0.15])
+
+
+def _timed(run_dir: Path, label: str, seconds: float, precision: str, cpu: str | None) -> None:
+    """Gives a fabricated run logged update windows of ``seconds`` per update on a machine."""
+    overrides = ["env.name=synthetic:6", f"label={label}", "total_steps=1500"]
+    if label != "SAC":
+        overrides.append("agent.critic_grad=pcgrad")
+    seed = int(run_dir.name.removeprefix("seed"))
+    save_config(build_config(None, [*overrides, f"seed={seed}"]), run_dir / "config.yaml")
+    windows = [
+        {"step": 100 * k, "kind": "train", "charts/updates_per_s": 50.0 / (seconds * 100)}
+        | {"charts/time_update_fraction": 0.5}
+        for k in (1, 2, 3)
+    ]
+    with (run_dir / "metrics.jsonl").open("a") as file:
+        file.writelines(json.dumps(w) + "\n" for w in windows)
+    info = json.loads((run_dir / "run.json").read_text())
+    info |= {"device": "cpu", "precision": precision}
+    if cpu is not None:
+        info["provenance"]["hardware"] = {"cpu": cpu, "logical_cpus": 2, "gpu": None}
+    (run_dir / "run.json").write_text(json.dumps(info))
+
+
+def test_update_cost_compares_only_runs_on_the_same_hardware(tmp_path):
+    """The cost column divides a method's update time by SAC's measured on the same device,
+    precision and processor: a ratio across machines is n/a, never a number about the hardware."""
+    scores = _scores(3, 0.5)
+    machines = {  # label -> per seed: (seconds per update, precision, cpu)
+        "SAC": [(0.01, "bf16", "Xeon AMX"), (0.03, "fp32", "EPYC")],
+        "SAC+PCGrad": [(0.02, "bf16", "Xeon AMX"), (0.06, "fp32", "EPYC")],
+        "SAC+PCGrad old": [(0.015, "bf16", None)],  # made before the processor was recorded
+        "SAC+PCGrad other": [(0.05, "fp32", "Graviton")],
+    }
+    for label, runs in machines.items():
+        for seed, (seconds, precision, cpu) in enumerate(runs):
+            run_dir = _fabricate(tmp_path / "runs", label, seed, scores[seed], _protocol(seed))
+            _timed(run_dir, label, seconds, precision, cpu)
+    report = make_report([tmp_path / "runs"], tmp_path / "report", bootstrap_reps=REPS)
+    cost = {s["method"]: s["update_cost"] for s in report["summaries"]}
+    assert cost["SAC"] == pytest.approx(1.0)
+    assert cost["SAC+PCGrad"] == pytest.approx(2.0)  # each seed against SAC on its own machine
+    assert cost["SAC+PCGrad old"] == pytest.approx(1.5)  # matches the bf16 SAC run
+    assert cost["SAC+PCGrad other"] is None
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert "| SAC+PCGrad other |" in table
+    other = next(line for line in table.splitlines() if "| SAC+PCGrad other |" in line)
+    assert other.endswith("| n/a (other hardware) |")
+

@@ -248,6 +248,8 @@ def _check_provenance(info: dict, run_dir: Path, final: dict) -> None:
     assert provenance["git_commit"] is None or len(provenance["git_commit"]) == 40
     assert provenance["host"] and provenance["started_at"] <= provenance["ended_at"]
     assert "command" in provenance
+    assert provenance["hardware"]["cpu"] and provenance["hardware"]["logical_cpus"] >= 1
+    assert provenance["hardware"]["gpu"] is None  # a CPU run names no GPU
     assert protocol == {
         "env": "synthetic",
         "tasks": 4,

@@ -109,6 +109,8 @@ class Run:
     # Without a final evaluation yet: the run's status ("running", "interrupted", "failed") and
     # the step of the periodic evaluation that scores it instead; None for a finished run.
     unfinished: tuple[str, int] | None = None
+    # (device, precision, processor) the update time was measured on; None where unrecorded.
+    machine: tuple[str | None, str | None, str | None] = (None, None, None)
 
     @property
     def score(self) -> float:
@@ -379,7 +381,46 @@ def load_run(path: Path) -> Run | None:
         and (config.agent.critic_grad, config.agent.actor_grad) == ("mean", "mean")
         and (config.agent.critic, config.agent.actor) == ("shared", "shared"),
         unfinished,
+        _machine(info),
     )
+
+
+def _machine(info: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(device, precision, processor) from run.json: the GPU's name on CUDA, else the CPU's."""
+
+    def text(value: Any) -> str | None:
+        return value if isinstance(value, str) and value else None
+
+    provenance = info.get("provenance") if isinstance(info.get("provenance"), dict) else {}
+    hardware = provenance.get("hardware") if isinstance(provenance.get("hardware"), dict) else {}
+    device = text(info.get("device"))
+    kind = device.split(":")[0] if device else None
+    processor = text(hardware.get("gpu" if kind == "cuda" else "cpu"))
+    return kind, text(info.get("precision")), processor
+
+
+def same_machine(a: tuple, b: tuple) -> bool:
+    """Whether two runs' update times may be compared: the same device, precision and processor
+    wherever both recorded them (runs made before the processor was recorded match on the rest)."""
+    return all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
+
+
+def relative_update_cost(runs: list[Run], units: list[Run]) -> float | None:
+    """The mean over ``runs`` of each run's seconds per update over the mean of the ``units``
+    (plain MT-SAC runs) measured on the same machine; None where a run lacks a timing or has no
+    unit on its machine: a ratio across hardware or precisions would say more about the machines
+    than about the methods."""
+    ratios = []
+    for run in runs:
+        same = [
+            u.update_seconds
+            for u in units
+            if u.update_seconds and same_machine(run.machine, u.machine)
+        ]
+        if run.update_seconds is None or not same:
+            return None
+        ratios.append(run.update_seconds / float(np.mean(same)))
+    return float(np.mean(ratios))
 
 
 def _update_seconds(records: list[dict]) -> float | None:
@@ -691,11 +732,12 @@ def _write_report(
     summaries = [row.summary(reps, seed) for row in rows]
     for env in envs:  # the update-time cost column: relative to plain MT-SAC in the same env
         env_rows = [(row, s) for row, s in zip(rows, summaries, strict=True) if row.env == env]
-        plain = [s["update_seconds"] for row, s in env_rows if all(r.plain for r in row.runs)]
-        unit = plain[0] if plain and plain[0] else None
-        for _, s in env_rows:
-            cost = s["update_seconds"]
-            s["update_cost"] = cost / unit if cost is not None and unit is not None else None
+        plain = [row for row, _ in env_rows if all(r.plain for r in row.runs)]
+        units = plain[0].runs if plain else []
+        for row, s in env_rows:
+            s["update_cost"] = relative_update_cost(row.runs, units)
+            if s["update_cost"] is None and s["update_seconds"] is not None and units:
+                s["update_cost_note"] = "other hardware"
     improvement = [
         item
         for env in envs

@@ -83,14 +83,17 @@ def _markdown(summaries: list[dict], protocol_lines: dict[str, str]) -> str:
 COST_NOTE = (
     "Update time: seconds per gradient update read from the runs' logged windows (median over "
     "windows, mean over seeds), relative to plain MT-SAC (mean gradients, shared bodies) in the "
-    "same env; a run that shared its machine with other work reads slower, so compare rows "
-    "that ran the same way."
+    "same env on the same device, precision and processor (n/a (other hardware) where no SAC "
+    "run shares a run's hardware); a run that shared its machine with other work reads slower, "
+    "so compare rows that ran the same way."
 )
 
 
 def _cost(summary: dict) -> str:
     cost = summary.get("update_cost")
-    return "n/a" if cost is None else f"{cost:.2f}x"
+    if cost is None:
+        return f"n/a ({summary['update_cost_note']})" if summary.get("update_cost_note") else "n/a"
+    return f"{cost:.2f}x"
 
 
 def _per_task_markdown(summaries: list[dict]) -> str:

@@ -12,8 +12,9 @@ failure is the same line and the same run.json for every trainer: a write the di
 Provenance: a number in a paper is only as good as what can be said about how it was made. Every
 run records the code (mtrl version, git commit and whether the checkout had uncommitted changes),
 the libraries that shape the numbers (torch, Meta-World, MuJoCo, gymnasium, numpy, Python), the
-command line, the host and the times, and the evaluation protocol (``mtrl.run.protocol``), which
-``mtrl report`` compares before it puts runs in one table. Checkpoints carry the same record.
+command line, the host, its processor and GPU, the times, and the evaluation protocol
+(``mtrl.run.protocol``), which ``mtrl report`` compares before it puts runs in one table.
+Checkpoints carry the same record.
 """
 
 from __future__ import annotations
@@ -421,8 +422,28 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def provenance(started_at: str | None = None) -> dict[str, Any]:
-    """Code, libraries, command, host and start time of this process."""
+def hardware(device: str = "cpu") -> dict[str, Any]:
+    """What the run's speed depends on: the processor (and its logical CPUs) and, for a run on
+    CUDA, the GPU (a CPU run leaves CUDA uninitialised), so that update times are compared only
+    between runs on the same hardware."""
+    cpu = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu or platform.processor() or platform.machine() or None,
+        "logical_cpus": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(torch.device(device))
+        if device.startswith("cuda") and torch.cuda.is_available()
+        else None,
+    }
+
+
+def provenance(started_at: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Code, libraries, command, host, hardware and start time of this process (a resumed run
+    records the hardware it resumed on)."""
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else []
@@ -434,6 +455,7 @@ def provenance(started_at: str | None = None) -> dict[str, Any]:
         | {name: _version(name) for name in LIBRARIES},
         "command": shlex.join(argv),
         "host": socket.gethostname(),
+        "hardware": hardware(device),
         "plugins": plugins.loaded(),  # group -> name -> "distribution version (module:attr)"
         "started_at": started_at or now(),
         "ended_at": None,
@@ -459,7 +481,7 @@ class RunInfo:
     ) -> None:
         self.path = run_dir / "run.json"
         previous = read_run_info(run_dir) if resume else {}
-        self.provenance = provenance(previous.get("provenance", {}).get("started_at"))
+        self.provenance = provenance(previous.get("provenance", {}).get("started_at"), device)
         self.resumed_at = list(previous.get("resumed_at", []))
         if previous.get("provenance"):
             self.resumed_at.append(now())
