@@ -715,4 +715,3 @@ def test_update_cost_compares_only_runs_on_the_same_hardware(tmp_path):
     assert "| SAC+PCGrad other |" in table
     other = next(line for line in table.splitlines() if "| SAC+PCGrad other |" in line)
     assert other.endswith("| n/a (other hardware) |")
-
