@@ -214,7 +214,11 @@ def plot(out: Path, pair: list[str]) -> Path | None:
         (f"critic: gradient norm, {a} / {b}", "norm_ratio"),
         ("critic: multi-task curvature (log10)", "gradients/critic/curvature"),
     ]
-    figure, axes = plt.subplots(len(panels), 1, figsize=(7.5, 13), dpi=110, sharex=True)
+    if any(series(d, "charts/q_mean")[0].size for dirs in runs.values() for d in dirs):
+        panels.append(("critic: mean Q (log10; runs recorded since 2026-12-07)", "charts/q_mean"))
+    figure, axes = plt.subplots(
+        len(panels), 1, figsize=(7.5, 2.6 * len(panels)), dpi=110, sharex=True
+    )
     colors = {"sac": "tab:blue", "pcgrad": "tab:orange"}
     for arm, run_dirs in runs.items():
         color = colors[arm]
@@ -231,7 +235,7 @@ def plot(out: Path, pair: list[str]) -> Path | None:
                     y = np.log10(np.maximum(first, 1e-12) / np.maximum(second, 1e-12))
                 else:
                     x, y = series(run_dir, key)
-                    if key.endswith("curvature"):
+                    if key.endswith(("curvature", "q_mean")):
                         y = np.log10(np.maximum(np.abs(y), 1e-12))
                 if len(x):
                     axis.plot(x / 1e3, smoothed(y), color=color, alpha=0.3, lw=0.8)
