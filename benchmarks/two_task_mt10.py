@@ -313,23 +313,34 @@ def health_by_quarter(
     metrics: list[dict], tasks: list[str], steps: int
 ) -> dict[str, dict[str, float]]:
     """The critic's and the temperatures' health of one run in the first and the last quarter of
-    ``steps`` (per task): the median and the largest mean Q, and each task's largest temperature.
-    Q beyond (r_max + alpha * H_max) / (1 - gamma) (rewards <= 10, H_max = 4 ln 2 for Meta-World's
-    4 actions in [-1, 1]) is a critic diverging, not learning. Empty for a record made before
-    the slim copies kept these keys."""
-    records = [r for r in metrics if "charts/q_mean" in r]
+    ``steps`` (per task): the median and the largest mean Q, each task's largest temperature and
+    the median log10 curvature, those of them the record holds (mean Q and temperatures since
+    2026-12-07; curvature in pair runs). Q beyond (r_max + alpha * H_max) / (1 - gamma) (rewards
+    <= 10, H_max = 4 ln 2 for Meta-World's 4 actions in [-1, 1]) is a critic diverging, not
+    learning; a run's own numbers show it where a mean over seeds would blur it."""
     reached = max((int(r["step"]) for r in metrics), default=0)
     quarters = {}
     for name, low, high in (("first", 0, steps / 4), ("last", 3 * steps / 4, steps)):
-        chosen = [r for r in records if low < r["step"] <= high]
-        if not chosen or reached < high:
+        chosen = [r for r in metrics if r["kind"] == "train" and low < r["step"] <= high]
+        if reached < high:
             continue
-        q = np.array([r["charts/q_mean"] for r in chosen])
-        quarters[name] = {"q_median": float(np.median(q)), "q_max": float(np.max(q))}
+        values = {}
+        q = [r["charts/q_mean"] for r in chosen if "charts/q_mean" in r]
+        if q:
+            values |= {"q_median": float(np.median(q)), "q_max": float(np.max(q))}
         for task in tasks:
             alphas = [r[f"tasks/{task}/alpha"] for r in chosen if f"tasks/{task}/alpha" in r]
             if alphas:
-                quarters[name][f"alpha_max/{task}"] = float(np.max(alphas))
+                values[f"alpha_max/{task}"] = float(np.max(alphas))
+        curvature = [
+            abs(r["gradients/critic/curvature"])
+            for r in chosen
+            if "gradients/critic/curvature" in r
+        ]
+        if curvature:
+            values["log10_curvature"] = float(np.median(np.log10(np.maximum(curvature, 1e-12))))
+        if values:
+            quarters[name] = values
     return quarters
 
 
@@ -366,7 +377,13 @@ def summary(out: Path, pair: list[str], steps: int) -> str:
             last = max((int(r["step"]) for r in metrics), default=0)
             done = "" if (run_dir / "eval" / "final.json").is_file() else ", unfinished"
             hours = wall_seconds(metrics, len(tasks)) / 3600
-            runs.append(f"{label} {run_dir.name} ({last // 1000}k, {hours:.2f} h{done})")
+            info = run_dir / "run.json"  # the precision: the machines differ
+            precision = (
+                json.loads(info.read_text()).get("precision", "?") if info.is_file() else "?"
+            )
+            runs.append(
+                f"{label} {run_dir.name} ({last // 1000}k, {hours:.2f} h, {precision}{done})"
+            )
             successes[run_dir.name] = success_by_step(metrics, tasks)
             for quarter, values in health_by_quarter(metrics, tasks, steps).items():
                 healths.append((f"{label} {run_dir.name}", quarter, values))
@@ -413,28 +430,31 @@ def summary(out: Path, pair: list[str], steps: int) -> str:
     if healths:
         lines += [
             "",
-            "The critic's and the temperatures' health per run, first and last quarter (runs"
-            " recorded since the slim copies keep these keys): mean Q (median, largest) and each"
-            f" task's largest temperature alpha ({a} / {b}):",
+            "The critic's and the temperatures' health per run, first and last quarter: mean Q"
+            f" (median, largest), each task's largest temperature alpha ({a} / {b}) and the"
+            " critic's median log10 curvature (-: not in the record; mean Q and temperatures are"
+            " kept since 2026-12-07):",
             "",
-            "| run | quarter | median Q | largest Q | " + a + " alpha | " + b + " alpha |",
-            "|---|---|---|---|---|---|",
+            "| run | quarter | median Q | largest Q | "
+            + a
+            + " alpha | "
+            + b
+            + " alpha | log10 curvature |",
+            "|---|---|---|---|---|---|---|",
         ]
+
+        def cell(values: dict, key: str, form: str) -> str:
+            return format(values[key], form) if key in values else "-"
+
         for run, quarter, values in healths:
-            alphas = [
-                f"{values[f'alpha_max/{task}']:.3g}" if f"alpha_max/{task}" in values else "-"
-                for task in pair
-            ]
-            lines.append(
-                f"| {run} | {quarter} | {values['q_median']:.4g} | {values['q_max']:.4g} | "
-                + " | ".join(alphas)
-                + " |"
-            )
+            cells = [cell(values, "q_median", ".4g"), cell(values, "q_max", ".4g")]
+            cells += [cell(values, f"alpha_max/{task}", ".3g") for task in pair]
+            cells.append(cell(values, "log10_curvature", ".1f"))
+            lines.append(f"| {run} | {quarter} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Runs (last step per task, wall-clock hours from the logged windows): "
-        + "; ".join(runs)
-        + ".",
+        "Runs (last step per task, wall-clock hours from the logged windows, precision: bf16 on"
+        " the AMX machines, fp32 on the AVX2-only one, which is slower): " + "; ".join(runs) + ".",
     ]
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
