@@ -141,6 +141,12 @@ def two_task_mt10() -> str:
     return (REPO / RESULTS / "two_task_mt10" / "summary.md").read_text().strip()
 
 
+def two_task_mt10_reach_drawer_close() -> str:
+    """The second pair's numbers (reach + drawer-close), made the same way as ``two_task_mt10``."""
+    folder = REPO / RESULTS / "two_task_mt10_reach_drawer_close"
+    return (folder / "summary.md").read_text().strip()
+
+
 def synthetic_ablation() -> str:
     """The synthetic ablation grid's table, as ``mtrl report`` wrote it into the committed
     results (``benchmarks/results/synthetic_ablation/table.md``)."""
@@ -156,6 +162,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "quickstart": quickstart,
     "pcgrad-ablation-mt10": pcgrad_ablation_mt10,
     "two-task-mt10": two_task_mt10,
+    "two-task-mt10-reach-drawer-close": two_task_mt10_reach_drawer_close,
     "synthetic-ablation": synthetic_ablation,
 }
 
