@@ -406,11 +406,11 @@ def same_machine(a: tuple, b: tuple) -> bool:
 
 
 def relative_update_cost(runs: list[Run], units: list[Run]) -> float | None:
-    """The mean over ``runs`` of each run's seconds per update over the mean of the ``units``
-    (plain MT-SAC runs) measured on the same machine; None where a run lacks a timing or has no
-    unit on its machine: a ratio across hardware or precisions would say more about the machines
-    than about the methods."""
-    ratios = []
+    """The mean of ``runs``' seconds per update over the mean, across the same runs, of the
+    ``units`` (plain MT-SAC runs) measured on each run's machine; None where a run lacks a timing
+    or has no unit on its machine: a ratio across hardware or precisions would say more about the
+    machines than about the methods."""
+    own, matched = [], []
     for run in runs:
         same = [
             u.update_seconds
@@ -419,8 +419,9 @@ def relative_update_cost(runs: list[Run], units: list[Run]) -> float | None:
         ]
         if run.update_seconds is None or not same:
             return None
-        ratios.append(run.update_seconds / float(np.mean(same)))
-    return float(np.mean(ratios))
+        own.append(run.update_seconds)
+        matched.append(float(np.mean(same)))
+    return float(np.mean(own)) / float(np.mean(matched))
 
 
 def _update_seconds(records: list[dict]) -> float | None:
