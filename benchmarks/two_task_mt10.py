@@ -270,6 +270,15 @@ def plot(out: Path, pair: list[str]) -> Path | None:
 QUARTERS = ("first", "last")
 
 
+def finished_quarters(metrics: list[dict], steps: int):
+    """(name, train records) of the first and the last quarter of ``steps`` (per task) that the
+    run has finished: a quarter it is still in would skew a median."""
+    reached = max((int(r["step"]) for r in metrics), default=0)
+    for name, low, high in (("first", 0, steps / 4), ("last", 3 * steps / 4, steps)):
+        if reached >= high:
+            yield name, [r for r in metrics if r["kind"] == "train" and low < r["step"] <= high]
+
+
 def triad_by_quarter(
     metrics: list[dict], pair: list[str], steps: int
 ) -> dict[str, dict[str, float]]:
@@ -277,12 +286,10 @@ def triad_by_quarter(
     task): medians over the diagnostic updates there (the conflict share: their mean of cosine < 0);
     a quarter the run has not finished is left out."""
     a, b = pair
-    records = [r for r in metrics if "gradients/critic/curvature" in r]
-    reached = max((int(r["step"]) for r in metrics), default=0)
     quarters = {}
-    for name, low, high in (("first", 0, steps / 4), ("last", 3 * steps / 4, steps)):
-        chosen = [r for r in records if low < r["step"] <= high]
-        if not chosen or reached < high:  # a quarter the run is still in would skew the mean
+    for name, records in finished_quarters(metrics, steps):
+        chosen = [r for r in records if "gradients/critic/curvature" in r]
+        if not chosen:
             continue
         cosine = np.array([r[f"pairs/{a}/{b}/critic_cosine"] for r in chosen])
         norms = np.array(
@@ -318,12 +325,8 @@ def health_by_quarter(
     2026-12-07; curvature in pair runs). Q beyond (r_max + alpha * H_max) / (1 - gamma) (rewards
     <= 10, H_max = 4 ln 2 for Meta-World's 4 actions in [-1, 1]) is a critic diverging, not
     learning; a run's own numbers show it where a mean over seeds would blur it."""
-    reached = max((int(r["step"]) for r in metrics), default=0)
     quarters = {}
-    for name, low, high in (("first", 0, steps / 4), ("last", 3 * steps / 4, steps)):
-        chosen = [r for r in metrics if r["kind"] == "train" and low < r["step"] <= high]
-        if reached < high:
-            continue
+    for name, chosen in finished_quarters(metrics, steps):
         values = {}
         q = [r["charts/q_mean"] for r in chosen if "charts/q_mean" in r]
         if q:
