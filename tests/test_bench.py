@@ -34,7 +34,7 @@ def test_update_flops_match_torchs_count_of_the_forward_passes():
 class _Busy:
     """Stands in for the busy process of table (g)."""
 
-    def __init__(self, *args: object) -> None:
+    def __init__(self, *args: object, **kwargs: object) -> None:
         pass
 
     def kill(self) -> None:
@@ -84,6 +84,7 @@ def test_bench_prints_each_table_once_in_order_and_its_flags_drop_theirs(monkeyp
     assert at == sorted(at) and all(out.count(title) == 1 for title in tables)
     assert "| MT50 | 6400 | bf16 |" in out and "| mtrl MT10, env.vector=sharded | 105 |" in out
     assert "MT10 end to end: agent.precision=bf16 1.07x fp32's env steps/s" in out
+    assert "| beside one niced busy process | fp32 |" in out  # a `nice` run takes slices too
 
     assert main(["bench", "--quick", "--no-mt50", "--no-sharing", "--no-busy"]) == 0
     out = capsys.readouterr().out

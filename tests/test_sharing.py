@@ -72,7 +72,8 @@ def test_live_registered_processes_are_counted_and_dead_ones_cleared(tmp_path, a
     assert other_training_processes(tmp_path / "missing") == 0
 
 
-def test_a_niced_run_yields_its_cores_and_is_not_counted(tmp_path):
+def test_a_niced_run_is_counted_as_a_run(tmp_path):
+    """A niced run started in another session weighs as much as this one (its own autogroup)."""
     niced = subprocess.Popen(
         [sys.executable, "-c", "import os, time; os.nice(19); print(flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE,
@@ -80,7 +81,7 @@ def test_a_niced_run_yields_its_cores_and_is_not_counted(tmp_path):
     try:
         niced.stdout.readline()  # niced by now
         (tmp_path / str(niced.pid)).touch()
-        assert other_training_processes(tmp_path) == 0
+        assert other_training_processes(tmp_path) == 1
     finally:
         niced.kill()
         niced.wait()
@@ -175,9 +176,7 @@ def test_a_training_run_is_registered_while_it_trains(tmp_path, monkeypatch, ove
 
 
 # ------------------------------------------------------------------ other processes' demand
-def write_proc(
-    proc, cpus: dict[int, tuple[int, ...]], processes: dict[int, tuple[int, int]], niced=False
-):
+def write_proc(proc, cpus: dict[int, tuple[int, ...]], processes: dict[int, tuple[int, int]]):
     """A fake /proc: per-CPU ticks (user, nice, system, idle, iowait, irq, softirq, steal) and
     processes (parent, user ticks)."""
     proc.mkdir(exist_ok=True)
@@ -191,16 +190,16 @@ def write_proc(
         )
 
 
-def test_cpu_ticks_count_the_cpus_asked_for_and_nice_only_for_a_niced_run():
+def test_cpu_ticks_count_the_cpus_asked_for_and_niced_time_as_busy():
     text = "cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 10 4 2 100 1 1 1 1 0 0\n\ncpu1 20 0 0 0 0 0 0 0 0 0\n"
-    assert cpu_ticks(text, {0}, count_nice=False) == (15, 120)
-    assert cpu_ticks(text, {0}, count_nice=True) == (19, 120)
-    assert cpu_ticks(text, None, count_nice=False) == (35, 140)
+    assert cpu_ticks(text, {0}) == (19, 120)
+    assert cpu_ticks(text, None) == (39, 140)
 
 
 def test_others_use_is_the_cores_busy_time_less_this_runs_processes(tmp_path):
     """Two 1-second looks at 2 cores (100 ticks each): this run and its env worker used 1.2
-    cores, a stranger 0.8; a process of the run that started between the looks counts whole."""
+    cores, a niced stranger 0.8 (its time in the nice column, busy all the same); a process of
+    the run that started between the looks counts whole."""
     proc = tmp_path / "proc"
     me, worker, stranger, late_worker = 100, 101, 200, 102
     write_proc(proc, {0: (0,) * 8, 1: (0,) * 8}, {me: (1, 0), worker: (me, 0), stranger: (1, 0)})
@@ -208,7 +207,7 @@ def test_others_use_is_the_cores_busy_time_less_this_runs_processes(tmp_path):
     assert before.own == {me: 5, worker: 5}  # user + system, not the stranger's
     write_proc(
         proc,
-        {0: (100, 0, 0, 0, 0, 0, 0, 0), 1: (80, 0, 20, 0, 0, 0, 0, 0)},
+        {0: (100, 0, 0, 0, 0, 0, 0, 0), 1: (20, 60, 20, 0, 0, 0, 0, 0)},
         {me: (1, 85), worker: (me, 25), stranger: (1, 80), late_worker: (worker, 5)},
     )
     after = read_cpu(proc, {0, 1}, pid=me)

@@ -60,11 +60,12 @@ class CpuReading:
     own: dict[int, int]  # this run's processes' ticks (user + system), by process id
 
 
-def cpu_ticks(stat_text: str, cpus: set[int] | None, count_nice: bool) -> tuple[int, int]:
-    """(busy, total) ticks of ``/proc/stat``'s lines of ``cpus`` (all where None). Time of
-    processes at a lower priority (the ``nice`` column, of processes with a positive niceness)
-    is busy only where ``count_nice`` (this run is niced too): otherwise the scheduler gives
-    this run the core before them, and they do not slow it."""
+def cpu_ticks(stat_text: str, cpus: set[int] | None) -> tuple[int, int]:
+    """(busy, total) ticks of ``/proc/stat``'s lines of ``cpus`` (all where None). Niced
+    processes' time (the ``nice`` column) is busy too: niceness orders processes only within
+    one scheduling group, and a job niced in another session (another terminal, tmux, ``setsid
+    nohup``) has its own group (Linux's autogroup), which weighs as much as this run's; a run on
+    a thread per core then collapses beside it (docs/training.md has the numbers)."""
     busy = total = 0
     for line in stat_text.splitlines():
         name, *values = line.split() or [""]
@@ -73,7 +74,7 @@ def cpu_ticks(stat_text: str, cpus: set[int] | None, count_nice: bool) -> tuple[
         if cpus is not None and int(name[3:]) not in cpus:
             continue
         user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in values[:8])
-        busy += user + system + irq + softirq + steal + (nice if count_nice else 0)
+        busy += user + nice + system + irq + softirq + steal
         total += user + nice + system + idle + iowait + irq + softirq + steal
     return busy, total
 
@@ -113,7 +114,7 @@ def read_cpu(
 ) -> CpuReading | None:
     """This run's view of its cores now (``CpuReading``); None where there is no ``/proc``."""
     try:
-        busy, total = cpu_ticks((proc / "stat").read_text(), cpus, count_nice=niceness() > 0)
+        busy, total = cpu_ticks((proc / "stat").read_text(), cpus)
         return CpuReading(busy, total, tree_ticks(pid or os.getpid(), proc))
     except (OSError, ValueError):
         return None
@@ -165,26 +166,17 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def niceness(pid: int = 0) -> int:
-    """A process's niceness (0: this one's); 0 where the platform does not say."""
-    try:
-        return os.getpriority(os.PRIO_PROCESS, pid)
-    except (AttributeError, OSError):
-        return 0
-
-
 def other_training_processes(directory: Path | None = None) -> int:
-    """How many other live training processes are registered that run at this one's priority or
-    above (a niced run yields its cores to this one; a file left by a process that died without
-    leaving is removed here)."""
+    """How many other live training processes are registered, niced ones too (see
+    ``cpu_ticks``); a file left by a process that died without leaving is removed here."""
     directory = directory or registry()
-    count, me, mine = 0, os.getpid(), niceness()
+    count, me = 0, os.getpid()
     with contextlib.suppress(OSError):
         for entry in directory.iterdir():
             if not entry.name.isdigit() or int(entry.name) == me:
                 continue
             if process_alive(int(entry.name)):
-                count += niceness(int(entry.name)) <= mine
+                count += 1
             else:
                 with contextlib.suppress(OSError):
                     entry.unlink()
