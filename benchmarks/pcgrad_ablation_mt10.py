@@ -43,6 +43,12 @@ TASKS = 10
 # ~10x a plain one; every 1000 updates that is ~1% of a run, and 100 points per run's curves.
 DIAGNOSTICS_EVERY = 1000
 COMMON = ["agent.precision=auto", f"agent.diagnostics_every={DIAGNOSTICS_EVERY}"]
+# The figures' panels (``mtrl report --group``): seven arms on one axes were unreadable; each panel
+# holds one comparison of the paper, with SAC in both.
+GROUPS = {
+    "the surgery's parts and GradNorm": ("sac", "pcgrad", "pcgrad_dir", "pcgrad_mag", "gradnorm"),
+    "multi-head and PCGrad": ("sac", "mh_sac", "pcgrad", "mh_pcgrad"),
+}
 
 
 def run_arm(arm: str, seed: int, args: argparse.Namespace) -> str:
@@ -150,7 +156,9 @@ def report(args: argparse.Namespace) -> str:
         p for p in (args.out / "records").glob("*/seed*") if (p / "eval/final.json").is_file()
     ]
     if finished:
-        made = make_report([args.out / "records"], args.out / "report", args.bootstrap_reps)
+        made = make_report(
+            [args.out / "records"], args.out / "report", args.bootstrap_reps, groups=groups(args)
+        )
         versus = [
             i for i in made["improvement"] if i["method_y"] == "SAC" and i["method_x"] != "SAC"
         ]
@@ -175,6 +183,22 @@ def report(args: argparse.Namespace) -> str:
     text = "\n".join(lines) + "\n"
     (args.out / "summary.md").write_text(text)
     return text
+
+
+def groups(args: argparse.Namespace) -> dict[str, list[str]]:
+    """``GROUPS`` by the arms' labels, of the arms with an evaluated record (a partial grid
+    reports what has run)."""
+    from mtrl.config import build_config
+
+    def evaluated(record: Path) -> bool:
+        metrics = record / "metrics.jsonl"
+        return metrics.is_file() and '"kind": "eval"' in metrics.read_text()
+
+    present = {
+        arm for arm in ARMS if any(map(evaluated, (args.out / "records" / arm).glob("seed*")))
+    }
+    label = {arm: build_config(PRESETS / f"{arm}.yaml", []).label for arm in present}
+    return {name: [label[arm] for arm in arms if arm in present] for name, arms in GROUPS.items()}
 
 
 def _probability(row: dict) -> str:

@@ -168,6 +168,7 @@ def _report(args: argparse.Namespace) -> int:
         bootstrap_seed=args.bootstrap_seed,
         mixed_protocols=args.mixed_protocols,
         methods=args.methods,
+        groups=_report_groups(args.group),
     )
     for path in report["skipped"]:
         print(f"skipped (no evaluation yet): {path}")
@@ -175,6 +176,21 @@ def _report(args: argparse.Namespace) -> int:
     for path in report["files"]:
         print(f"wrote {path}")
     return 0
+
+
+def _report_groups(groups: list[list[str]] | None) -> dict[str, list[str]] | None:
+    """``--group NAME LABEL...`` (repeated) as {name: labels}; a group without labels or a name
+    given twice is one line."""
+    from mtrl.errors import UsageError
+
+    named: dict[str, list[str]] = {}
+    for name, *labels in groups or []:
+        if not labels:
+            raise UsageError(f"--group {name!r} names no methods: --group NAME LABEL [LABEL ...]")
+        if name in named:
+            raise UsageError(f"--group {name!r} is given twice")
+        named[name] = labels
+    return named or None
 
 
 def _presets(args: argparse.Namespace) -> int:
@@ -365,6 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABEL",
         help="report only these methods (their labels, quoted where they hold spaces), in this "
         "order; default: every method of the runs",
+    )
+    report.add_argument(
+        "--group",
+        nargs="+",
+        action="append",
+        metavar=("NAME", "LABEL"),
+        help="draw these methods' curves and training statistics in a panel of their own, titled "
+        "NAME (repeat for more panels; a method may sit in several, the methods in none go last)",
     )
     report.add_argument("--debug", action="store_true", help="show tracebacks")
     report.set_defaults(handler=_report)

@@ -715,3 +715,84 @@ def test_update_cost_compares_only_runs_on_the_same_hardware(tmp_path):
     assert "| SAC+PCGrad other |" in table
     other = next(line for line in table.splitlines() if "| SAC+PCGrad other |" in line)
     assert other.endswith("| n/a (other hardware) |")
+
+
+# ------------------------------------------------------------------------------- --group panels
+def _log_triad(run_dir: Path, offset: float, every: int = 25) -> np.ndarray:
+    """Logs the triad's six statistics every ``every`` steps to STEPS[-1] (value: step / 1000 +
+    ``offset``); returns the steps."""
+    from mtrl.analysis.report import TRIAD_KEYS
+
+    steps = np.arange(every, STEPS[-1] + 1, every)
+    with (run_dir / "metrics.jsonl").open("a") as file:
+        for step in steps:
+            record = {"step": int(step), "kind": "train"}
+            file.write(json.dumps(record | dict.fromkeys(TRIAD_KEYS, step / 1000 + offset)) + "\n")
+    return steps
+
+
+def test_groups_draw_a_panel_each_and_the_statistics_as_window_means(tmp_path, figures):
+    from matplotlib.colors import to_hex
+
+    from mtrl.analysis.figures import STATISTIC_WINDOWS
+
+    root = tmp_path / "runs"
+    labels = ("SAC", "MH-SAC", "SAC+PCGrad", "SAC+GradNorm")
+    for label in labels:
+        for seed in (0, 1):
+            run_dir = _fabricate(root, label, seed, np.full(len(TASKS), 0.5), _protocol(seed))
+            steps = _log_triad(run_dir, offset=seed)
+    groups = {"architecture": ["SAC", "MH-SAC"], "surgery": ["SAC", "SAC+PCGrad"]}
+    make_report([root], tmp_path / "report", bootstrap_reps=50, groups=groups)
+
+    curves = next(f for f in figures if f.axes[0].get_ylabel().startswith("IQM success"))
+    titles = [ax.get_title(loc="left") for ax in curves.axes]
+    assert titles == ["architecture", "surgery", "other methods"]
+    drawn = [{line.get_label(): line for line in ax.get_lines()} for ax in curves.axes]
+    assert [sorted(panel) for panel in drawn] == [
+        ["MH-SAC (n=2)", "SAC (n=2)"],
+        ["SAC (n=2)", "SAC+PCGrad (n=2)"],
+        ["SAC+GradNorm (n=2)"],
+    ]
+    sac = {to_hex(panel["SAC (n=2)"].get_color()) for panel in drawn[:2]}
+    assert len(sac) == 1  # the reference looks the same in both panels
+    assert sac.isdisjoint({to_hex(drawn[0]["MH-SAC (n=2)"].get_color())})
+
+    triad = next(f for f in figures if f._suptitle and "tragic triad" in f._suptitle.get_text())
+    width = STEPS[-1] / STATISTIC_WINDOWS
+    assert f"windows of {width:,.0f} steps" in triad._suptitle.get_text()
+    axes = [ax for ax in triad.axes if ax.get_lines()]
+    assert len(axes) == 3 * 6  # the six statistics once per panel
+    assert [ax.get_title(loc="left") for ax in axes[::6]] == list(titles)
+    (sac_line,) = [line for line in axes[0].get_lines() if line.get_label() == "SAC"]
+    # Each window's mean over the seeds (offsets 0 and 1) of each run's window mean.
+    window = np.clip(
+        np.searchsorted(np.linspace(0, STEPS[-1], STATISTIC_WINDOWS + 1), steps) - 1, 0, None
+    )
+    expected = [steps[window == k].mean() / 1000 + 0.5 for k in range(STATISTIC_WINDOWS)]
+    assert len(sac_line.get_ydata()) == STATISTIC_WINDOWS
+    assert list(sac_line.get_ydata()) == pytest.approx(expected)
+
+
+def test_a_group_naming_an_unknown_method_or_none_is_one_line_and_writes_nothing(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for label in ("SAC", "SAC+PCGrad"):
+        _fabricate(root, label, 0, np.full(len(TASKS), 0.5), _protocol(0))
+    out = tmp_path / "report"
+    args = ["report", str(root), "--out", str(out), "--bootstrap-reps", "50"]
+    cases = {
+        ("--group", "surgery", "SAC", "SAC+PCgrad"): "mtrl: error: --group 'surgery': no runs of "
+        "'SAC+PCgrad'; the reported methods are 'SAC', 'SAC+PCGrad'",
+        ("--group", "surgery"): "mtrl: error: --group 'surgery' names no methods: "
+        "--group NAME LABEL [LABEL ...]",
+        ("--group", "a", "SAC", "--group", "a", "SAC+PCGrad"): "mtrl: error: --group 'a' is given "
+        "twice",
+        ("--methods", "SAC", "--group", "b", "SAC+PCGrad"): "mtrl: error: --group 'b': no runs of "
+        "'SAC+PCGrad'; the reported methods are 'SAC'",
+    }
+    for options, message in cases.items():
+        capsys.readouterr()
+        assert main([*args, *options]) == 2
+        assert capsys.readouterr().err.strip() == message
+        assert not out.exists()
+    assert main([*args, "--group", "surgery", "SAC+PCGrad", "SAC"]) == 0

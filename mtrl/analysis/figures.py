@@ -58,22 +58,37 @@ METHODS_PER_PANEL = 8
 """At most this many methods' lines share a panel: more are split over panels of their own, each
 with distinct colours (33 methods on one axes were a tangle of repeated colours)."""
 
+Groups = dict[str, list[str]]
+"""Named panels of method labels (``mtrl report --group``): a figure draws one panel, or one set
+of panels, per group, a method may sit in several (the reference in each), and a method keeps its
+colour across them."""
 
-def _method_groups(labels: list[str]) -> list[list[str]]:
-    """``labels`` in order, split into as few panels as hold at most ``METHODS_PER_PANEL`` each,
-    of near-equal sizes."""
-    panels = max(1, -(-len(labels) // METHODS_PER_PANEL))
-    bounds = np.linspace(0, len(labels), panels + 1).round().astype(int)
-    return [labels[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+Panel = tuple[str, list[str], list[dict]]
+"""One panel's title, its methods' labels and their line styles."""
 
 
-def _group_title(group: list[str], groups: list[list[str]]) -> str:
-    """ "methods 9-16 of 33" over a panel when the methods are split, else nothing."""
-    if len(groups) == 1:
-        return ""
-    first = sum(len(g) for g in groups[: groups.index(group)]) + 1
-    total = sum(map(len, groups))
-    return f"methods {first}-{first + len(group) - 1} of {total}"
+def _panels(labels: list[str], groups: Groups | None = None) -> list[Panel]:
+    """Without ``groups``: ``labels`` in order, split into as few panels as hold at most
+    ``METHODS_PER_PANEL`` each, of near-equal sizes ("methods 9-16 of 33" over each when split).
+    With them: a panel per group, of its labels present here, and the methods in no group after
+    them; each method styled by its place in ``labels``, so it looks the same in every panel."""
+    if groups:
+        styles = dict(zip(labels, _styles(len(labels)), strict=True))
+        named = [
+            (name, [label for label in members if label in styles])
+            for name, members in groups.items()
+        ]
+        grouped = {label for _, members in named for label in members}
+        rest = [label for label in labels if label not in grouped]
+        named += [("other methods", rest)] if rest else []
+        return [(name, members, [styles[m] for m in members]) for name, members in named if members]
+    count = max(1, -(-len(labels) // METHODS_PER_PANEL))
+    bounds = np.linspace(0, len(labels), count + 1).round().astype(int)
+    panels = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        title = f"methods {a + 1}-{b} of {len(labels)}" if count > 1 else ""
+        panels.append((title, labels[a:b], _styles(b - a)))
+    return panels
 
 
 def _save(fig, path: Path, title: str | None = None) -> None:
@@ -124,20 +139,22 @@ def plot_curves(
     reps: int,
     seed: int,
     unfinished: set[str] = frozenset(),
+    groups: Groups | None = None,
 ) -> None:
     """IQM success over seeds x tasks at each evaluation, with its band, a line per method (a
-    panel per ``METHODS_PER_PANEL`` methods). ``curves``: method label -> per seed (success per
-    task, mean success) at every evaluation; a method where some seed has no per-task values is
-    drawn from the means. The curves of ``unfinished`` methods (runs without a final evaluation
-    yet) end in an open circle: where they stand, not where they will end."""
+    panel per ``METHODS_PER_PANEL`` methods, or per group of ``groups``). ``curves``: method
+    label -> per seed (success per task, mean success) at every evaluation; a method where some
+    seed has no per-task values is drawn from the means. The curves of ``unfinished`` methods
+    (runs without a final evaluation yet) end in an open circle: where they stand, not where
+    they will end."""
     import matplotlib.pyplot as plt
 
-    groups = _method_groups(list(curves))
+    panels = _panels(list(curves), groups)
     fig, axes = plt.subplots(
-        len(groups), 1, figsize=(10, 0.8 + 3.6 * len(groups)), squeeze=False, sharex=True
+        len(panels), 1, figsize=(10, 0.8 + 3.6 * len(panels)), squeeze=False, sharex=True
     )
-    for ax, group in zip(axes[:, 0], groups, strict=True):
-        for label, style in zip(group, _styles(len(group)), strict=True):
+    for ax, (panel_title, labels, styles) in zip(axes[:, 0], panels, strict=True):
+        for label, style in zip(labels, styles, strict=True):
             seeds = curves[label]
             task_curves = [task_curve for task_curve, _ in seeds]
             if not all(any(values for _, values in curve) for curve in task_curves):
@@ -150,9 +167,9 @@ def plot_curves(
             if label in unfinished:
                 ax.plot(steps[-1:], iqm[-1:], "o", mfc="white", color=style["color"], ms=7)
         ax.set(ylabel="IQM success rate\n(95% bootstrap CI)", ylim=(-0.02, 1.02))
-        ax.set_title(_group_title(group, groups), fontsize=9, loc="left")
+        ax.set_title(panel_title, fontsize=9, loc="left")
         ax.grid(alpha=0.3)
-        _legend(ax, len(group))
+        _legend(ax, len(labels))
     axes[-1, 0].set_xlabel("environment steps (per task)")
     _save(fig, path, title)
 
@@ -188,6 +205,31 @@ def plot_heatmap(summaries: list[dict], path: Path, title: str) -> None:
     _save(fig, path)
 
 
+STATISTIC_WINDOWS = 25
+"""Logged statistics are drawn as each run's means over this many equal windows of training
+(4k steps per task of a 100k run): diagnostics logged every 1,000 updates swing from one to the
+next, and seven methods' raw lines on one axes were a tangle."""
+
+
+def _windowed(curves: list[Series], end: float, windows: int) -> list[Series]:
+    """Each run's (window centre, mean of its values in the window) over ``windows`` equal
+    windows of (0, ``end``]; a window where a run logged nothing is left out of that run."""
+    edges = np.linspace(0.0, end, windows + 1)
+    windowed = []
+    for curve in curves:
+        steps = np.array([step for step, _ in curve], dtype=float)
+        values = np.array([value for _, value in curve], dtype=float)
+        index = np.clip(np.searchsorted(edges, steps, side="left") - 1, 0, windows - 1)
+        windowed.append(
+            [
+                (int(round((edges[k] + edges[k + 1]) / 2)), float(values[index == k].mean()))
+                for k in range(windows)
+                if (index == k).any()
+            ]
+        )
+    return windowed
+
+
 def plot_gradient_statistics(
     series: dict[str, dict[str, list[Series]]],
     path: Path,
@@ -196,28 +238,36 @@ def plot_gradient_statistics(
     seed: int,
     aggregate: str = "mean",
     columns: int = 3,
+    groups: Groups | None = None,
+    windows: int = STATISTIC_WINDOWS,
 ) -> bool:
     """The ``aggregate`` ("mean", "iqm") over seeds of logged training statistics (gradients,
     plasticity), with bands, a panel each (rows of at most ``columns``), the whole set of panels
-    once per ``METHODS_PER_PANEL`` methods. ``series``:
-    logged key -> method label -> per seed (step, value) (every label under every key; a method
-    is left out of a panel when a seed logged nothing). Writes nothing and returns False when no
-    method has data."""
+    once per ``METHODS_PER_PANEL`` methods or per group of ``groups``. Where runs logged more
+    points than ``windows``, each run is first averaged over ``windows`` equal windows of the
+    longest run's steps (the title says how wide). ``series``: logged key -> method label -> per
+    seed (step, value) (every label under every key; a method is left out of a panel when a seed
+    logged nothing). Writes nothing and returns False when no method has data."""
     import matplotlib.pyplot as plt
 
     columns = min(columns, len(series))
     key_rows = -(-len(series) // columns)
-    groups = _method_groups(list(next(iter(series.values()))))
-    rows = key_rows * len(groups)
+    panels = _panels(list(next(iter(series.values()))), groups)
+    every = [curve for methods in series.values() for runs in methods.values() for curve in runs]
+    end = max((step for curve in every for step, _ in curve), default=0)
+    window = windows and max((len(curve) for curve in every), default=0) > windows
+    rows = key_rows * len(panels)
     fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.2 * rows), squeeze=False)
     drawn = False
-    for g, group in enumerate(groups):
-        panels = axes[g * key_rows : (g + 1) * key_rows].ravel()
-        for ax, (key, methods) in zip(panels, series.items(), strict=False):
-            for label, style in zip(group, _styles(len(group)), strict=True):
+    for g, (panel_title, labels, styles) in enumerate(panels):
+        row_axes = axes[g * key_rows : (g + 1) * key_rows].ravel()
+        for ax, (key, methods) in zip(row_axes, series.items(), strict=False):
+            for label, style in zip(labels, styles, strict=True):
                 curves = methods[label]
                 if not all(curves):
                     continue
+                if window:
+                    curves = _windowed(curves, end, windows)
                 steps, mean, low, high = _curve_band(_mean_curves(curves), aggregate, reps, seed)
                 if len(steps) == 0:
                     continue
@@ -227,18 +277,20 @@ def plot_gradient_statistics(
             role, name = key.split("/")[-2:]
             ax.set(xlabel="environment steps (per task)", ylabel=f"{role} {name.replace('_', ' ')}")
             ax.grid(alpha=0.3)
-        for ax in panels[len(series) :]:
+        for ax in row_axes[len(series) :]:
             ax.axis("off")
-        panels[0].set_title(_group_title(group, groups), fontsize=9, loc="left")
-        if any(ax.get_lines() for ax in panels):
-            handles, labels = next(
-                ax for ax in panels if ax.get_lines()
+        row_axes[0].set_title(panel_title, fontsize=9, loc="left")
+        if any(ax.get_lines() for ax in row_axes):
+            handles, legend_labels = next(
+                ax for ax in row_axes if ax.get_lines()
             ).get_legend_handles_labels()
-            panels[columns - 1].legend(
-                handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+            row_axes[columns - 1].legend(
+                handles, legend_labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                 frameon=False,
             )  # fmt: skip
     if drawn:
+        if window:
+            title += f" (each run's mean over windows of {end / windows:,.0f} steps)"
         _save(fig, path, title)
     else:
         plt.close(fig)

@@ -31,7 +31,9 @@ it, plus every run's protocol and provenance) and per env ``curves_<env>.png``,
 logged them, ``conflict_<env>.png`` and ``triad_<env>.png`` (the PCGrad paper's Fig. 5 panels:
 conflict fraction, magnitude similarity and curvature over training, critic and actor) and
 ``plasticity_<env>.png`` (McLean et al. 2025's Fig. 4: dormant units and effective rank, IQM over
-seeds). ``methods`` (``--methods``) picks the methods reported, in its order.
+seeds); those figures draw each run's means over windows of training, not every logged point.
+``methods`` (``--methods``) picks the methods reported, in its order; ``groups`` (``--group``)
+draws the curves and those figures a panel per named group of methods.
 
 Protocol: scores are comparable only when measured the same way, so within one env all runs must
 agree on env, reward version, episode length, final-evaluation episodes, goal scheme and steps per
@@ -548,6 +550,20 @@ def select_methods(runs: list[Run], methods: list[str] | None) -> list[Run]:
     return [run for run in runs if run.label in methods]
 
 
+def check_groups(runs: list[Run], groups: dict[str, list[str]] | None) -> None:
+    """A one-line ConfigError for a ``--group`` naming a method none of the reported runs has
+    (a typo would otherwise leave its panel short without a word)."""
+    known = sorted({run.label for run in runs})
+    for name, members in (groups or {}).items():
+        unknown = [label for label in dict.fromkeys(members) if label not in known]
+        if not members or unknown:
+            raise ConfigError(
+                f"--group {name!r}: "
+                + (f"no runs of {', '.join(map(repr, unknown))}" if unknown else "no methods")
+                + f"; the reported methods are {', '.join(map(repr, known))}"
+            )
+
+
 # ---------------------------------------------------------------------------------- protocol
 def _protocol_text(protocol: dict) -> str:
     """The protocol's fields, those it does not have (None: no reward version off Meta-World)
@@ -667,9 +683,12 @@ def make_report(
     bootstrap_seed: int = 0,
     mixed_protocols: bool = False,
     methods: list[str] | None = None,
+    groups: dict[str, list[str]] | None = None,
 ) -> dict:
     """Writes the tables, statistics and figures under ``out``, of the runs of ``methods`` (their
-    labels, in that order; all, by label, where None).
+    labels, in that order; all, by label, where None). ``groups`` (name -> labels) draws the
+    curves and the logged statistics a panel per group (the methods in none after them), so that
+    a grid's figures compare few methods at a time; the tables keep every method.
 
     A run without a final evaluation yet is scored by its last periodic evaluation, and its
     method's label says so ("SAC (running, at 25k steps)"); its curve ends in an open marker.
@@ -703,6 +722,7 @@ def make_report(
     for reason in left_out:
         warn(f"run left out of the report: {reason}")
     runs = select_methods(runs, methods)
+    check_groups(runs, groups)
     order = {label: k for k, label in enumerate(methods or [])}
     rows = sorted(group_runs(runs), key=lambda r: (r.env, order.get(r.runs[0].label, 0), r.label))
     envs = list(dict.fromkeys(row.env for row in rows))
@@ -711,7 +731,7 @@ def make_report(
     }
     with writing(out):  # a read-only directory, a full disk: one line naming the path
         written, summaries, improvement = _write_report(
-            out, rows, protocols, bootstrap_reps, bootstrap_seed
+            out, rows, protocols, bootstrap_reps, bootstrap_seed, groups
         )
     return {
         "summaries": summaries,
@@ -724,7 +744,12 @@ def make_report(
 
 
 def _write_report(
-    out: Path, rows: list[MethodRow], protocols: dict[str, dict], reps: int, seed: int
+    out: Path,
+    rows: list[MethodRow],
+    protocols: dict[str, dict],
+    reps: int,
+    seed: int,
+    groups: dict[str, list[str]] | None = None,
 ) -> tuple[list[Path], list[dict], list[dict]]:
     """The tables, figures and summary.json of ``make_report``; returns the files written, the
     summaries and the probability-of-improvement rows."""
@@ -753,6 +778,12 @@ def _write_report(
         tag = _slug(env)
         curves = {row.label: [(run.task_curve, run.curve) for run in row.runs] for row in env_rows}
         unfinished = {row.label for row in env_rows if unfinished_mark(row.runs)}
+        # The groups name methods by their runs' labels; the rows' labels may carry a mark.
+        marked = {row.runs[0].label: row.label for row in env_rows}
+        env_groups = groups and {
+            name: [marked[label] for label in members if label in marked]
+            for name, members in groups.items()
+        }
         plot_curves(
             curves,
             out / f"curves_{tag}.png",
@@ -760,6 +791,7 @@ def _write_report(
             reps,
             seed,
             unfinished,
+            env_groups,
         )
         plot_heatmap(env_summaries, out / f"per_task_{tag}.png", f"{env}: final success per task")
         plot_aggregates(
@@ -796,7 +828,10 @@ def _write_report(
                 for key in keys
             }
             path = out / f"{name}_{tag}.png"
-            if plot_gradient_statistics(series, path, title, reps, seed, aggregate, columns):
+            drawn = plot_gradient_statistics(
+                series, path, title, reps, seed, aggregate, columns, env_groups
+            )
+            if drawn:
                 written.append(path)
     plot_improvement(summaries, improvement, out / "probability_of_improvement.png")
     written.append(out / "probability_of_improvement.png")
