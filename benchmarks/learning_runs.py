@@ -204,6 +204,18 @@ def _rounded(value: object) -> object:
     return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
+QUARTERS = ("first", "last")
+
+
+def finished_quarters(metrics: list[dict], steps: int):
+    """(name, train records) of the first and the last quarter of ``steps`` (per task) that the
+    run has finished: a quarter it is still in would skew a median."""
+    reached = max((int(r["step"]) for r in metrics), default=0)
+    for name, low, high in (("first", 0, steps / 4), ("last", 3 * steps / 4, steps)):
+        if reached >= high:
+            yield name, [r for r in metrics if r["kind"] == "train" and low < r["step"] <= high]
+
+
 def load_record(record: Path) -> dict:
     """A record's curve with integer steps (JSON keys are strings)."""
     curve = json.loads(record.read_text())

@@ -34,7 +34,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from learning_runs import MTRL, ROOT, add_arguments, keep_run_files, train, wall_seconds
+from learning_runs import (
+    MTRL,
+    QUARTERS,
+    ROOT,
+    add_arguments,
+    finished_quarters,
+    keep_run_files,
+    train,
+    wall_seconds,
+)
 
 PRESETS = ROOT / "mtrl" / "presets" / "mt10" / "pcgrad_paper"
 ARMS = ("sac", "mh_sac", "pcgrad", "pcgrad_dir", "pcgrad_mag", "gradnorm", "mh_pcgrad")
@@ -139,7 +148,8 @@ def report(args: argparse.Namespace) -> str:
     by the docs at build time): each arm's IQM and mean over seeds x tasks at every evaluated step
     with 95% stratified-bootstrap intervals and its runs' progress and hours, then, once runs
     have finished, ``mtrl report`` over the copies (``--out/report``: tables, probability of
-    improvement, curves, profile, triad figure) and its probability of improvement over SAC."""
+    improvement, curves, profile, triad figure), the triad by quarter (``triad_table``) and
+    each arm's probability of improvement over SAC."""
     from mtrl.analysis.report import make_report
 
     for arm in ARMS:
@@ -164,6 +174,15 @@ def report(args: argparse.Namespace) -> str:
         ]
         lines += ["", "Final evaluation (`mtrl report`, `report/table.md`):", ""]
         lines.append((args.out / "report" / "table.md").read_text().strip())
+        lines += [
+            "",
+            "The triad in the first and the last quarter of the budget (first -> last; each"
+            " finished run's median over its diagnostic updates there, then the mean over runs;"
+            " conflict: the share of the 45 task pairs whose gradients conflict; curvature: the"
+            " PCGrad paper's multi-task curvature of the critic's loss along its update):",
+            "",
+            *triad_table(args.out / "records", args.steps),
+        ]
         if versus:
             lines += [
                 "",
@@ -264,6 +283,57 @@ def step_table(records: Path, reps: int) -> list[str]:
             rows.append(
                 f"| {arm} | {step // 1000}k | {len(scores)} | {cells[0]} | {cells[1]} | {progress} |"
             )
+    return rows
+
+
+TRIAD_COLUMNS = (  # (logged key, column, log10 of its magnitude)
+    ("gradients/critic/conflict_fraction", "critic conflict", False),
+    ("gradients/critic/cosine_mean", "critic cosine", False),
+    ("gradients/critic/magnitude_similarity", "critic magnitude similarity", False),
+    ("gradients/critic/curvature", "critic log10 curvature", True),
+    ("gradients/actor/conflict_fraction", "actor conflict", False),
+    ("gradients/actor/magnitude_similarity", "actor magnitude similarity", False),
+)
+
+
+def triad_table(records: Path, steps: int) -> list[str]:
+    """Per arm, over its finished runs, the triad in the first and the last quarter of ``steps``
+    (per task): each run's median over the diagnostic updates of the quarter, then the mean over
+    the runs (what the docs' reading cites; the paper's account has conflict and curvature
+    rising, and PCGrad is meant to lower what its arms act on)."""
+    from mtrl.training.logging import read_metrics
+
+    rows = [
+        "| arm | seeds | " + " | ".join(column for _, column, _ in TRIAD_COLUMNS) + " |",
+        "|---|---|" + "---|" * len(TRIAD_COLUMNS),
+    ]
+    for arm in ARMS:
+        finished = [
+            copy
+            for copy in sorted((records / arm).glob("seed*"))
+            if (copy / "eval" / "final.json").is_file()
+        ]
+        medians = []  # per run: {quarter: [median per column]}
+        for copy in finished:
+            quarters = dict(finished_quarters(read_metrics(copy), steps))
+            medians.append(
+                {
+                    name: [
+                        float(np.median(np.log10(np.abs(values)) if log else values))
+                        for key, _, log in TRIAD_COLUMNS
+                        for values in [np.array([r[key] for r in chosen if key in r])]
+                    ]
+                    for name, chosen in quarters.items()
+                }
+            )
+        if not medians:
+            continue
+        first, last = (np.mean([m[q] for m in medians], axis=0) for q in QUARTERS)
+        cells = [
+            f"{a:.{1 if log else 2}f} -> {b:.{1 if log else 2}f}"
+            for a, b, (_, _, log) in zip(first, last, TRIAD_COLUMNS, strict=True)
+        ]
+        rows.append(f"| {arm} | {len(medians)} | " + " | ".join(cells) + " |")
     return rows
 
 

@@ -45,7 +45,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from learning_runs import ROOT, add_arguments, keep_run_files, shown, train, wall_seconds
+from learning_runs import (
+    QUARTERS,
+    ROOT,
+    add_arguments,
+    finished_quarters,
+    keep_run_files,
+    shown,
+    train,
+    wall_seconds,
+)
 
 from mtrl.training.logging import read_metrics
 
@@ -265,18 +274,6 @@ def plot(out: Path, pair: list[str]) -> Path | None:
     figure.savefig(path)
     plt.close(figure)
     return path
-
-
-QUARTERS = ("first", "last")
-
-
-def finished_quarters(metrics: list[dict], steps: int):
-    """(name, train records) of the first and the last quarter of ``steps`` (per task) that the
-    run has finished: a quarter it is still in would skew a median."""
-    reached = max((int(r["step"]) for r in metrics), default=0)
-    for name, low, high in (("first", 0, steps / 4), ("last", 3 * steps / 4, steps)):
-        if reached >= high:
-            yield name, [r for r in metrics if r["kind"] == "train" and low < r["step"] <= high]
 
 
 def triad_by_quarter(
