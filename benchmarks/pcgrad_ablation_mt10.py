@@ -183,6 +183,16 @@ def report(args: argparse.Namespace) -> str:
             "",
             *triad_table(args.out / "records", args.steps),
         ]
+        claims = claims_table(made["improvement"])
+        if claims:
+            lines += [
+                "",
+                "The paper's comparisons (Yu et al. 2020's ablation; P(X > Y): the probability"
+                " that a run of X beats a run of Y on a task, with its 95% stratified-bootstrap"
+                " interval):",
+                "",
+                *claims,
+            ]
         if versus:
             lines += [
                 "",
@@ -218,6 +228,43 @@ def groups(args: argparse.Namespace) -> dict[str, list[str]]:
     }
     label = {arm: build_config(PRESETS / f"{arm}.yaml", []).label for arm in present}
     return {name: [label[arm] for arm in arms if arm in present] for name, arms in GROUPS.items()}
+
+
+CLAIMS = (  # (X, Y, what X > Y would support)
+    ("SAC+PCGrad", "SAC", "PCGrad improves SAC"),
+    ("SAC+PCGrad", "SAC+PCGrad (dir only)", "PCGrad needs its magnitude part"),
+    ("SAC+PCGrad", "SAC+PCGrad (mag only)", "PCGrad needs its direction part"),
+    ("SAC+PCGrad", "SAC+GradNorm", "PCGrad beats GradNorm"),
+    ("MH-SAC+PCGrad", "MH-SAC", "PCGrad improves multi-head SAC too"),
+)
+
+
+def claims_table(improvement: list[dict]) -> list[str]:
+    """A row per comparison of ``CLAIMS`` whose two arms have finished runs: P(X > Y) with its
+    interval and what the interval decides (above 0.5: supported; below: contradicted; across:
+    undecided at this many seeds)."""
+    pairs = {(i["method_x"], i["method_y"]): i for i in improvement}
+    rows = []
+    for x, y, claim in CLAIMS:
+        row = pairs.get((x, y))
+        if row is None:
+            continue
+        if row["runs"] < 2:
+            verdict = "undecided (one seed)"
+        elif row["ci_low"] > 0.5:
+            verdict = "supported"
+        elif row["ci_high"] < 0.5:
+            verdict = "contradicted"
+        else:
+            verdict = f"undecided at {row['runs']} seeds"
+        rows.append(f"| {claim} | {x} > {y} | {_probability(row)} | {verdict} |")
+    if not rows:
+        return []
+    return [
+        "| the paper's claim | X > Y | P(X > Y) [95% CI] | the interval says |",
+        "|---|---|---|---|",
+        *rows,
+    ]
 
 
 def _probability(row: dict) -> str:
