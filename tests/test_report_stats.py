@@ -772,6 +772,25 @@ def test_groups_draw_a_panel_each_and_the_statistics_as_window_means(tmp_path, f
     expected = [steps[window == k].mean() / 1000 + 0.5 for k in range(STATISTIC_WINDOWS)]
     assert len(sac_line.get_ydata()) == STATISTIC_WINDOWS
     assert list(sac_line.get_ydata()) == pytest.approx(expected)
+    assert {ax.get_yscale() for ax in axes} == {"linear"}  # within two decades
+
+
+def test_a_statistic_spanning_decades_gets_a_log_axis(tmp_path, figures):
+    from mtrl.analysis.figures import plot_gradient_statistics
+
+    steps = range(100, 3001, 100)
+    series = {  # curvature growing 1000-fold; a fraction; a curvature that changes sign
+        "gradients/critic/curvature": {"SAC": [[(s, 10 ** (s / 1000)) for s in steps]]},
+        "gradients/critic/conflict_fraction": {"SAC": [[(s, s / 3000) for s in steps]]},
+        "gradients/actor/curvature": {"SAC": [[(s, s - 1000.0) for s in steps]]},
+    }
+    assert plot_gradient_statistics(series, tmp_path / "triad.png", "triad", reps=10, seed=0)
+    scales = {ax.get_ylabel(): ax.get_yscale() for ax in figures[-1].axes if ax.get_lines()}
+    assert scales == {
+        "critic curvature": "log",
+        "critic conflict fraction": "linear",
+        "actor curvature": "linear",
+    }
 
 
 def test_a_group_naming_an_unknown_method_or_none_is_one_line_and_writes_nothing(tmp_path, capsys):
