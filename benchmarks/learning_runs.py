@@ -167,7 +167,7 @@ def keep_run_files(run_dir: Path, copy: Path) -> bool:
 
     if not (run_dir / "metrics.jsonl").is_file():
         return False
-    if _evaluations(run_dir) < _evaluations(copy):
+    if evaluation_count(run_dir) < evaluation_count(copy):
         return False
     copy.mkdir(parents=True, exist_ok=True)
     for name in ("config.yaml", "run.json", "eval/final.json"):
@@ -183,7 +183,7 @@ def keep_run_files(run_dir: Path, copy: Path) -> bool:
     return True
 
 
-def _evaluations(run_dir: Path) -> int:
+def evaluation_count(run_dir: Path) -> int:
     """How many evaluations a run directory (or its copy) has logged; -1 without metrics."""
     if not (run_dir / "metrics.jsonl").is_file():
         return -1

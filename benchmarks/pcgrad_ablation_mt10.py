@@ -39,6 +39,7 @@ from learning_runs import (
     QUARTERS,
     ROOT,
     add_arguments,
+    evaluation_count,
     finished_quarters,
     keep_run_files,
     train,
@@ -219,12 +220,10 @@ def groups(args: argparse.Namespace) -> dict[str, list[str]]:
     reports what has run)."""
     from mtrl.config import build_config
 
-    def evaluated(record: Path) -> bool:
-        metrics = record / "metrics.jsonl"
-        return metrics.is_file() and '"kind": "eval"' in metrics.read_text()
-
     present = {
-        arm for arm in ARMS if any(map(evaluated, (args.out / "records" / arm).glob("seed*")))
+        arm
+        for arm in ARMS
+        if any(evaluation_count(copy) > 0 for copy in (args.out / "records" / arm).glob("seed*"))
     }
     label = {arm: build_config(PRESETS / f"{arm}.yaml", []).label for arm in present}
     return {name: [label[arm] for arm in arms if arm in present] for name, arms in GROUPS.items()}
