@@ -160,12 +160,19 @@ def keep_run_files(run_dir: Path, copy: Path) -> bool:
     ``config.yaml``, ``run.json``, ``eval/final.json`` and ``metrics.jsonl`` with every
     evaluation and, of the train records, the timing, the gradient diagnostics and the critic's
     and temperatures' health (floats to 4 significant digits): under 1 MB for an MT10 run of 100k
-    steps per task instead of its GBs of checkpoints, committed so that the report outlives the machine. False, the copy left as it
-    is, when the run directory is not here or holds fewer evaluations than the copy (a seed
-    restarted on a fresh machine before catching up with what an earlier one recorded)."""
+    steps per task instead of its GBs of checkpoints, committed so that the report outlives the
+    machine.
+
+    False, the copy left as it is, when the run directory is not here, when another process is
+    writing it (its lock is held, ``mtrl.training.lock.holder``: a report made beside a running
+    grid would otherwise copy a run part way, and that copy would be committed with the finished
+    ones; the run's driver copies it when it stops), or when it holds fewer evaluations than the
+    copy (a seed restarted on a fresh machine before catching up with what an earlier one
+    recorded)."""
+    from mtrl.training.lock import holder
     from mtrl.training.logging import read_metrics
 
-    if not (run_dir / "metrics.jsonl").is_file():
+    if not (run_dir / "metrics.jsonl").is_file() or holder(run_dir) is not None:
         return False
     if evaluation_count(run_dir) < evaluation_count(copy):
         return False

@@ -145,12 +145,13 @@ def evaluation_rate(run_dir: Path, args: argparse.Namespace) -> float:
 
 
 def report(args: argparse.Namespace) -> str:
-    """Refreshes the slim copies from the run directories here, then writes ``summary.md`` (read
-    by the docs at build time): each arm's IQM and mean over seeds x tasks at every evaluated step
-    with 95% stratified-bootstrap intervals and its runs' progress and hours, then, once runs
-    have finished, ``mtrl report`` over the copies (``--out/report``: tables, probability of
-    improvement, curves, profile, triad figure), the triad by quarter (``triad_table``) and
-    each arm's probability of improvement over SAC."""
+    """Refreshes the slim copies from the run directories here (not of runs another process is
+    writing: a report beside the running grid leaves their copies as they are), then writes
+    ``summary.md`` (read by the docs at build time): each arm's IQM and mean over seeds x tasks at
+    every evaluated step with 95% stratified-bootstrap intervals and its runs' progress and hours,
+    then, once runs have finished, ``mtrl report`` over the copies (``--out/report``: tables,
+    probability of improvement, curves, profile, triad figure), the triad by quarter
+    (``triad_table``) and each arm's probability of improvement over SAC."""
     from mtrl.analysis.report import make_report
 
     for arm in ARMS:

@@ -500,7 +500,7 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for line in pool.map(lambda job: run_arm(*job, args), queue):
                 print(line, flush=True)
-    # The slim copies, refreshed from the run directories here.
+    # The slim copies, refreshed from the run directories here that no process is writing.
     for run_dir in sorted((args.out / "runs").glob("**/seed*")):
         keep_run_files(run_dir, args.out / "records" / run_dir.relative_to(args.out / "runs"))
     print(summary(args.out, pair, args.steps))
