@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -168,9 +169,16 @@ def report(args: argparse.Namespace) -> str:
         p for p in (args.out / "records").glob("*/seed*") if (p / "eval/final.json").is_file()
     ]
     if finished:
-        made = make_report(
-            [args.out / "records"], args.out / "report", args.bootstrap_reps, groups=groups(args)
-        )
+        # The copies named relative to the repository in report/summary.json (committed), not
+        # by the path of the machine that made it.
+        records, here = Path(os.path.relpath(args.out / "records", ROOT)), Path.cwd()
+        os.chdir(ROOT)
+        try:
+            made = make_report(
+                [records], records.parent / "report", args.bootstrap_reps, groups=groups(args)
+            )
+        finally:
+            os.chdir(here)
         versus = [
             i for i in made["improvement"] if i["method_y"] == "SAC" and i["method_x"] != "SAC"
         ]
