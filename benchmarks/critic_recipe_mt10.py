@@ -12,6 +12,9 @@ Arms (each ``mt10/scaling/mtmhsac_w0256``, McLean et al.'s protocol, plus overri
 - ``recipe_no_norm``: the same without reward normalisation, on a support wide enough for the raw
   returns ([-1000, 1000]: Meta-World v2 rewards are <= 10 a step, gamma = 0.99).
 
+- ``recipe_pcgrad``: the recipe with PCGrad on the critic's gradients (the actor's stay the mean):
+  does gradient surgery still help a critic whose tasks share one value scale?
+
 Single-component arms, each MT-MH-SAC W = 256 with one of the recipe's changes:
 
 - ``temperature``: only BRC's temperature settings (initial 0.1, target entropy -|A|/2), which
@@ -68,15 +71,16 @@ def arms() -> dict[str, list[str]]:
     # Every arm keeps the tanh-bounded log std its MT-MH-SAC arm (the reference's runs) and its
     # first recipe run were made with, before the preset took McLean et al.'s clip (2026-12-02).
     tanh = "agent.log_std_bound=tanh"
+    normalised = ["agent.reward_norm=returns", "agent.v_min=-10", "agent.v_max=10"]
     return {
         "mtmhsac": ["label=MT-MH-SAC W=256", tanh],
-        "recipe": [
+        "recipe": [*recipe, tanh, *normalised, "label=recipe"],
+        "recipe_pcgrad": [
             *recipe,
             tanh,
-            "agent.reward_norm=returns",
-            "agent.v_min=-10",
-            "agent.v_max=10",
-            "label=recipe",
+            *normalised,
+            "agent.critic_grad=pcgrad",
+            "label=recipe + PCGrad",
         ],
         "recipe_no_norm": [
             *recipe,
