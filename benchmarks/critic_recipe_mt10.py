@@ -10,8 +10,7 @@ Arms (each ``mt10/scaling/mtmhsac_w0256``, McLean et al.'s protocol, plus overri
   -|A|/2: with v_max = 10 a normalised step's reward is ~0.1, which an entropy bonus at alpha = 1
   would drown; measured on the synthetic tasks, tests/test_train.py);
 - ``recipe_no_norm``: the same without reward normalisation, on a support wide enough for the raw
-  returns ([-1000, 1000]: Meta-World v2 rewards are <= 10 a step, gamma = 0.99).
-
+  returns ([-1000, 1000]: Meta-World v2 rewards are <= 10 a step, gamma = 0.99);
 - ``recipe_pcgrad``: the recipe with PCGrad on the critic's gradients (the actor's stay the mean):
   does gradient surgery still help a critic whose tasks share one value scale?
 
