@@ -686,20 +686,26 @@ def _timed(run_dir: Path, label: str, seconds: float, precision: str, cpu: str |
         file.writelines(json.dumps(w) + "\n" for w in windows)
     info = json.loads((run_dir / "run.json").read_text())
     info |= {"device": "cpu", "precision": precision}
-    if cpu is not None:
-        info["provenance"]["hardware"] = {"cpu": cpu, "logical_cpus": 2, "gpu": None}
+    if cpu is not None:  # a name, or (name, matmul instruction sets)
+        name, isa = cpu if isinstance(cpu, tuple) else (cpu, None)
+        hardware = {"cpu": name, "cpu_isa": isa, "logical_cpus": 2, "gpu": None}
+        info["provenance"]["hardware"] = hardware
     (run_dir / "run.json").write_text(json.dumps(info))
 
 
 def test_update_cost_compares_only_runs_on_the_same_hardware(tmp_path):
     """The cost column divides a method's update time by SAC's measured on the same device,
-    precision and processor: a ratio across machines is n/a, never a number about the hardware."""
+    precision and processor: a ratio across machines is n/a, never a number about the hardware.
+    One name can cover processors with different instruction sets ("AMD EPYC" on two VMs, one
+    with AVX2 only, one with AVX-512): those are other hardware too."""
     scores = _scores(3, 0.5)
+    avx2, avx512 = ["avx2"], ["avx2", "avx512f", "avx512_bf16"]
     machines = {  # label -> per seed: (seconds per update, precision, cpu)
-        "SAC": [(0.01, "bf16", "Xeon AMX"), (0.03, "fp32", "EPYC")],
-        "SAC+PCGrad": [(0.02, "bf16", "Xeon AMX"), (0.06, "fp32", "EPYC")],
+        "SAC": [(0.01, "bf16", "Xeon AMX"), (0.03, "fp32", ("EPYC", avx2))],
+        "SAC+PCGrad": [(0.02, "bf16", "Xeon AMX"), (0.06, "fp32", ("EPYC", avx2))],
         "SAC+PCGrad old": [(0.015, "bf16", None)],  # made before the processor was recorded
         "SAC+PCGrad other": [(0.05, "fp32", "Graviton")],
+        "SAC+PCGrad avx512": [(0.02, "fp32", ("EPYC", avx512))],
     }
     for label, runs in machines.items():
         for seed, (seconds, precision, cpu) in enumerate(runs):
@@ -711,6 +717,7 @@ def test_update_cost_compares_only_runs_on_the_same_hardware(tmp_path):
     assert cost["SAC+PCGrad"] == pytest.approx(2.0)  # each seed against SAC on its own machine
     assert cost["SAC+PCGrad old"] == pytest.approx(1.5)  # matches the bf16 SAC run
     assert cost["SAC+PCGrad other"] is None
+    assert cost["SAC+PCGrad avx512"] is None  # the same name, other instruction sets
     table = (tmp_path / "report" / "table.md").read_text()
     assert "| SAC+PCGrad other |" in table
     other = next(line for line in table.splitlines() if "| SAC+PCGrad other |" in line)

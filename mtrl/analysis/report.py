@@ -111,8 +111,9 @@ class Run:
     # Without a final evaluation yet: the run's status ("running", "interrupted", "failed") and
     # the step of the periodic evaluation that scores it instead; None for a finished run.
     unfinished: tuple[str, int] | None = None
-    # (device, precision, processor) the update time was measured on; None where unrecorded.
-    machine: tuple[str | None, str | None, str | None] = (None, None, None)
+    # (device, precision, processor, its matmul instruction sets) the update time was measured
+    # on; None where unrecorded.
+    machine: tuple[str | None, ...] = (None, None, None, None)
 
     @property
     def score(self) -> float:
@@ -387,8 +388,10 @@ def load_run(path: Path) -> Run | None:
     )
 
 
-def _machine(info: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
-    """(device, precision, processor) from run.json: the GPU's name on CUDA, else the CPU's."""
+def _machine(info: dict[str, Any]) -> tuple[str | None, ...]:
+    """(device, precision, processor, instruction sets) from run.json: the GPU's name on CUDA,
+    else the CPU's and its matmul instruction sets (one name can cover CPUs with and without
+    AVX-512 or AMX)."""
 
     def text(value: Any) -> str | None:
         return value if isinstance(value, str) and value else None
@@ -398,12 +401,15 @@ def _machine(info: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
     device = text(info.get("device"))
     kind = device.split(":")[0] if device else None
     processor = text(hardware.get("gpu" if kind == "cuda" else "cpu"))
-    return kind, text(info.get("precision")), processor
+    isa = hardware.get("cpu_isa") if kind != "cuda" else None
+    isa = " ".join(map(str, isa)) if isinstance(isa, list) else None
+    return kind, text(info.get("precision")), processor, isa
 
 
 def same_machine(a: tuple, b: tuple) -> bool:
-    """Whether two runs' update times may be compared: the same device, precision and processor
-    wherever both recorded them (runs made before the processor was recorded match on the rest)."""
+    """Whether two runs' update times may be compared: the same device, precision, processor and
+    instruction sets wherever both recorded them (runs made before one was recorded match on the
+    rest)."""
     return all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
 
 

@@ -422,18 +422,28 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+# The instruction sets a CPU's matmuls run on: virtual machines often name the processor only by
+# its vendor line ("AMD EPYC"), which hides whether it has AVX-512, bf16 dot products or AMX.
+MATMUL_ISA = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
 def hardware(device: str = "cpu") -> dict[str, Any]:
-    """What the run's speed depends on: the processor (and its logical CPUs) and, for a run on
-    CUDA, the GPU (a CPU run leaves CUDA uninitialised), so that update times are compared only
-    between runs on the same hardware."""
-    cpu = None
+    """What the run's speed depends on: the processor (its name, the matmul instruction sets it
+    has, its logical CPUs) and, for a run on CUDA, the GPU (a CPU run leaves CUDA
+    uninitialised), so that update times are compared only between runs on the same hardware."""
+    cpu, isa = None, None
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                cpu = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu is None:
+                cpu = value.strip()
+            elif key.strip() == "flags" and isa is None:
+                isa = [flag for flag in MATMUL_ISA if flag in value.split()]
+            if cpu is not None and isa is not None:
                 break
     return {
         "cpu": cpu or platform.processor() or platform.machine() or None,
+        "cpu_isa": isa,
         "logical_cpus": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(torch.device(device))
         if device.startswith("cuda") and torch.cuda.is_available()
