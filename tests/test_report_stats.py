@@ -567,6 +567,28 @@ def test_the_heatmap_numbers_and_colour_bar_label_are_legible_and_inside(
     assert inside.y0 <= extent.y0 and extent.y1 <= inside.y1 and extent.x1 <= inside.x1, extent
 
 
+def test_the_improvement_matrix_prints_no_interval_for_a_pair_with_a_one_seed_method(
+    runs, tmp_path, figures
+):
+    root, _ = runs
+    five = make_report([root], tmp_path / "five", bootstrap_reps=50)
+    one = make_report(
+        [root / "SAC", root / "SAC_PCGrad" / "seed0"], tmp_path / "one", bootstrap_reps=50
+    )
+    cells = []
+    for figure in figures:
+        (ax, *_) = figure.axes
+        if "P(X > Y)" in ax.get_title():
+            cells.append([text.get_text() for text in ax.texts])
+    assert len(cells) == 2 and all(len(texts) == 2 for texts in cells)
+    assert all("[" in text and "seed" not in text for text in cells[0]), cells
+    assert all(text.endswith("\n(1 seed)") for text in cells[1]), cells
+    # the CSV and JSON keep the interval that resamples SAC's seeds alone
+    assert {row["runs"] for row in five["improvement"]} == {5}
+    assert {row["runs"] for row in one["improvement"]} == {1}
+    assert any(row["ci_low"] < row["ci_high"] for row in one["improvement"])
+
+
 # ------------------------------------------------------------- --methods and unfinished runs
 def test_methods_picks_the_rows_in_its_order_and_an_unknown_one_is_one_line(tmp_path, capsys):
     root = tmp_path / "runs"

@@ -373,7 +373,9 @@ def plot_profile(
 
 def plot_improvement(summaries: list[dict], improvement: list[dict], path: Path) -> None:
     """P(row > column) per env as a matrix (every ordered pair), intervals printed where the
-    cells are large enough to hold them; the methods (rows and columns) in ``summaries``' order."""
+    cells are large enough to hold them; the methods (rows and columns) in ``summaries``' order.
+    A pair with a one-seed method prints "1 seed" in place of its interval: that interval
+    resamples the other method's seeds alone, so it reads narrower than the comparison is."""
     import matplotlib.pyplot as plt
 
     envs = list(dict.fromkeys(s["env"] for s in summaries))
@@ -393,7 +395,10 @@ def plot_improvement(summaries: list[dict], improvement: list[dict], path: Path)
         for item in (i for i in improvement if i["env"] == env):
             a, b = labels.index(item["method_x"]), labels.index(item["method_y"])
             grid[a, b] = item["probability"]
-            text[a, b] = f"{item['probability']:.2f}\n[{item['ci_low']:.2f}, {item['ci_high']:.2f}]"
+            interval = (
+                f"[{item['ci_low']:.2f}, {item['ci_high']:.2f}]" if item["runs"] > 1 else "(1 seed)"
+            )
+            text[a, b] = f"{item['probability']:.2f}\n{interval}"
         image = ax.imshow(grid, vmin=0, vmax=1, cmap="RdBu", aspect="auto")
         if len(labels) <= 12:
             for (a, b), label in text.items():

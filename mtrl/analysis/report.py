@@ -22,7 +22,8 @@ performance profile (the fraction of (seed, task) scores above each threshold) w
 learning curves show the IQM over seeds x tasks at each evaluation with a bootstrap band. A method
 with one seed still gets its point estimates; its intervals collapse to the point (that is what the
 CSV and JSON files hold) and the Markdown and LaTeX tables print them as "n/a"; its P(X > Y)
-intervals come from resampling the other method's seeds alone.
+intervals come from resampling the other method's seeds alone (the CSV holds them, the figure
+prints "1 seed" in their place).
 
 Outputs under ``--out``: ``table.*`` (mean success with its interval, IQM, seeds), ``per_task.*``,
 ``aggregates.{csv,md,tex}``, ``probability_of_improvement.{csv,png}``, ``summary.json`` (all of
